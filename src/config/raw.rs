@@ -1,0 +1,182 @@
+//! The configuration file as written: serde structs that mirror the TOML/YAML keys one to one.
+//!
+//! Nothing here is checked beyond its JSON/TOML type: durations, sizes, URLs and names stay
+//! strings so that `Config::validate` can report every problem with its key path at once.
+//! Every struct denies unknown fields, so a misspelt key is an error, never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One value or a list of them (`listen = "a"` or `listen = ["a", "b"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+/// A duration or size: a string such as `"30s"` / `"10MiB"`, or a bare number (seconds / bytes),
+/// which is what environment overrides like `PORTCULLIS_SERVER__MAX_BODY=1024` produce.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Number(u64),
+    Text(String),
+}
+
+/// A claim requirement value: `role = "admin"` or `role = ["admin", "owner"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Allowed {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, String>,
+    pub backend: Option<RawBackend>,
+    #[serde(default)]
+    pub login: RawLogin,
+    #[serde(default)]
+    pub logout: RawLogout,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub jwt: RawJwt,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany<String>>,
+    pub tls: Option<RawTls>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_body: Option<Quantity>,
+    pub max_header_size: Option<Quantity>,
+    pub header_read_timeout: Option<Quantity>,
+    pub upstream_timeout: Option<Quantity>,
+    pub connect_timeout: Option<Quantity>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace: Option<Quantity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub login: Option<String>,
+    pub refresh: Option<String>,
+    pub logout: Option<String>,
+    pub profile: Option<String>,
+    pub format: Option<String>,
+    pub refresh_field: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<String>,
+    pub timeout: Option<Quantity>,
+}
+
+/// `login.fields`: a list of names copied as they are, or a table `backend_field = "submitted_field"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFields {
+    Same(Vec<String>),
+    Renamed(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub path: Option<String>,
+    pub fields: Option<RawFields>,
+    pub success_redirect: Option<String>,
+    pub failure_redirect: Option<String>,
+    pub return_param: Option<String>,
+    pub attempts_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogout {
+    pub path: Option<String>,
+    pub redirect: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub access_cookie: Option<String>,
+    pub refresh_cookie: Option<String>,
+    pub secure: Option<bool>,
+    pub same_site: Option<String>,
+    pub domain: Option<String>,
+    pub refresh_ahead: Option<Quantity>,
+    pub refresh_max_age: Option<Quantity>,
+    pub me_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub algorithms: Option<Vec<String>>,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<OneOrMany<String>>,
+    pub leeway: Option<Quantity>,
+    pub claims: Option<BTreeMap<String, Allowed>>,
+    pub cache: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Option<String>,
+    pub auth: Option<String>,
+    pub upstream: Option<String>,
+    pub on_unauthenticated: Option<String>,
+    pub claims: Option<BTreeMap<String, Allowed>>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}

@@ -1,0 +1,227 @@
+//! The per-request pipeline: one function that shows every phase in order.
+//!
+//! request filter (method, target, limits) → normalize → the proxy's own endpoints → route →
+//! admit (authenticate, authorize) → forward (rewrite, stream) → log. [`handle`] never fails:
+//! every error becomes a response in exactly one place, `Error::into_response`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tracing::{error, info, warn};
+
+use crate::auth::{Admission, Authenticator};
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::{Error, Source};
+use crate::path;
+use crate::rules::{self, Rule};
+use crate::upstream::{self, Forwarding, HttpClient};
+use crate::ConnInfo;
+
+/// Everything a request needs, built once from a validated configuration.
+pub struct App {
+    pub config: Config,
+    pub client: HttpClient,
+    pub auth: Authenticator,
+    /// Every header name a rule fills from claims; clients may never send these.
+    identity_headers: Vec<HeaderName>,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<App, Error> {
+        let client = upstream::client(&config.server)?;
+        let auth = Authenticator::new(&config)?;
+        let mut identity_headers: Vec<HeaderName> = config
+            .rules
+            .iter()
+            .flat_map(|rule| rule.headers.iter().map(|(name, _)| name.clone()))
+            .collect();
+        identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        identity_headers.dedup();
+        Ok(App {
+            config,
+            client,
+            auth,
+            identity_headers,
+        })
+    }
+}
+
+/// What the access log records about a request, filled in as the pipeline runs.
+#[derive(Default)]
+struct Trace<'a> {
+    path: Option<String>,
+    rule: Option<&'a Rule>,
+}
+
+/// Handles one downstream request. Never fails: errors are answered here.
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = next_request_id();
+    let method = request.method().clone();
+    let mut trace = Trace::default();
+    let result = pipeline(&app, &conn, request, &request_id, &mut trace).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            match err.source_of_fault() {
+                Source::Client => {}
+                Source::Upstream => {
+                    warn!(request_id = ?request_id, error = %err, "upstream failure")
+                }
+                Source::Internal => {
+                    error!(request_id = ?request_id, error = %err, "internal error")
+                }
+            }
+            err.into_response()
+        }
+    };
+    let upstream = trace
+        .rule
+        .map(|rule| app.config.upstream(rule.upstream).name.as_str());
+    info!(
+        target: "access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method = %method,
+        path = trace.path.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
+        upstream = upstream.unwrap_or("-"),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        peer = %conn.peer,
+    );
+    response
+}
+
+async fn pipeline<'a>(
+    app: &'a App,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace<'a>,
+) -> Result<Response<Body>, Error> {
+    // Request filter: refuse what cannot be proxied before looking at anything else.
+    if request.method() == Method::CONNECT {
+        return Err(Error::MethodNotAllowed);
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > app.config.server.max_header_size {
+        return Err(Error::HeadersTooLarge);
+    }
+    if declared_length(&request)? > app.config.server.max_body {
+        return Err(Error::PayloadTooLarge);
+    }
+
+    // Normalize: the one path that is matched and forwarded.
+    let normalized = path::normalize(request.uri().path()).map_err(|err| {
+        tracing::debug!(error = %err, "refused request path");
+        Error::BadRequest(path_error_message(err))
+    })?;
+    let target = match request.uri().query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized.clone(),
+    };
+    trace.path = Some(normalized);
+    let normalized = trace.path.as_deref().unwrap_or("/");
+
+    // Route.
+    let rule = rules::route(&app.config.rules, normalized).ok_or(Error::NotFound)?;
+    trace.rule = Some(rule);
+
+    // Admit: authenticate and authorize; only an admitted request gets a permit.
+    let (parts, body) = request.into_parts();
+    let permit = match app.auth.admit(rule, &parts, &target).await? {
+        Admission::Forward(permit) => permit,
+        Admission::Redirect(location) => return Ok(redirect(http::StatusCode::FOUND, &location)),
+    };
+    let request = Request::from_parts(parts, body);
+
+    // Forward.
+    let session = &app.config.session;
+    let forwarding = Forwarding {
+        conn,
+        trusted_proxies: &app.config.server.trusted_proxies,
+        own_cookies: [&session.access_cookie, &session.refresh_cookie],
+        identity_headers: &app.identity_headers,
+        request_id,
+    };
+    let upstream = app.config.upstream(rule.upstream);
+    upstream::forward(
+        &app.client,
+        &app.config,
+        upstream,
+        permit,
+        request,
+        &target,
+        &forwarding,
+    )
+    .await
+}
+
+/// The declared body length, refusing conflicting or unparsable `Content-Length` headers.
+fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
+    let mut length = None;
+    for value in request.headers().get_all(CONTENT_LENGTH) {
+        let parsed = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(Error::BadRequest("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != parsed) {
+            return Err(Error::BadRequest("conflicting Content-Length headers"));
+        }
+        length = Some(parsed);
+    }
+    Ok(length.unwrap_or(0))
+}
+
+fn path_error_message(err: path::PathError) -> &'static str {
+    match err {
+        path::PathError::NotOriginForm => "the request target must be a path",
+        path::PathError::EncodedSlash => "encoded slash or backslash in the path",
+        path::PathError::Backslash => "backslash in the path",
+        path::PathError::Control => "control character or space in the path",
+        path::PathError::PathParameter => "path parameters (;) are not accepted",
+        path::PathError::BadEscape => "malformed percent-encoding in the path",
+        path::PathError::InvalidUtf8 => "the path is not valid UTF-8",
+    }
+}
+
+/// A redirect to a same-site path the proxy chose (never one taken from the request as is).
+pub fn redirect(status: http::StatusCode, location: &str) -> Response<Body> {
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// A short unique id for each request, for the access log and the upstream's `X-Request-Id`.
+fn next_request_id() -> HeaderValue {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let boot = *BOOT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::try_from(format!("{:08x}-{n:x}", boot as u32)).expect("hex digits are header-safe")
+}

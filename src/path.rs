@@ -1,0 +1,148 @@
+//! Request-path normalization: the one place that decides what path a request is for.
+//!
+//! Rules match the normalized path and exactly that path goes upstream, so a request can never
+//! be matched as one path and served as another. Normalization decodes percent-encoded
+//! *unreserved* characters once, resolves dot segments and merges `//`. Anything whose meaning
+//! differs between servers — an encoded `/` or `\`, a raw `\`, `;` path parameters, NUL and
+//! other control bytes, invalid UTF-8 — is refused rather than guessed at.
+
+use std::fmt;
+
+/// Why a path was refused. Every variant becomes a `400 Bad Request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotOriginForm,
+    EncodedSlash,
+    Backslash,
+    Control,
+    PathParameter,
+    BadEscape,
+    InvalidUtf8,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::NotOriginForm => "the request path must start with /",
+            PathError::EncodedSlash => "encoded / or \\ in the path",
+            PathError::Backslash => "backslash in the path",
+            PathError::Control => "control character in the path",
+            PathError::PathParameter => "; path parameters are not accepted",
+            PathError::BadEscape => "malformed percent-encoding in the path",
+            PathError::InvalidUtf8 => "the path is not valid UTF-8",
+        })
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// Returns the normalized form of `raw`, the path component of a request target (no query).
+///
+/// The result starts with `/`, has no empty, `.` or `..` segments, keeps a trailing `/`, and
+/// keeps percent-escapes only for bytes that are not unreserved (with upper-case hex digits).
+/// Normalizing a normalized path returns it unchanged.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let decoded = decode_unreserved(raw.as_bytes())?;
+    Ok(remove_dot_segments(&decoded))
+}
+
+/// Decodes `%XX` escapes of unreserved characters and rejects every ambiguous byte.
+fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len());
+    // Every byte the path stands for, escapes decoded, to check that the whole is UTF-8.
+    let mut utf8_check = Vec::new();
+    let mut needs_utf8_check = false;
+    let mut i = 0;
+    while i < raw.len() {
+        let byte = raw[i];
+        match byte {
+            b'%' => {
+                let (hi, lo) = match (raw.get(i + 1), raw.get(i + 2)) {
+                    (Some(&hi), Some(&lo)) => (hex(hi), hex(lo)),
+                    _ => return Err(PathError::BadEscape),
+                };
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::BadEscape);
+                };
+                let value = hi << 4 | lo;
+                match value {
+                    b'/' | b'\\' => return Err(PathError::EncodedSlash),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    b';' => return Err(PathError::PathParameter),
+                    _ if is_unreserved(value) => out.push(char::from(value)),
+                    _ => {
+                        out.push('%');
+                        out.push(char::from(HEX_UPPER[usize::from(hi)]));
+                        out.push(char::from(HEX_UPPER[usize::from(lo)]));
+                    }
+                }
+                if value >= 0x80 {
+                    needs_utf8_check = true;
+                }
+                utf8_check.push(value);
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::PathParameter),
+            0..=0x20 | 0x7f => return Err(PathError::Control),
+            0x80..=0xff => return Err(PathError::InvalidUtf8),
+            _ => {
+                out.push(char::from(byte));
+                utf8_check.push(byte);
+                i += 1;
+            }
+        }
+    }
+    if needs_utf8_check && std::str::from_utf8(&utf8_check).is_err() {
+        return Err(PathError::InvalidUtf8);
+    }
+    Ok(out)
+}
+
+/// RFC 3986 §5.2.4, plus merging of empty segments: `/a/./b/../c//d` → `/a/c/d`.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests;

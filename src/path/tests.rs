@@ -1,0 +1,71 @@
+use super::*;
+
+#[test]
+fn normalization_table() {
+    let cases: &[(&str, Result<&str, PathError>)] = &[
+        ("/", Ok("/")),
+        ("/dashboard", Ok("/dashboard")),
+        ("/dashboard/", Ok("/dashboard/")),
+        ("/a/./b/../c//d", Ok("/a/c/d")),
+        ("//dashboard", Ok("/dashboard")),
+        ("/public/../dashboard", Ok("/dashboard")),
+        ("/public/%2e%2e/dashboard", Ok("/dashboard")),
+        ("/public/%2E%2E/dashboard", Ok("/dashboard")),
+        ("/public/.%2e/dashboard", Ok("/dashboard")),
+        ("/%64ashboard", Ok("/dashboard")),
+        ("/../../dashboard", Ok("/dashboard")),
+        ("/a/..", Ok("/")),
+        ("/a/b/..", Ok("/a/")),
+        ("/a/.", Ok("/a/")),
+        ("/%7euser", Ok("/~user")),
+        // Decoded once: %25 is '%', which is not unreserved, so it stays encoded.
+        (
+            "/public/%252e%252e/dashboard",
+            Ok("/public/%252e%252e/dashboard"),
+        ),
+        ("/caf%c3%a9", Ok("/caf%C3%A9")),
+        ("/a%20b", Ok("/a%20b")),
+        ("/public/..%2fdashboard", Err(PathError::EncodedSlash)),
+        ("/dashboard%2fx", Err(PathError::EncodedSlash)),
+        ("/dashboard%2Fx", Err(PathError::EncodedSlash)),
+        ("/public/..%5cdashboard", Err(PathError::EncodedSlash)),
+        ("/public/..\\dashboard", Err(PathError::Backslash)),
+        ("/dashboard%00", Err(PathError::Control)),
+        ("/dashboard%0a", Err(PathError::Control)),
+        ("/dashboard%7f", Err(PathError::Control)),
+        ("/dashboard;x=1", Err(PathError::PathParameter)),
+        ("/dashboard%3bx=1", Err(PathError::PathParameter)),
+        ("/dash%", Err(PathError::BadEscape)),
+        ("/dash%4", Err(PathError::BadEscape)),
+        ("/dash%zz", Err(PathError::BadEscape)),
+        ("/caf%c3", Err(PathError::InvalidUtf8)),
+        ("/%ff", Err(PathError::InvalidUtf8)),
+        ("/a b", Err(PathError::Control)),
+        ("dashboard", Err(PathError::NotOriginForm)),
+        ("*", Err(PathError::NotOriginForm)),
+        ("", Err(PathError::NotOriginForm)),
+    ];
+    for (input, want) in cases {
+        let got = normalize(input);
+        assert_eq!(
+            got.as_deref().map_err(|e| *e),
+            want.as_ref().map(|s| *s).map_err(|e| *e),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn normalization_is_idempotent() {
+    let inputs = [
+        "/a/./b/../c//d",
+        "/public/%252e%252e/dashboard",
+        "/caf%c3%a9/x/",
+        "/%64ashboard/..",
+        "/a%20b/%7e",
+    ];
+    for input in inputs {
+        let once = normalize(input).expect("valid");
+        assert_eq!(normalize(&once).as_deref(), Ok(once.as_str()), "{input:?}");
+    }
+}

@@ -1,0 +1,363 @@
+//! Talking to upstreams: the pooled client, the request and response header rewrite, and
+//! forwarding itself (including WebSocket upgrades).
+//!
+//! The header rewrite runs in a fixed order — strip hop-by-hop headers and everything the
+//! client named in `Connection`, strip client-supplied identity headers and the proxy's own
+//! cookies, *then* inject `Authorization`, identity and `X-Forwarded-*` headers — so nothing a
+//! client sends can remove or forge what the proxy injects.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
+use tracing::{debug, warn};
+
+use crate::auth::Permit;
+use crate::body::Body;
+use crate::config::{self, Config};
+use crate::error::Error;
+use crate::ConnInfo;
+
+/// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Builds the shared client: keep-alive pooling, connect timeout, HTTPS with webpki roots.
+pub fn client(server: &config::Server) -> Result<HttpClient, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(server.connect_timeout));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|err| Error::Internal(format!("TLS client setup: {err}")))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Headers the proxy itself decides for the upstream; a route may not fill them from claims.
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || *name == header::AUTHORIZATION
+        || *name == header::HOST
+        || *name == header::COOKIE
+        || *name == header::CONTENT_LENGTH
+        || name.as_str().starts_with("x-forwarded-")
+        || *name == header::FORWARDED
+}
+
+/// Whether a client-sent header claims an identity that only the proxy may assert. Matched on
+/// the lower-cased name with `_` read as `-`, since some upstreams (CGI, WSGI, PHP) treat them alike.
+fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
+    let canonical = name.replace('_', "-");
+    let name = canonical.as_str();
+    name.starts_with("x-user-")
+        || name == "x-user"
+        || name.starts_with("x-auth-")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-remote-")
+        || matches!(
+            name,
+            "forwarded"
+                | "remote-user"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "x-original-uri"
+                | "x-real-ip"
+                | "x-request-id"
+        )
+        || configured.iter().any(|h| h.as_str() == name)
+}
+
+/// What the rewrite needs to know about the downstream request and its connection.
+pub struct Forwarding<'a> {
+    pub conn: &'a ConnInfo,
+    pub trusted_proxies: &'a [IpNet],
+    /// Names of the proxy's cookies, removed from the upstream `Cookie` header.
+    pub own_cookies: [&'a str; 2],
+    /// Every header name any rule fills from claims: always stripped from client requests.
+    pub identity_headers: &'a [HeaderName],
+    pub request_id: &'a HeaderValue,
+}
+
+/// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// The client's address: the peer, or — behind trusted proxies — the nearest untrusted
+/// address in `X-Forwarded-For`, read from the right.
+pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(conn.peer.ip(), trusted) {
+        return conn.peer.ip();
+    }
+    let mut client = conn.peer.ip();
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(ip, trusted) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// Rewrites the downstream request headers into the upstream's. Returns whether this is a
+/// protocol upgrade (WebSocket) that must keep its `Connection`/`Upgrade` headers.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    permit: &Permit,
+    fwd: &Forwarding<'_>,
+    host: Option<HeaderValue>,
+) -> bool {
+    let upgrade = upgrade_protocol(headers);
+    strip_hop_by_hop(headers);
+    let trusted = is_trusted(fwd.conn.peer.ip(), fwd.trusted_proxies);
+    // Believed only from a trusted proxy, and read before identity stripping removes them.
+    let forwarded_for = trusted
+        .then(|| joined(headers, "x-forwarded-for"))
+        .flatten();
+    let forwarded_proto = trusted
+        .then(|| headers.get("x-forwarded-proto").cloned())
+        .flatten();
+    let forwarded_host = trusted
+        .then(|| headers.get("x-forwarded-host").cloned())
+        .flatten();
+
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_identity_header(name.as_str(), fwd.identity_headers))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    crate::auth::cookies::strip(headers, &fwd.own_cookies);
+
+    // From here on, only the proxy writes.
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    permit.apply(headers);
+    let peer = fwd.conn.peer.ip().to_string();
+    let xff = match forwarded_for {
+        Some(chain) if !chain.is_empty() => format!("{chain}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(value) = HeaderValue::try_from(xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    let proto = forwarded_proto
+        .unwrap_or_else(|| HeaderValue::from_static(if fwd.conn.tls { "https" } else { "http" }));
+    headers.insert("x-forwarded-proto", proto);
+    if let Some(host) = forwarded_host.or_else(|| headers.get(header::HOST).cloned()) {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.insert("x-request-id", fwd.request_id.clone());
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    upgrade.is_some()
+}
+
+/// Removes hop-by-hop headers from a response, keeping `Connection`/`Upgrade` on a `101`.
+pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
+    let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// The `Upgrade` protocol if the request asks for one (`Connection: upgrade` + `Upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        // The framing of the request is the proxy's business, not the client's to remove.
+        .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Forwards `request` to `upstream` at `path_and_query` under `permit`. The body streams
+/// through with `max_body` enforced as it flows; the response streams back.
+pub async fn forward(
+    client: &HttpClient,
+    config: &Config,
+    upstream: &config::Upstream,
+    permit: Permit,
+    mut request: Request<Incoming>,
+    path_and_query: &str,
+    fwd: &Forwarding<'_>,
+) -> Result<Response<Body>, Error> {
+    let downstream_upgrade = hyper::upgrade::on(&mut request);
+    let (mut parts, body) = request.into_parts();
+    // HTTP/2 requests carry the host in the URI's authority, not in a Host header.
+    let host = if parts.headers.contains_key(header::HOST) {
+        None
+    } else {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    };
+    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, host)
+        && parts.version == Version::HTTP_11;
+    if !is_upgrade {
+        parts.headers.remove(header::UPGRADE);
+    }
+    parts.uri = Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Error::BadRequest("the request target cannot be forwarded"))?;
+    parts.version = Version::HTTP_11;
+    let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
+    let body = Limited::new(body, max_body).boxed_unsync();
+    let upstream_request = Request::from_parts(parts, body);
+
+    let response = match tokio::time::timeout(
+        config.server.upstream_timeout,
+        client.request(upstream_request),
+    )
+    .await
+    {
+        Err(_) => return Err(Error::UpstreamTimeout),
+        Ok(Err(err)) => return Err(classify(&err, &upstream.name)),
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    rewrite_response_headers(parts.status, &mut parts.headers);
+    permit.apply_to_response(&mut parts.headers);
+    if is_upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let mut upstream_response = Response::from_parts(parts, body);
+        let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+        let (parts, _) = upstream_response.into_parts();
+        tokio::spawn(async move {
+            match tokio::try_join!(downstream_upgrade, upstream_upgrade) {
+                Ok((downstream, upstream)) => {
+                    let mut downstream = TokioIo::new(downstream);
+                    let mut upstream = TokioIo::new(upstream);
+                    if let Err(err) =
+                        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+                    {
+                        debug!(error = %err, "upgraded connection closed");
+                    }
+                }
+                Err(err) => warn!(error = %err, "protocol upgrade failed"),
+            }
+        });
+        return Ok(Response::from_parts(parts, crate::body::empty()));
+    }
+    let body = body
+        .map_err(|err| Box::new(err) as crate::body::BoxError)
+        .boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Maps a client error to the right status: our body cap → 413, otherwise upstream's fault.
+fn classify(err: &hyper_util::client::legacy::Error, upstream: &str) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return Error::PayloadTooLarge;
+        }
+        source = cause.source();
+    }
+    let kind = if err.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    Error::UpstreamUnavailable(format!("{upstream}: {kind} failed: {}", error_chain(err)))
+}
+
+/// `a: b: c` from an error and its sources, for log lines.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
