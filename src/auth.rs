@@ -40,6 +40,19 @@ impl Permit {
         }
     }
 
+    /// A permit carrying `authorization`, for unit tests of the header rewrite.
+    #[cfg(test)]
+    pub(crate) fn for_tests(authorization: Option<&'static str>) -> Permit {
+        Permit {
+            authorization: authorization.map(HeaderValue::from_static),
+            identity: vec![(
+                HeaderName::from_static("x-user-id"),
+                HeaderValue::from_static("42"),
+            )],
+            set_cookies: Vec::new(),
+        }
+    }
+
     /// Writes the permit's headers into the upstream request. Runs after every client header
     /// that could forge or remove them has been stripped.
     pub fn apply(&self, headers: &mut HeaderMap) {

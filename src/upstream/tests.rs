@@ -1,1 +1,179 @@
+use super::*;
 
+fn conn(peer: &str) -> ConnInfo {
+    ConnInfo {
+        peer: peer.parse().expect("addr"),
+        local: "127.0.0.1:8080".parse().expect("addr"),
+        tls: false,
+    }
+}
+
+fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines {
+        headers.append(
+            HeaderName::try_from(*name).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().expect("cidr")).collect();
+    let conn = conn(peer);
+    let request_id = HeaderValue::from_static("req-1");
+    let fwd = Forwarding {
+        conn: &conn,
+        trusted_proxies: &trusted,
+        own_cookies: ["access_token", "refresh_token"],
+        identity_headers: &[HeaderName::from_static("x-tenant")],
+        request_id: &request_id,
+    };
+    rewrite_request_headers(
+        &mut headers,
+        &Permit::for_tests(Some("Bearer good")),
+        &fwd,
+        None,
+    );
+    headers
+}
+
+fn all(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .collect()
+}
+
+#[test]
+fn connection_cannot_remove_injected_headers() {
+    let headers = rewrite(
+        &[
+            ("host", "site.example"),
+            (
+                "connection",
+                "Authorization, X-Forwarded-For, X-User-Id, keep-alive, x-custom",
+            ),
+            ("x-custom", "dropped"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("authorization", "Bearer forged"),
+            ("authorization", "Basic Zm9vOmJhcg=="),
+        ],
+        "203.0.113.9:5555",
+        &[],
+    );
+    assert_eq!(all(&headers, "authorization"), ["Bearer good"]);
+    assert_eq!(all(&headers, "x-forwarded-for"), ["203.0.113.9"]);
+    assert_eq!(all(&headers, "x-user-id"), ["42"]);
+    for gone in ["connection", "x-custom", "keep-alive", "te"] {
+        assert!(headers.get(gone).is_none(), "{gone} should be stripped");
+    }
+    assert_eq!(all(&headers, "host"), ["site.example"]);
+    assert_eq!(all(&headers, "x-forwarded-host"), ["site.example"]);
+    assert_eq!(all(&headers, "x-forwarded-proto"), ["http"]);
+}
+
+#[test]
+fn spoofed_identity_headers_are_stripped() {
+    let headers = rewrite(
+        &[
+            ("x-user-email", "admin@example.com"),
+            ("x_user_id", "1"),
+            ("x-auth-request-user", "admin"),
+            ("x_auth_request_email", "admin@example.com"),
+            ("x-forwarded-user", "admin"),
+            ("x_forwarded_email", "admin@example.com"),
+            ("x-tenant", "other"),
+            ("x_tenant", "other"),
+            ("x-original-url", "/public"),
+            ("x-rewrite-url", "/public"),
+            ("remote-user", "admin"),
+            ("x-keep", "yes"),
+        ],
+        "203.0.113.9:5555",
+        &[],
+    );
+    let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+    for name in &names {
+        assert!(
+            !name.contains("email")
+                && !name.contains("tenant")
+                && !name.contains("original")
+                && !name.contains("rewrite")
+                && *name != "remote-user"
+                && !name.starts_with("x-auth")
+                && *name != "x-forwarded-user",
+            "{name} survived"
+        );
+    }
+    assert_eq!(all(&headers, "x-user-id"), ["42"]);
+    assert_eq!(all(&headers, "x-keep"), ["yes"]);
+}
+
+#[test]
+fn forwarded_for_is_believed_only_from_trusted_peers() {
+    let spoofed = [
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let untrusted = rewrite(&spoofed, "203.0.113.9:5555", &["10.0.0.0/8"]);
+    assert_eq!(all(&untrusted, "x-forwarded-for"), ["203.0.113.9"]);
+    assert_eq!(all(&untrusted, "x-forwarded-proto"), ["http"]);
+    let trusted = rewrite(&spoofed, "10.1.2.3:5555", &["10.0.0.0/8"]);
+    assert_eq!(all(&trusted, "x-forwarded-for"), ["1.2.3.4, 10.1.2.3"]);
+    assert_eq!(all(&trusted, "x-forwarded-proto"), ["https"]);
+}
+
+#[test]
+fn own_cookies_never_reach_the_upstream() {
+    let headers = rewrite(
+        &[("cookie", "access_token=a; theme=dark; refresh_token=r")],
+        "127.0.0.1:1",
+        &[],
+    );
+    assert_eq!(all(&headers, "cookie"), ["theme=dark"]);
+}
+
+#[test]
+fn upgrade_survives_the_rewrite() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, Upgrade"),
+    );
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let conn = conn("127.0.0.1:1");
+    let request_id = HeaderValue::from_static("req-1");
+    let fwd = Forwarding {
+        conn: &conn,
+        trusted_proxies: &[],
+        own_cookies: ["a", "r"],
+        identity_headers: &[],
+        request_id: &request_id,
+    };
+    assert!(rewrite_request_headers(
+        &mut headers,
+        &Permit::for_tests(None),
+        &fwd,
+        None
+    ));
+    assert_eq!(all(&headers, "connection"), ["upgrade"]);
+    assert_eq!(all(&headers, "upgrade"), ["websocket"]);
+}
+
+#[test]
+fn client_ip_skips_trusted_hops() {
+    let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("cidr")];
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::from_static("9.9.9.9, 198.51.100.7, 10.0.0.2"),
+    );
+    assert_eq!(
+        client_ip(&conn("10.0.0.1:1"), &headers, &trusted).to_string(),
+        "198.51.100.7"
+    );
+    assert_eq!(
+        client_ip(&conn("203.0.113.1:1"), &headers, &trusted).to_string(),
+        "203.0.113.1"
+    );
+}
