@@ -5,8 +5,11 @@
 //! [`Permit`], and a `Permit` can only be constructed in this module, so a request that was
 //! not admitted cannot reach an upstream by construction.
 
+pub mod backend;
 pub mod cookies;
 pub mod jwt;
+pub mod login;
+pub mod refresh;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,10 +17,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
+use crate::body::Body;
 use crate::config::{Config, Session};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
+use crate::upstream::HttpClient;
+use backend::{BackendClient, Tokens};
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
+use refresh::{RefreshFailure, Refresher};
 
 /// Proof that a request was admitted, and what admitting it adds to the upstream request and
 /// to the downstream response. Only this module can construct one.
@@ -108,17 +115,41 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The request-time side of authentication: verifies tokens and admits requests.
+/// Why a request could not be authenticated.
+#[derive(Debug)]
+pub enum Failure {
+    /// No usable token (missing, forged, expired without a refresh cookie, …).
+    Invalid(Rejection),
+    /// The backend refused the refresh token: the session is over, clear its cookies.
+    RefreshRejected,
+    /// The backend could not be asked to refresh; the session may still be good.
+    BackendDown(Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Invalid(rejection) => write!(f, "{rejection}"),
+            Failure::RefreshRejected => f.write_str("refresh token rejected by the backend"),
+            Failure::BackendDown(err) => write!(f, "refresh impossible: {err}"),
+        }
+    }
+}
+
+/// The request-time side of authentication: verifies tokens, renews them, admits requests,
+/// and serves the proxy's own login, logout and "who am I" endpoints.
 pub struct Authenticator {
     verifier: Verifier,
     session: Session,
-    login_path: String,
-    return_param: String,
-    success_redirect: String,
+    login: crate::config::Login,
+    logout: crate::config::Logout,
+    backend: Option<Arc<BackendClient>>,
+    refresher: Option<Refresher>,
+    limiter: login::RateLimiter,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config) -> Result<Authenticator, Error> {
+    pub fn new(config: &Config, client: HttpClient) -> Result<Authenticator, Error> {
         let keys = KeySet::build(&config.jwt.algorithms, &config.jwt.keys)
             .map_err(|err| Error::Internal(format!("jwt keys: {err}")))?;
         let policy = Policy {
@@ -129,12 +160,26 @@ impl Authenticator {
             required_claims: config.jwt.claims.clone(),
             cache_entries: config.jwt.cache,
         };
+        let backend = config
+            .backend
+            .clone()
+            .map(|backend| Arc::new(BackendClient::new(client, backend)));
+        let refresher = backend.as_ref().and_then(|backend| {
+            let uri = backend.config.refresh.clone()?;
+            Some(Refresher::new(
+                backend.clone(),
+                uri,
+                config.session.access_cookie.clone(),
+            ))
+        });
         Ok(Authenticator {
             verifier: Verifier::new(keys, policy),
             session: config.session.clone(),
-            login_path: config.login.path.clone(),
-            return_param: config.login.return_param.clone(),
-            success_redirect: config.login.success_redirect.clone(),
+            login: config.login.clone(),
+            logout: config.logout.clone(),
+            backend,
+            refresher,
+            limiter: login::RateLimiter::new(config.login.attempts_per_minute),
         })
     }
 
@@ -153,13 +198,13 @@ impl Authenticator {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
             Auth::Guest => match self.authenticate(&request.headers).await {
-                Ok(_) => Ok(Admission::Redirect(self.success_redirect.clone())),
+                Ok(_) => Ok(Admission::Redirect(self.login.success_redirect.clone())),
                 Err(_) => Ok(Admission::Forward(Permit::public())),
             },
             Auth::Required => {
                 let verified = match self.authenticate(&request.headers).await {
                     Ok(verified) => verified,
-                    Err(reason) => return Err(self.refuse(rule, request, target, reason)),
+                    Err(failure) => return Err(self.refuse(rule, request, target, failure)),
                 };
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
@@ -168,8 +213,6 @@ impl Authenticator {
                         ));
                     }
                 }
-                let authorization = HeaderValue::try_from(format!("Bearer {}", verified.token))
-                    .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))?;
                 let identity = rule
                     .headers
                     .iter()
@@ -185,7 +228,7 @@ impl Authenticator {
                     })
                     .collect();
                 Ok(Admission::Forward(Permit {
-                    authorization: Some(authorization),
+                    authorization: Some(bearer(&verified.token)?),
                     identity,
                     set_cookies: verified.set_cookies,
                 }))
@@ -193,34 +236,161 @@ impl Authenticator {
         }
     }
 
-    /// Verifies the access cookie of a request.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Verified, Rejection> {
-        let token = cookies::find(headers, &self.session.access_cookie)
-            .ok_or(Rejection::Malformed("no token"))?;
-        let claims = self.verifier.verify(token, now())?;
+    /// Verifies the access cookie of a request, renewing it through the backend when it has
+    /// expired (or expires within `session.refresh_ahead`) and a refresh cookie is present.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Verified, Failure> {
+        let now = now();
+        let access = cookies::find(headers, &self.session.access_cookie);
+        let refresh = cookies::find(headers, &self.session.refresh_cookie)
+            .filter(|_| self.refresher.is_some());
+        let verdict = access.map(|token| (token, self.verifier.verify(token, now)));
+        match (verdict, refresh) {
+            (Some((token, Ok(claims))), refresh) => {
+                let expiring =
+                    claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
+                if let (true, Some(refresh)) = (expiring, refresh) {
+                    // Renewal ahead of expiry is best effort: the current token is still good.
+                    if let Ok(renewed) = self.renew(refresh).await {
+                        return Ok(renewed);
+                    }
+                }
+                Ok(Verified {
+                    token: token.to_owned(),
+                    claims,
+                    set_cookies: Vec::new(),
+                })
+            }
+            // Expired (and otherwise genuine), or gone because its cookie lapsed: renew.
+            (Some((_, Err(rejection))), Some(refresh)) if rejection.is_expired_only() => {
+                self.renew(refresh).await
+            }
+            (None, Some(refresh)) => self.renew(refresh).await,
+            (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
+            (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
+        }
+    }
+
+    async fn renew(&self, refresh_token: &str) -> Result<Verified, Failure> {
+        let Some(refresher) = &self.refresher else {
+            return Err(Failure::Invalid(Rejection::Expired));
+        };
+        let tokens = refresher
+            .refresh(refresh_token)
+            .await
+            .map_err(|failure| match failure {
+                RefreshFailure::Rejected => Failure::RefreshRejected,
+                unavailable => Failure::BackendDown(unavailable.into_error()),
+            })?;
+        let set_cookies = self
+            .session_cookies_for_refresh(&tokens)
+            .map_err(Failure::BackendDown)?;
+        let claims = self
+            .verifier
+            .verify(&tokens.access, now())
+            .map_err(|rejection| {
+                Failure::BackendDown(Error::BackendUnavailable(format!(
+                    "refreshed token does not verify: {rejection}"
+                )))
+            })?;
         Ok(Verified {
-            token: token.to_owned(),
+            token: tokens.access.clone(),
             claims,
-            set_cookies: Vec::new(),
+            set_cookies,
         })
+    }
+
+    /// Cookies after a refresh: the refresh cookie is replaced only when a new one was issued.
+    fn session_cookies_for_refresh(&self, tokens: &Tokens) -> Result<Vec<HeaderValue>, Error> {
+        let mut set = self.session_cookies(tokens)?;
+        if tokens.refresh.is_none() {
+            set.pop();
+        }
+        Ok(set)
     }
 
     /// The refusal for an unauthenticated request on `rule`: a redirect to the login page for
     /// page navigations, `401` for API calls.
-    fn refuse(&self, rule: &Rule, request: &Parts, target: &str, reason: Rejection) -> Error {
-        let redirect = match rule.on_unauthenticated {
+    fn refuse(&self, rule: &Rule, request: &Parts, target: &str, failure: Failure) -> Error {
+        let navigation = match rule.on_unauthenticated {
             OnUnauthenticated::Redirect => true,
             OnUnauthenticated::Status => false,
             OnUnauthenticated::Auto => is_navigation(&request.headers),
         };
-        let login = redirect.then(|| {
+        let clear_cookies = match &failure {
+            Failure::RefreshRejected => vec![
+                cookies::clear(&self.session, &self.session.access_cookie),
+                cookies::clear(&self.session, &self.session.refresh_cookie),
+            ],
+            Failure::BackendDown(_) if !navigation => {
+                // An API call cannot be sent to log in; say the backend is the problem.
+                let Failure::BackendDown(err) = failure else {
+                    unreachable!("matched above")
+                };
+                return err;
+            }
+            _ => Vec::new(),
+        };
+        let login = navigation.then(|| {
             let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            format!("{}?{}={encoded}", self.login_path, self.return_param)
+            format!("{}?{}={encoded}", self.login.path, self.login.return_param)
         });
         Error::Unauthenticated {
-            reason: reason.to_string(),
+            reason: failure.to_string(),
             login,
-            clear_cookies: Vec::new(),
+            clear_cookies,
         }
     }
+
+    /// `GET session.me_path`: the verified claims, or the backend's profile when configured.
+    pub async fn me(&self, headers: &HeaderMap) -> Result<http::Response<Body>, Error> {
+        let verified = self.authenticate(headers).await.map_err(|failure| {
+            let clear_cookies = match failure {
+                Failure::RefreshRejected => vec![
+                    cookies::clear(&self.session, &self.session.access_cookie),
+                    cookies::clear(&self.session, &self.session.refresh_cookie),
+                ],
+                _ => Vec::new(),
+            };
+            Error::Unauthenticated {
+                reason: failure.to_string(),
+                login: None,
+                clear_cookies,
+            }
+        })?;
+        let profile = match (
+            &self.backend,
+            self.backend
+                .as_ref()
+                .and_then(|b| b.config.profile.as_ref()),
+        ) {
+            (Some(backend), Some(uri)) => {
+                let answer = backend.get(uri, Some(&verified.token)).await?;
+                if !answer.status.is_success() {
+                    return Err(Error::BackendUnavailable(format!(
+                        "profile answered {}",
+                        answer.status
+                    )));
+                }
+                serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .map_err(|_| Error::BackendUnavailable("profile answer is not JSON".into()))?
+            }
+            _ => serde_json::Value::Object(verified.claims.as_json().clone()),
+        };
+        let mut response = http::Response::new(crate::body::json(&profile));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for cookie in verified.set_cookies {
+            headers.append(header::SET_COOKIE, cookie);
+        }
+        Ok(response)
+    }
+}
+
+fn bearer(token: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))
 }

@@ -34,7 +34,7 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> Result<App, Error> {
         let client = upstream::client(&config.server)?;
-        let auth = Authenticator::new(&config)?;
+        let auth = Authenticator::new(&config, client.clone())?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
             .iter()
@@ -135,6 +135,28 @@ async fn pipeline<'a>(
     };
     trace.path = Some(normalized);
     let normalized = trace.path.as_deref().unwrap_or("/");
+
+    // The proxy's own endpoints, before any rule.
+    let method = request.method();
+    if normalized == app.config.login.path && method == Method::POST {
+        let client_ip =
+            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
+        let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
+        return app.auth.login(request, client_ip, trusted).await;
+    }
+    if normalized == app.config.logout.path {
+        if method != Method::POST && method != Method::GET {
+            return Err(Error::MethodNotAllowed);
+        }
+        let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
+        return app.auth.logout(request, trusted).await;
+    }
+    if normalized == app.config.session.me_path {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Error::MethodNotAllowed);
+        }
+        return app.auth.me(request.headers()).await;
+    }
 
     // Route.
     let rule = rules::route(&app.config.rules, normalized).ok_or(Error::NotFound)?;

@@ -1,3 +1,5 @@
+#![allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error.
+
 use super::*;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";

@@ -1,0 +1,511 @@
+//! The proxy's own endpoints for the credential exchange: `POST login.path` and `logout.path`.
+//!
+//! Login takes the submitted form or JSON, sends exactly the configured fields to the backend,
+//! verifies the access token it answers with *before* setting anything, and sets the cookies.
+//! Around it: login-CSRF refusal, a per-IP attempt limit, and a return path that can only ever
+//! be a same-site relative path.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, HOST, REFERER, RETRY_AFTER, SET_COOKIE,
+};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::backend::{self, Tokens};
+use super::cookies;
+use super::Authenticator;
+use crate::body::{self, Body};
+use crate::error::Error;
+use crate::handler::redirect;
+
+/// The largest login form or JSON body read.
+const MAX_LOGIN_BODY: usize = 16 << 10;
+
+/// How a login request was submitted, which decides how it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Form,
+    Json,
+}
+
+/// Whether a state-changing request comes from another site: `Sec-Fetch-Site: cross-site`, or
+/// an `Origin` whose host is not the one the request was sent to.
+pub fn is_cross_site(headers: &HeaderMap, host: Option<&str>) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if text("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+        return true;
+    }
+    match text("origin") {
+        None => false,
+        Some(origin) => {
+            let authority = origin
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'))
+                .filter(|authority| !authority.is_empty() && !authority.contains('/'));
+            match (authority, host) {
+                (Some(authority), Some(host)) => !authority.eq_ignore_ascii_case(host),
+                _ => true,
+            }
+        }
+    }
+}
+
+/// The return path if it is a same-site relative path, else `None`. The value is checked after
+/// one more round of percent-decoding too, since browsers and servers differ in how often
+/// they decode, and tabs/newlines are refused because browsers strip them (`/%09/evil.com`).
+pub fn safe_return_path(candidate: &str) -> Option<&str> {
+    fn acceptable(path: &str) -> bool {
+        path.starts_with('/')
+            && !path.starts_with("//")
+            && !path.starts_with("/\\")
+            && !path.contains('\\')
+            && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    }
+    if !acceptable(candidate) || candidate.len() > 2048 {
+        return None;
+    }
+    let decoded: Vec<u8> = percent_decode(candidate.as_bytes());
+    let decoded = std::str::from_utf8(&decoded).ok()?;
+    acceptable(decoded).then_some(candidate)
+}
+
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(hi), Some(lo)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Login attempts per client IP in fixed one-minute windows.
+pub struct RateLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> RateLimiter {
+        RateLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt; `Err(seconds)` says how long until the next one is allowed.
+    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        const WINDOW: Duration = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if windows.len() > 100_000 {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
+        }
+        let (start, count) = windows.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= self.per_minute {
+            let wait = WINDOW
+                .saturating_sub(now.duration_since(*start))
+                .as_secs()
+                .max(1);
+            return Err(wait);
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(body::json(value));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Whether the client wants a JSON answer rather than a redirect.
+fn wants_json(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let content_type = text(CONTENT_TYPE);
+    let accept = text(ACCEPT);
+    content_type.starts_with("application/json")
+        || (accept.contains("application/json") && !accept.contains("text/html"))
+}
+
+impl Authenticator {
+    fn request_host<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        uri: &'h http::Uri,
+        trusted: bool,
+    ) -> Option<&'h str> {
+        let forwarded = trusted
+            .then(|| {
+                headers
+                    .get("x-forwarded-host")
+                    .and_then(|v| v.to_str().ok())
+            })
+            .flatten();
+        forwarded
+            .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+    }
+
+    /// `POST login.path`.
+    pub async fn login(
+        &self,
+        request: http::Request<Incoming>,
+        client_ip: IpAddr,
+        trusted_peer: bool,
+    ) -> Result<Response<Body>, Error> {
+        let Some(backend) = &self.backend else {
+            return Err(Error::NotFound);
+        };
+        let (parts, body) = request.into_parts();
+        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        if is_cross_site(&parts.headers, host) {
+            warn!(%client_ip, "login refused: cross-site request");
+            return Err(Error::Forbidden("cross-site login request"));
+        }
+        if let Err(retry_after) = self.limiter.check(client_ip) {
+            warn!(%client_ip, "login refused: too many attempts");
+            return Err(Error::TooManyRequests { retry_after });
+        }
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let style = match content_type.as_str() {
+            "application/x-www-form-urlencoded" => Style::Form,
+            "application/json" => Style::Json,
+            t if t.starts_with("application/") && t.ends_with("+json") => Style::Json,
+            _ => return Err(Error::UnsupportedMediaType),
+        };
+        let body = Limited::new(body, MAX_LOGIN_BODY)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::BadRequest("the request body could not be read")
+                }
+            })?
+            .to_bytes();
+        let submitted: HashMap<String, String> = match style {
+            Style::Form => form_urlencoded::parse(&body).into_owned().collect(),
+            Style::Json => match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(map)) => map
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        Value::String(s) => Some((k, s)),
+                        Value::Number(n) => Some((k, n.to_string())),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => return Err(Error::BadRequest("the login body must be a JSON object")),
+            },
+        };
+        let return_to = query_param(parts.uri.query(), &self.login.return_param)
+            .or_else(|| {
+                // A login form that posts to a URL without `next` still came from a page that had it.
+                let referer = parts.headers.get(REFERER)?.to_str().ok()?;
+                let uri: http::Uri = referer.parse().ok()?;
+                let same_origin = uri
+                    .authority()
+                    .map(|a| a.as_str())
+                    .zip(host)
+                    .is_some_and(|(a, h)| a.eq_ignore_ascii_case(h));
+                same_origin
+                    .then(|| query_param(uri.query(), &self.login.return_param))
+                    .flatten()
+            })
+            .and_then(|candidate| safe_return_path(&candidate).map(str::to_owned));
+
+        let mut fields = Vec::with_capacity(self.login.fields.len());
+        for (backend_field, submitted_field) in &self.login.fields {
+            match submitted.get(submitted_field) {
+                Some(value) => fields.push((backend_field.as_str(), value.as_str())),
+                None => return Ok(self.login_failed(style, "missing field")),
+            }
+        }
+        let answer = backend.post(&backend.config.login, &fields, None).await?;
+        let status = answer.status;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let mut response = Error::TooManyRequests { retry_after: 60 }.into_response();
+            if let Some(retry_after) = answer.headers.get(RETRY_AFTER) {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, retry_after.clone());
+            }
+            return Ok(response);
+        }
+        if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 422) {
+            info!(%client_ip, status = status.as_u16(), "login failed: credentials refused by the backend");
+            return Ok(self.login_failed(style, "invalid credentials"));
+        }
+        if !status.is_success() {
+            return Err(Error::BackendUnavailable(format!(
+                "login answered {status}"
+            )));
+        }
+        let tokens = backend.tokens(&answer, &self.session.access_cookie)?;
+        let set_cookies = self.session_cookies(&tokens)?;
+        info!(%client_ip, "login succeeded");
+        let mut response = match style {
+            Style::Form => {
+                let target = return_to.as_deref().unwrap_or(&self.login.success_redirect);
+                redirect(StatusCode::SEE_OTHER, target)
+            }
+            Style::Json => json_response(StatusCode::OK, &serde_json::json!({ "ok": true })),
+        };
+        for cookie in set_cookies {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
+        Ok(response)
+    }
+
+    fn login_failed(&self, style: Style, _why: &str) -> Response<Body> {
+        match style {
+            Style::Form => redirect(StatusCode::SEE_OTHER, &self.login.failure_redirect),
+            Style::Json => json_response(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({ "error": "invalid_credentials" }),
+            ),
+        }
+    }
+
+    /// Verifies the backend's access token and renders both cookies. Every login and refresh
+    /// sets both, replacing whatever the browser had (no session fixation).
+    pub(super) fn session_cookies(&self, tokens: &Tokens) -> Result<Vec<HeaderValue>, Error> {
+        let now = super::now();
+        let claims = self
+            .verifier
+            .verify(&tokens.access, now)
+            .map_err(|rejection| {
+                Error::BackendUnavailable(format!(
+                    "the backend's access token does not verify: {rejection}"
+                ))
+            })?;
+        let lifetime = tokens
+            .expires_in
+            .or_else(|| claims.exp().checked_sub(now))
+            .map_or(backend::FALLBACK_ACCESS_LIFETIME, Duration::from_secs)
+            .max(Duration::from_secs(1));
+        let mut set = Vec::with_capacity(2);
+        let cookie_error = |name: &str, err: cookies::CookieError| {
+            warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");
+            Error::BackendUnavailable(format!("cannot set cookie {name}: {err}"))
+        };
+        match &tokens.relayed_cookie {
+            Some(relayed) => set.push(relayed.clone()),
+            None => set.push(
+                cookies::set(
+                    &self.session,
+                    &self.session.access_cookie,
+                    &tokens.access,
+                    lifetime,
+                )
+                .map_err(|err| cookie_error(&self.session.access_cookie, err))?,
+            ),
+        }
+        match &tokens.refresh {
+            Some(refresh) => {
+                let lifetime = backend::unverified_exp(refresh)
+                    .and_then(|exp| exp.checked_sub(now))
+                    .map_or(self.session.refresh_max_age, Duration::from_secs);
+                set.push(
+                    cookies::set(
+                        &self.session,
+                        &self.session.refresh_cookie,
+                        refresh,
+                        lifetime,
+                    )
+                    .map_err(|err| cookie_error(&self.session.refresh_cookie, err))?,
+                );
+            }
+            None => set.push(cookies::clear(&self.session, &self.session.refresh_cookie)),
+        }
+        Ok(set)
+    }
+
+    /// `logout.path`, GET or POST: expire both cookies, tell the backend, redirect.
+    pub async fn logout(
+        &self,
+        request: http::Request<Incoming>,
+        trusted_peer: bool,
+    ) -> Result<Response<Body>, Error> {
+        let (parts, _) = request.into_parts();
+        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        if parts.method == http::Method::POST && is_cross_site(&parts.headers, host) {
+            return Err(Error::Forbidden("cross-site logout request"));
+        }
+        if let (Some(backend), Some(uri)) = (
+            &self.backend,
+            self.backend.as_ref().and_then(|b| b.config.logout.clone()),
+        ) {
+            let access =
+                cookies::find(&parts.headers, &self.session.access_cookie).map(str::to_owned);
+            let refresh =
+                cookies::find(&parts.headers, &self.session.refresh_cookie).map(str::to_owned);
+            if access.is_some() || refresh.is_some() {
+                let backend = backend.clone();
+                // The user is signed out whatever the backend says; never make them wait for it.
+                tokio::spawn(async move {
+                    let field = backend.config.refresh_field.clone();
+                    let fields: Vec<(&str, &str)> = refresh
+                        .iter()
+                        .map(|r| (field.as_str(), r.as_str()))
+                        .collect();
+                    match backend.post(&uri, &fields, access.as_deref()).await {
+                        Ok(answer) if answer.status.is_success() => info!("backend told of logout"),
+                        Ok(answer) => warn!(
+                            status = answer.status.as_u16(),
+                            "backend logout call refused"
+                        ),
+                        Err(err) => warn!(error = %err, "backend logout call failed"),
+                    }
+                });
+            }
+        }
+        let mut response = if wants_json(&parts.headers) {
+            json_response(StatusCode::OK, &serde_json::json!({ "ok": true }))
+        } else {
+            redirect(StatusCode::SEE_OTHER, &self.logout.redirect)
+        };
+        for name in [&self.session.access_cookie, &self.session.refresh_cookie] {
+            response
+                .headers_mut()
+                .append(SET_COOKIE, cookies::clear(&self.session, name));
+        }
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths() {
+        let good = ["/dashboard", "/x?y=1", "/a/b#c", "/search?q=http://x"];
+        for path in good {
+            assert_eq!(safe_return_path(path), Some(path), "{path}");
+        }
+        let bad = [
+            "//evil.com",
+            "/\\evil.com",
+            "/%09/evil.com",
+            "/\t/evil.com",
+            "/%2f%2fevil.com",
+            "/%2F%2Fevil.com",
+            "/%5cevil.com",
+            "https:evil.com",
+            "https://evil.com",
+            "javascript:alert(1)",
+            "/x%0d%0aSet-Cookie:a=b",
+            "/x\r\nLocation: //evil.com",
+            "evil.com",
+            "",
+            "/%00",
+        ];
+        for path in bad {
+            assert_eq!(safe_return_path(path), None, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn cross_site_detection() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, HeaderValue::from_static(v));
+            }
+            map
+        };
+        let host = Some("site.example:8080");
+        assert!(!is_cross_site(&headers(&[]), host));
+        assert!(!is_cross_site(
+            &headers(&[("origin", "http://site.example:8080")]),
+            host
+        ));
+        assert!(is_cross_site(
+            &headers(&[("origin", "http://evil.example")]),
+            host
+        ));
+        assert!(is_cross_site(&headers(&[("origin", "null")]), host));
+        assert!(is_cross_site(
+            &headers(&[("sec-fetch-site", "cross-site")]),
+            host
+        ));
+        assert!(!is_cross_site(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            host
+        ));
+    }
+
+    #[test]
+    fn rate_limit_counts_per_ip() {
+        let limiter = RateLimiter::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_err());
+        assert!(limiter.check(b).is_ok());
+        assert!(RateLimiter::new(0).check(a).is_ok());
+    }
+}
