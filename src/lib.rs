@@ -18,6 +18,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod path;

@@ -36,12 +36,28 @@ enum Command {
     Run,
     /// Validate the configuration; print `ok` or every problem with its key path.
     Check,
+    /// Run Portcullis in front of an embedded demo site and backend on loopback.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Print the demo's configuration file and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
+        Command::Demo { listen, print_config } => match demo(listen, print_config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("portcullis: {err:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run => match serve(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -79,10 +95,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         anyhow::anyhow!("{} has {count} problem(s): {all}", path.display())
     })?;
     init_tracing(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();
         for address in &config.server.listen {
@@ -103,6 +116,40 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             .await
             .context("serving")
     })
+}
+
+fn demo(listen: std::net::SocketAddr, print_config: bool) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let demo = portcullis::demo::Demo::start().await.context("starting the demo servers")?;
+        let text = portcullis::demo::config_text(listen, demo.site, demo.backend, &demo.secret);
+        if print_config {
+            print!("{text}");
+            return Ok(());
+        }
+        let config = Config::from_toml_str(&text).map_err(|problems| anyhow::anyhow!("demo config: {problems}"))?;
+        init_tracing(&config);
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (choose another address with --listen 127.0.0.1:PORT)"))?;
+        let users = portcullis::demo::USERS
+            .iter()
+            .map(|(email, password, _, role)| format!("    {email} / {password}   (role: {role})"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        println!(
+            "Portcullis demo\n\n  open   http://{listen}/dashboard\n  users\n{users}\n\n  demo site    http://{}  (plain HTML, knows nothing of tokens)\n  demo backend http://{}  (issues HS256 tokens that live 60 s)\n\nThe configuration in use (portcullis demo --print-config prints it):\n\n{text}\nCtrl-C stops the demo.",
+            demo.site, demo.backend
+        );
+        portcullis::run(config, listener, shutdown_signal()).await.context("serving")
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
 }
 
 fn init_tracing(config: &Config) {

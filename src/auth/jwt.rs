@@ -740,6 +740,25 @@ pub struct Check {
     pub detail: String,
 }
 
+/// Signs `claims` with HS256. Used by the embedded demo backend, which issues real tokens;
+/// the proxy itself never signs anything.
+pub fn sign_hs256(secret: &[u8], claims: &Map<String, Value>) -> Result<String, KeyError> {
+    let signer = josekit::jws::HS256
+        .signer_from_bytes(secret)
+        .map_err(|err| KeyError::Secret(err.to_string()))?;
+    let mut header = josekit::jws::JwsHeader::new();
+    header.set_token_type("JWT");
+    let payload = josekit::jwt::JwtPayload::from_map(claims.clone()).map_err(|err| KeyError::Secret(err.to_string()))?;
+    josekit::jwt::encode_with_signer(&payload, &header, &signer).map_err(|err| KeyError::Secret(err.to_string()))
+}
+
+/// A fresh random HMAC secret as 64 hex characters (the demo's signing key).
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes).expect("the OpenSSL random generator is seeded by the OS");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Verifies access tokens against the current keys and a fixed policy.
 pub struct Verifier {
     keys: ArcSwap<KeySet>,
