@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
-use crate::auth::jwt::{self, Alg, KeySet, KeyMaterial, Policy, Verifier};
+use crate::auth::jwt::{self, Alg, KeyMaterial, KeySet, Policy, Verifier};
 use crate::auth::now;
 use crate::body::{self, Body};
 
@@ -34,7 +34,12 @@ const ACCESS_TTL: u64 = 60;
 const REFRESH_TTL: u64 = 86_400;
 
 /// The configuration Portcullis runs the demo with: the same file a user would write.
-pub fn config_text(proxy: SocketAddr, site: SocketAddr, backend: SocketAddr, secret: &str) -> String {
+pub fn config_text(
+    proxy: SocketAddr,
+    site: SocketAddr,
+    backend: SocketAddr,
+    secret: &str,
+) -> String {
     format!(
         r#"# Portcullis in front of the embedded demo site and backend.
 
@@ -111,7 +116,10 @@ impl Demo {
         };
         tokio::spawn(serve(site, Arc::new(|request, _| site_page(request))));
         let state = Arc::new(DemoBackend::new(secret));
-        tokio::spawn(serve(backend, Arc::new(move |request, body| state.answer(request, body))));
+        tokio::spawn(serve(
+            backend,
+            Arc::new(move |request, body| state.answer(request, body)),
+        ));
         Ok(demo)
     }
 }
@@ -131,7 +139,12 @@ async fn serve(listener: TcpListener, handler: Handler) {
                     let (parts, body) = request.into_parts();
                     let body = match Limited::new(body, 64 << 10).collect().await {
                         Ok(collected) => collected.to_bytes(),
-                        Err(_) => return Ok::<_, Infallible>(answer(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "too large"}))),
+                        Err(_) => {
+                            return Ok::<_, Infallible>(answer(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                json!({"error": "too large"}),
+                            ))
+                        }
                     };
                     Ok(handler(&parts, body))
                 }
@@ -156,7 +169,10 @@ fn site_page(request: &http::request::Parts) -> Response<Body> {
     let (content_type, page): (&str, &str) = match request.uri.path() {
         "/" => ("text/html; charset=utf-8", include_str!("demo/index.html")),
         "/login" => ("text/html; charset=utf-8", include_str!("demo/login.html")),
-        "/dashboard" | "/dashboard/" => ("text/html; charset=utf-8", include_str!("demo/dashboard.html")),
+        "/dashboard" | "/dashboard/" => (
+            "text/html; charset=utf-8",
+            include_str!("demo/dashboard.html"),
+        ),
         "/admin" | "/admin/" => ("text/html; charset=utf-8", include_str!("demo/admin.html")),
         "/style.css" => ("text/css", include_str!("demo/style.css")),
         _ => ("text/plain", "not found\n"),
@@ -232,7 +248,12 @@ impl DemoBackend {
     }
 
     fn bearer_claims(&self, request: &http::request::Parts) -> Option<Map<String, Value>> {
-        let token = request.headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?;
+        let token = request
+            .headers
+            .get(AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
         Some(self.verifier.verify(token, now()).ok()?.as_json().clone())
     }
 
@@ -241,19 +262,30 @@ impl DemoBackend {
         let field = |name: &str| fields.get(name).and_then(Value::as_str).unwrap_or("");
         match (&request.method, request.uri.path()) {
             (&Method::POST, "/auth/login") => {
-                let known = USERS.iter().any(|u| u.0 == field("email") && u.1 == field("password"));
+                let known = USERS
+                    .iter()
+                    .any(|u| u.0 == field("email") && u.1 == field("password"));
                 if known {
                     answer(StatusCode::OK, self.issue(field("email")))
                 } else {
-                    answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid email or password"}))
+                    answer(
+                        StatusCode::UNAUTHORIZED,
+                        json!({"error": "invalid email or password"}),
+                    )
                 }
             }
             (&Method::POST, "/auth/refresh") => {
                 let token = field("refresh_token").to_owned();
-                let mut live = self.live_refresh_tokens.lock().unwrap_or_else(|p| p.into_inner());
+                let mut live = self
+                    .live_refresh_tokens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
                 // Rotation: a refresh token works once.
                 if !live.remove(&token) {
-                    return answer(StatusCode::UNAUTHORIZED, json!({"error": "invalid refresh token"}));
+                    return answer(
+                        StatusCode::UNAUTHORIZED,
+                        json!({"error": "invalid refresh token"}),
+                    );
                 }
                 drop(live);
                 let email = jwt_subject(&token).unwrap_or_default();
@@ -266,17 +298,22 @@ impl DemoBackend {
                     .remove(field("refresh_token"));
                 answer(StatusCode::OK, json!({"ok": true}))
             }
-            (&Method::GET, path) if path.starts_with("/api/") => match self.bearer_claims(request) {
-                Some(claims) => answer(
-                    StatusCode::OK,
-                    json!({
-                        "items": ["portcullis", "drawbridge", "moat"],
-                        "user": claims.get("email"),
-                        "token_expires_in": claims.get("exp").and_then(Value::as_u64).map(|exp| exp.saturating_sub(now())),
-                    }),
-                ),
-                None => answer(StatusCode::UNAUTHORIZED, json!({"error": "a valid bearer token is required"})),
-            },
+            (&Method::GET, path) if path.starts_with("/api/") => {
+                match self.bearer_claims(request) {
+                    Some(claims) => answer(
+                        StatusCode::OK,
+                        json!({
+                            "items": ["portcullis", "drawbridge", "moat"],
+                            "user": claims.get("email"),
+                            "token_expires_in": claims.get("exp").and_then(Value::as_u64).map(|exp| exp.saturating_sub(now())),
+                        }),
+                    ),
+                    None => answer(
+                        StatusCode::UNAUTHORIZED,
+                        json!({"error": "a valid bearer token is required"}),
+                    ),
+                }
+            }
             _ => answer(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
     }
@@ -286,7 +323,9 @@ impl DemoBackend {
 fn jwt_subject(token: &str) -> Option<String> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     claims.get("sub")?.as_str().map(str::to_owned)
 }

@@ -36,6 +36,11 @@ enum Command {
     Run,
     /// Validate the configuration; print `ok` or every problem with its key path.
     Check,
+    /// Exit 0 if URL answers 2xx within 3 seconds (the container HEALTHCHECK; no curl needed).
+    Health {
+        #[arg(default_value = "http://127.0.0.1:9090/healthz")]
+        url: String,
+    },
     /// Run Portcullis in front of an embedded demo site and backend on loopback.
     Demo {
         /// Where the proxy listens.
@@ -51,7 +56,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
-        Command::Demo { listen, print_config } => match demo(listen, print_config) {
+        Command::Health { url } => match health(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("portcullis: unhealthy: {err:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Demo {
+            listen,
+            print_config,
+        } => match demo(listen, print_config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("portcullis: {err:#}");
@@ -142,6 +157,27 @@ fn demo(listen: std::net::SocketAddr, print_config: bool) -> anyhow::Result<()> 
             demo.site, demo.backend
         );
         portcullis::run(config, listener, shutdown_signal()).await.context("serving")
+    })
+}
+
+fn health(url: &str) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    let uri: http::Uri = url.parse().context("not a URL")?;
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<bytes::Bytes>>();
+        let response = tokio::time::timeout(std::time::Duration::from_secs(3), client.get(uri))
+            .await
+            .context("timed out")?
+            .context("request failed")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "answered {}",
+            response.status()
+        );
+        Ok(())
     })
 }
 

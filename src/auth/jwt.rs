@@ -748,14 +748,17 @@ pub fn sign_hs256(secret: &[u8], claims: &Map<String, Value>) -> Result<String, 
         .map_err(|err| KeyError::Secret(err.to_string()))?;
     let mut header = josekit::jws::JwsHeader::new();
     header.set_token_type("JWT");
-    let payload = josekit::jwt::JwtPayload::from_map(claims.clone()).map_err(|err| KeyError::Secret(err.to_string()))?;
-    josekit::jwt::encode_with_signer(&payload, &header, &signer).map_err(|err| KeyError::Secret(err.to_string()))
+    let payload = josekit::jwt::JwtPayload::from_map(claims.clone())
+        .map_err(|err| KeyError::Secret(err.to_string()))?;
+    josekit::jwt::encode_with_signer(&payload, &header, &signer)
+        .map_err(|err| KeyError::Secret(err.to_string()))
 }
 
 /// A fresh random HMAC secret as 64 hex characters (the demo's signing key).
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
-    openssl::rand::rand_bytes(&mut bytes).expect("the OpenSSL random generator is seeded by the OS");
+    openssl::rand::rand_bytes(&mut bytes)
+        .expect("the OpenSSL random generator is seeded by the OS");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

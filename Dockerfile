@@ -1,0 +1,28 @@
+# Portcullis: a small runtime image with OpenSSL (josekit links it) and a non-root user.
+# The build steps are the ones CI runs (`cargo build --release --locked`); Docker itself cannot
+# run on the development machines, so this file is kept in step with .ci/run by hand.
+
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked && strip target/release/portcullis
+
+FROM debian:bookworm-slim
+# libssl3 and ca-certificates come from Debian's security updates: rebuilding the image picks
+# up OpenSSL fixes (see README, "Keeping OpenSSL current").
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home portcullis
+COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
+COPY config/portcullis.example.toml /etc/portcullis/portcullis.toml
+USER portcullis
+ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml \
+    PORTCULLIS_SERVER__LISTEN=0.0.0.0:8080 \
+    PORTCULLIS_ADMIN__LISTEN=0.0.0.0:9090
+EXPOSE 8080 9090
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["portcullis", "health", "http://127.0.0.1:9090/healthz"]
+ENTRYPOINT ["portcullis"]
+CMD ["run"]
