@@ -1,1 +1,6 @@
-fn main() {}
+//! The one integration test binary: Portcullis started in-process against real servers on
+//! `127.0.0.1:0` (a recording upstream, a fake credential backend issuing real tokens).
+
+mod configs;
+mod core;
+mod support;

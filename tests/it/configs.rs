@@ -1,0 +1,83 @@
+//! Every configuration file shipped in `config/` and `examples/` passes `portcullis check`.
+
+use std::path::Path;
+use std::process::Command;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn check(path: &Path, secret: Option<&str>) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.arg("check").arg("--config").arg(path);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PORTCULLIS_") {
+            command.env_remove(name);
+        }
+    }
+    if let Some(secret) = secret {
+        command.env("PORTCULLIS_JWT__SECRET", secret);
+    }
+    let output = command.output().expect("run portcullis check");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for dir in ["config", "examples"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("dir entry").path();
+            let is_config = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("toml" | "yaml" | "yml")
+            ) && !path.to_string_lossy().contains("docker-compose");
+            if !is_config {
+                continue;
+            }
+            let (code, text) = check(&path, Some(SECRET));
+            assert_eq!((code, text.trim()), (0, "ok"), "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no configuration files found");
+}
+
+#[test]
+fn the_example_config_names_the_missing_secret() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let (code, text) = check(&path, None);
+    assert_eq!(code, 1);
+    assert!(text.contains("jwt.secret"), "{text}");
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"nope\"\n[upstreams]\napi = \"http://127.0.0.1:4000\"\n[[routes]]\npath = \"/api/:path*\"\nupstream = \"apii\"\n",
+    )
+    .expect("write config");
+    let (code, text) = check(&path, Some(SECRET));
+    assert_eq!(code, 1);
+    assert!(text.contains("server.listen[0]"), "{text}");
+    assert!(
+        text.contains("routes[0].upstream: no upstream named \"apii\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let status = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("--no-such-flag")
+        .output()
+        .expect("run portcullis");
+    assert_eq!(status.status.code(), Some(2));
+}

@@ -1,0 +1,409 @@
+//! The proxy core over real sockets: path normalization, routing, forwarding, limits, faults.
+
+use std::time::Duration;
+
+use crate::support::keys::{claims, TestKey};
+use crate::support::proxy::{self, proxy, Proxy};
+use crate::support::{raw, upstream, Req, Upstream};
+
+const ROUTES: &str = r#"
+[[routes]]
+path = "/dashboard/:path*"
+auth = "required"
+upstream = "app"
+
+[[routes]]
+path = "/public/:path*"
+upstream = "app"
+
+[[routes]]
+path = "/ws"
+upstream = "app"
+
+[[routes]]
+path = "/:path*"
+upstream = "app"
+"#;
+
+struct Setup {
+    key: TestKey,
+    up: Upstream,
+    proxy: Proxy,
+}
+
+async fn setup_with(server: &str) -> Setup {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let proxy = proxy(&proxy::config(
+        &up.url(),
+        &key.jwt_toml(),
+        &format!("{server}\n{ROUTES}"),
+    ))
+    .await;
+    Setup { key, up, proxy }
+}
+
+async fn setup() -> Setup {
+    setup_with("").await
+}
+
+impl Setup {
+    fn token(&self) -> String {
+        self.key.sign(claims("alice", 300))
+    }
+
+    /// Sends `method target` byte-exact and returns the first status code.
+    async fn raw(&self, method: &str, target: &str, extra_headers: &str) -> u16 {
+        let request = format!("{method} {target} HTTP/1.1\r\nHost: site.example\r\n{extra_headers}Connection: close\r\n\r\n");
+        let text = raw::send(
+            self.proxy.addr(),
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        raw::status_codes(&text).first().copied().unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn every_security_path_is_guarded_or_refused() {
+    let s = setup().await;
+    let cookie = format!("Cookie: access_token={}\r\n", s.token());
+    // Each normalizes to the protected /dashboard (deny without a token, forward /dashboard
+    // with one), or is refused with 400 before anything is forwarded.
+    let guarded = [
+        "/public/../dashboard",
+        "/public/%2e%2e/dashboard",
+        "/%64ashboard",
+        "//dashboard",
+        "/dashboard/",
+        "/public/.%2E/dashboard",
+    ];
+    let refused = [
+        "/public/..%2fdashboard",
+        "/dashboard%2fx",
+        "/public/..%5cdashboard",
+        "/dashboard%00",
+        "/dashboard;x=1",
+        "/dashboard%3bx=1",
+        "/public/..\\dashboard",
+        "/dash%zzboard",
+    ];
+    for path in guarded {
+        assert_eq!(s.raw("GET", path, "").await, 401, "{path} without a token");
+        assert_eq!(
+            s.up.requests(),
+            0,
+            "{path} reached the upstream without a token"
+        );
+    }
+    for path in refused {
+        assert_eq!(s.raw("GET", path, &cookie).await, 400, "{path}");
+    }
+    assert_eq!(s.up.requests(), 0, "a refused path reached the upstream");
+    for path in guarded {
+        assert_eq!(
+            s.raw("GET", path, &cookie).await,
+            200,
+            "{path} with a token"
+        );
+        let seen = s.up.last().expect("forwarded").path_and_query();
+        assert!(
+            seen == "/dashboard" || seen == "/dashboard/",
+            "{path} forwarded as {seen}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_receives_exactly_the_normalized_path() {
+    let s = setup().await;
+    let cases = [
+        ("/a/./b/../c//d", "/a/c/d"),
+        ("/a/./b/../c//d?x=1&y=%2F", "/a/c/d?x=1&y=%2F"),
+        // Decoded once: the upstream sees the literal %25, never a second decoding's dots.
+        (
+            "/public/%252e%252e/dashboard",
+            "/public/%252e%252e/dashboard",
+        ),
+        ("/%7Euser/caf%c3%a9", "/~user/caf%C3%A9"),
+        ("/x?next=/../dashboard", "/x?next=/../dashboard"),
+    ];
+    for (sent, want) in cases {
+        assert_eq!(s.raw("GET", sent, "").await, 200, "{sent}");
+        assert_eq!(
+            s.up.last().expect("forwarded").path_and_query(),
+            want,
+            "{sent}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn query_fragment_and_override_headers_take_no_part_in_matching() {
+    let s = setup().await;
+    assert_eq!(s.raw("GET", "/dashboard?/public/x", "").await, 401);
+    assert_eq!(
+        s.raw(
+            "GET",
+            "/dashboard",
+            "X-Original-URL: /public\r\nX-Rewrite-URL: /public\r\n"
+        )
+        .await,
+        401
+    );
+    for method in ["HEAD", "OPTIONS", "POST", "DELETE", "PATCH"] {
+        assert_eq!(
+            s.raw(method, "/dashboard", "Content-Length: 0\r\n").await,
+            401,
+            "{method}"
+        );
+    }
+    assert_eq!(s.up.requests(), 0);
+    // Absolute-form is matched by its path and still goes to the configured upstream.
+    assert_eq!(s.raw("GET", "http://evil.example/dashboard", "").await, 401);
+    assert_eq!(s.raw("GET", "http://evil.example/public/x", "").await, 200);
+    assert_eq!(
+        s.up.last().expect("forwarded").path_and_query(),
+        "/public/x"
+    );
+    assert_eq!(s.up.requests(), 1);
+}
+
+#[tokio::test]
+async fn connect_and_asterisk_targets_are_refused() {
+    let s = setup().await;
+    let connect = s.raw("CONNECT", "evil.example:443", "").await;
+    assert!(matches!(connect, 400 | 405), "CONNECT got {connect}");
+    let asterisk = s.raw("OPTIONS", "*", "").await;
+    assert!(matches!(asterisk, 400 | 405), "OPTIONS * got {asterisk}");
+    assert_eq!(s.up.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_path_no_rule_matches_is_404() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let only_api = "[[routes]]\npath = \"/api/:path*\"\nupstream = \"app\"\n";
+    let p = proxy(&proxy::config(&up.url(), &key.jwt_toml(), only_api)).await;
+    let resp = Req::get(&p.url("/other")).send().await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.json()["error"], "not_found");
+    assert_eq!(up.requests(), 0);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_dropped_but_never_what_the_proxy_injects() {
+    let s = setup().await;
+    let resp = Req::get(&s.proxy.url("/dashboard"))
+        .cookie(&format!("access_token={}; theme=dark", s.token()))
+        .header(
+            "Connection",
+            "Authorization, X-Forwarded-For, X-Custom, Keep-Alive",
+        )
+        .header("X-Custom", "gone")
+        .header("Keep-Alive", "timeout=5")
+        .header("Authorization", "Bearer forged")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-User-Id", "admin")
+        .header("X_Auth_Request_Email", "admin@example.com")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    let seen = s.up.last().expect("forwarded");
+    assert_eq!(
+        seen.header_all("authorization"),
+        [format!("Bearer {}", s.token())]
+    );
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert!(seen.header("x-forwarded-host").is_some());
+    assert!(seen.header("x-request-id").is_some());
+    for gone in [
+        "x-custom",
+        "keep-alive",
+        "x-user-id",
+        "x_auth_request_email",
+        "connection",
+    ] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the upstream");
+    }
+    assert_eq!(seen.header_all("cookie"), ["theme=dark"]);
+}
+
+#[tokio::test]
+async fn forwarded_for_is_kept_only_from_trusted_proxies() {
+    let untrusted = setup().await;
+    Req::get(&untrusted.proxy.url("/x"))
+        .header("X-Forwarded-For", "1.2.3.4")
+        .send()
+        .await;
+    assert_eq!(
+        untrusted
+            .up
+            .last()
+            .expect("forwarded")
+            .header_all("x-forwarded-for"),
+        ["127.0.0.1"]
+    );
+
+    let trusted = setup_with("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]").await;
+    Req::get(&trusted.proxy.url("/x"))
+        .header("X-Forwarded-For", "1.2.3.4")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await;
+    let seen = trusted.up.last().expect("forwarded");
+    assert_eq!(seen.header_all("x-forwarded-for"), ["1.2.3.4, 127.0.0.1"]);
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    const SIZE: u64 = 50 << 20;
+    let key = TestKey::new("HS256");
+    let up = upstream().response_bytes(SIZE).run().await;
+    let p = proxy(&proxy::config(
+        &up.url(),
+        &key.jwt_toml(),
+        &format!("[server]\nmax_body = \"64MiB\"\n{ROUTES}"),
+    ))
+    .await;
+    let upload = Req::post(&p.url("/upload"))
+        .chunked_body_of_len(SIZE)
+        .discard_body()
+        .send()
+        .await;
+    assert_eq!(upload.status, 200);
+    let seen = up.last().expect("forwarded");
+    assert_eq!(seen.body_len, SIZE);
+    assert!(seen.body_complete);
+    assert_eq!(upload.body_len, SIZE, "the 50 MB answer streamed back");
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    let s = setup().await;
+    let mut conn = raw::connect(s.proxy.addr()).await;
+    conn.write(
+        b"GET /ws HTTP/1.1\r\nHost: site.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("write upgrade");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    conn.write(b"hello through the proxy").await.expect("write");
+    let echoed = conn.read_exact(23, Duration::from_secs(5)).await;
+    assert_eq!(echoed, b"hello through the proxy");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_at_once() {
+    let s = setup_with("[server]\nmax_body = \"1KiB\"").await;
+    let declared = Req::post(&s.proxy.url("/upload"))
+        .body_of_len(100 << 20)
+        .send()
+        .await;
+    assert_eq!(declared.status, 413);
+    assert_eq!(declared.json()["error"], "payload_too_large");
+    assert_eq!(
+        s.up.requests(),
+        0,
+        "a declared oversize body must not be forwarded"
+    );
+    let streamed = Req::post(&s.proxy.url("/upload"))
+        .chunked_body_of_len(64 << 10)
+        .send()
+        .await;
+    assert_eq!(streamed.status, 413);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let s = setup().await;
+    for size in [64 << 10, 1 << 20] {
+        let cookie = format!("Cookie: access_token={}\r\n", "a".repeat(size));
+        assert_eq!(
+            s.raw("GET", "/dashboard", &cookie).await,
+            431,
+            "{size}-byte cookie"
+        );
+    }
+    assert_eq!(s.up.requests(), 0);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502_and_slow_is_504() {
+    let key = TestKey::new("HS256");
+    let down = upstream().run().await;
+    let url = down.url();
+    down.stop();
+    let p = proxy(&proxy::config(&url, &key.jwt_toml(), ROUTES)).await;
+    let resp = Req::get(&p.url("/x")).send().await;
+    assert_eq!(resp.status, 502);
+    assert_eq!(resp.json()["error"], "upstream_unavailable");
+
+    let slow = upstream().delay(Duration::from_secs(5)).run().await;
+    let p = proxy(&proxy::config(
+        &slow.url(),
+        &key.jwt_toml(),
+        &format!("[server]\nupstream_timeout = \"200ms\"\n{ROUTES}"),
+    ))
+    .await;
+    let resp = Req::get(&p.url("/x")).send().await;
+    assert_eq!(resp.status, 504);
+    assert_eq!(resp.json()["error"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_while_others_are_served() {
+    let s = setup_with("[server]\nheader_read_timeout = \"300ms\"").await;
+    let mut slow = raw::connect(s.proxy.addr()).await;
+    slow.write(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1")
+        .await
+        .expect("write");
+    let served = Req::get(&s.proxy.url("/x")).send().await;
+    assert_eq!(served.status, 200);
+    assert!(
+        slow.closed_within(Duration::from_secs(3)).await,
+        "the slow connection was not closed"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_request_in_flight() {
+    let key = TestKey::new("HS256");
+    let up = upstream().delay(Duration::from_millis(400)).run().await;
+    let mut p = proxy(&proxy::config(&up.url(), &key.jwt_toml(), ROUTES)).await;
+    let url = p.url("/slow");
+    let in_flight = tokio::spawn(async move { Req::get(&url).send().await });
+    up.wait_for_requests(1).await;
+    let stopped = p.begin_stop();
+    let resp = in_flight.await.expect("request task");
+    assert_eq!(resp.status, 200);
+    stopped.await.expect("proxy task").expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served() {
+    let s = setup().await;
+    let resp = Req::get(&s.proxy.url("/dashboard"))
+        .cookie(&format!("access_token={}", s.token()))
+        .send_h2c()
+        .await;
+    assert_eq!(resp.status, 200);
+    let seen = s.up.last().expect("forwarded");
+    assert_eq!(seen.path_and_query(), "/dashboard");
+    assert!(
+        seen.header("host").is_some(),
+        "HTTP/2 :authority becomes the upstream Host"
+    );
+    let denied = Req::get(&s.proxy.url("/dashboard")).send_h2c().await;
+    assert_eq!(denied.status, 401);
+}

@@ -1,0 +1,37 @@
+//! Support for Portcullis's integration tests: real servers and clients on loopback, and
+//! keys made at test time. Nothing here is a mock: the upstream and the backend are small
+//! hyper servers on `127.0.0.1:0`, and every wait is on an event, never a sleep.
+//!
+//! # Layout
+//! - [`keys`]: [`TestKey`] (generated keys, their files and `[jwt]` TOML, signing), plus
+//!   helpers for hand-made and malformed tokens.
+//! - [`upstream`]: [`upstream()`], the site/API behind the proxy; records every request.
+//! - [`backend`]: [`backend()`], the credential service; issues, refreshes and revokes tokens.
+//! - [`client`]: [`Req`]/[`Resp`], an HTTP/1.1 and h2c client that never follows redirects.
+//! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris.
+//! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
+//! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
+
+// Each test module uses a different subset of this toolbox.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod cookies;
+pub mod keys;
+pub mod proxy;
+pub mod raw;
+mod serve;
+pub mod upstream;
+
+// Re-exports for `support::Req` etc.; any one test binary uses only some of them.
+#[allow(unused_imports)]
+pub use self::backend::{backend, Backend, BackendBuilder, Fault, Format, Shape};
+#[allow(unused_imports)]
+pub use self::client::{Req, Resp, SetCookie};
+#[allow(unused_imports)]
+pub use self::cookies::CookieJar;
+#[allow(unused_imports)]
+pub use self::keys::TestKey;
+#[allow(unused_imports)]
+pub use self::upstream::{upstream, Recorded, Upstream, UpstreamBuilder};

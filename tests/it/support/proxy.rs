@@ -1,0 +1,86 @@
+//! Portcullis itself, started in-process with `portcullis::run(config, listener, shutdown)` on
+//! `127.0.0.1:0`, from the same TOML a user would write.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running proxy. Dropping it shuts it down.
+pub struct Proxy {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), portcullis::Error>>>,
+}
+
+/// Starts Portcullis with `toml` (its `server.listen` is ignored: the test binds the socket).
+pub async fn proxy(toml: &str) -> Proxy {
+    let config = match portcullis::Config::from_toml_str(toml) {
+        Ok(config) => config,
+        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
+    };
+    start(config).await
+}
+
+/// Starts Portcullis with an already validated configuration.
+pub async fn start(config: portcullis::Config) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(portcullis::run(config, listener, async move {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl Proxy {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown and waits until the proxy has drained and stopped.
+    pub async fn stop(mut self) -> Result<(), portcullis::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.expect("proxy task panicked"),
+            None => Ok(()),
+        }
+    }
+
+    /// Signals shutdown without waiting; returns the task to await.
+    pub fn begin_stop(&mut self) -> JoinHandle<Result<(), portcullis::Error>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("proxy already stopped")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A config with one upstream `app` at `upstream_url`, the given JWT section and routes.
+/// `extra` is appended verbatim (more sections or `[[routes]]`).
+pub fn config(upstream_url: &str, jwt_toml: &str, extra: &str) -> String {
+    format!(
+        "[upstreams]\napp = {upstream}\n\n{jwt_toml}\n{extra}\n",
+        upstream = serde_json::Value::from(upstream_url),
+    )
+}
