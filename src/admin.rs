@@ -1,9 +1,11 @@
-//! The optional admin listener: liveness and readiness for orchestrators, kept off the main port.
+//! The optional admin listener, kept off the main port: liveness and readiness for
+//! orchestrators, Prometheus metrics, and `POST /reload`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -12,12 +14,13 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::body::{self, Body};
-use crate::handler::App;
+use crate::live::Live;
 use crate::server::Shutdown;
 
-/// Serves `/healthz` (the process is up) and `/readyz` (keys are loaded, requests can be admitted).
+/// Serves `/healthz` (the process is up), `/readyz` (keys are loaded, requests can be admitted),
+/// `/metrics` (Prometheus text) and `POST /reload` (re-read the configuration file).
 pub async fn serve(
-    app: Arc<App>,
+    live: Arc<Live>,
     listener: TcpListener,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
@@ -30,11 +33,11 @@ pub async fn serve(
             },
             () = shutdown.wait() => return Ok(()),
         };
-        let app = app.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(respond(&app, &request)) }
+                let live = live.clone();
+                async move { Ok::<_, Infallible>(respond(&live, &request).await) }
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,15 +46,34 @@ pub async fn serve(
     }
 }
 
-fn respond(app: &App, request: &Request<Incoming>) -> Response<Body> {
-    let (status, text) = match request.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if app.auth.verifier().keys().is_empty() => (
+async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
+    let (status, text) = match (request.method(), request.uri().path()) {
+        (_, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
+        (_, "/readyz") if live.app().auth.verifier().keys().is_empty() => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no verification keys loaded\n",
+            "no verification keys loaded\n".to_owned(),
         ),
-        "/readyz" => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+        (_, "/readyz") => (StatusCode::OK, "ready\n".to_owned()),
+        (_, "/metrics") => {
+            let text = crate::telemetry::handle()
+                .map(|h| h.render())
+                .unwrap_or_default();
+            let mut response = Response::new(body::full(text));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return response;
+        }
+        (&Method::POST, "/reload") => match live.reload().await {
+            Ok(()) => (StatusCode::OK, "reloaded\n".to_owned()),
+            Err(problems) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("reload refused: {problems}\n"),
+            ),
+        },
+        (_, "/reload") => (StatusCode::METHOD_NOT_ALLOWED, "POST /reload\n".to_owned()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;

@@ -47,6 +47,8 @@ pub struct Config {
 pub struct Server {
     pub listen: Vec<SocketAddr>,
     pub tls: Option<TlsFiles>,
+    /// A plain-HTTP address that only redirects to HTTPS.
+    pub redirect_http: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
@@ -410,6 +412,15 @@ impl Validator<'_> {
             cert: self.base.join(tls.cert),
             key: self.base.join(tls.key),
         });
+        let redirect_http = raw
+            .redirect_http
+            .and_then(|text| self.socket_addr("server.redirect_http", &text));
+        if redirect_http.is_some() && tls.is_none() {
+            self.problem(
+                "server.redirect_http",
+                "redirects to HTTPS, so it needs server.tls",
+            );
+        }
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -438,6 +449,7 @@ impl Validator<'_> {
         Server {
             listen,
             tls,
+            redirect_http,
             trusted_proxies,
             max_body,
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
@@ -473,7 +485,10 @@ impl Validator<'_> {
                 continue;
             };
             if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-                self.problem(&path, format!("{text:?}: an upstream is scheme and host only; a path prefix is not supported"));
+                self.problem(
+                    &path,
+                    format!("{text:?}: an upstream is scheme and host only; a path prefix is not supported"),
+                );
                 continue;
             }
             let parts = uri.into_parts();

@@ -27,6 +27,8 @@ pub struct App {
     pub config: Config,
     pub client: HttpClient,
     pub auth: Authenticator,
+    /// TLS termination settings, when `server.tls` is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
 }
@@ -34,6 +36,10 @@ pub struct App {
 impl App {
     pub fn new(config: Config) -> Result<App, Error> {
         let client = upstream::client(&config.server)?;
+        let tls = match &config.server.tls {
+            Some(files) => Some(crate::tls::acceptor(files).map_err(Error::Internal)?),
+            None => None,
+        };
         let auth = Authenticator::new(&config, client.clone())?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
@@ -46,6 +52,7 @@ impl App {
             config,
             client,
             auth,
+            tls,
             identity_headers,
         })
     }
@@ -84,6 +91,12 @@ pub async fn handle(
             err.into_response()
         }
     };
+    let elapsed = started.elapsed();
+    crate::telemetry::request(
+        trace.rule.map(|r| r.index),
+        response.status().as_u16(),
+        elapsed,
+    );
     let upstream = trace
         .rule
         .map(|rule| app.config.upstream(rule.upstream).name.as_str());
@@ -95,7 +108,7 @@ pub async fn handle(
         status = response.status().as_u16(),
         rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
         upstream = upstream.unwrap_or("-"),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
         peer = %conn.peer,
     );
     response
@@ -164,10 +177,20 @@ async fn pipeline<'a>(
 
     // Admit: authenticate and authorize; only an admitted request gets a permit.
     let (parts, body) = request.into_parts();
-    let permit = match app.auth.admit(rule, &parts, &target).await? {
+    let admission = app.auth.admit(rule, &parts, &target).await;
+    crate::telemetry::auth(match &admission {
+        Ok(Admission::Forward(_)) => "allow",
+        Ok(Admission::Redirect(_)) => "guest_redirect",
+        Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
+        Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
+        Err(Error::Forbidden(_)) => "forbidden",
+        Err(_) => "error",
+    });
+    let permit = match admission? {
         Admission::Forward(permit) => permit,
         Admission::Redirect(location) => return Ok(redirect(http::StatusCode::FOUND, &location)),
     };
+
     let request = Request::from_parts(parts, body);
 
     // Forward.

@@ -7,12 +7,15 @@
 //! # Layout
 //! - [`config`]: loading and validating configuration (the only user of figment).
 //! - [`server`]: sockets, TLS, HTTP/1.1 + HTTP/2 connections, limits, graceful shutdown.
+//! - [`live`]: the current configuration and hot reload.
 //! - [`handler`]: the per-request pipeline, phase by phase.
 //! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
 //! - [`auth`]: token verification, admission and the `Permit`; `auth/jwt.rs` alone names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
 //! - [`error`]: the one error type and its one mapping to responses.
-//! - [`admin`]: `/healthz` and `/readyz` on a separate listener.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
+//! - [`telemetry`]: metric names and the Prometheus recorder.
+//! - [`demo`]: the embedded demo backend and site (`portcullis demo`).
 
 pub mod admin;
 pub mod auth;
@@ -21,14 +24,17 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod handler;
+pub mod live;
 pub mod path;
 pub mod rules;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -45,41 +51,58 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// The sockets to serve on, bound by the caller.
+#[derive(Default)]
+pub struct Listeners {
+    pub main: Vec<TcpListener>,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`.
+    pub admin: Option<TcpListener>,
+    /// A plain-HTTP listener that only redirects to HTTPS (`server.redirect_http`).
+    pub redirect_http: Option<TcpListener>,
+    /// The configuration file, re-read on reload (SIGHUP or `POST /reload`).
+    pub config_path: Option<PathBuf>,
+}
+
 /// Serves `config` on `listener` until `shutdown` completes, then drains in-flight requests.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    run_all(config, vec![listener], None, shutdown).await
+    let listeners = Listeners {
+        main: vec![listener],
+        ..Listeners::default()
+    };
+    run_all(config, listeners, shutdown).await
 }
 
-/// Serves `config` on every listener (and the admin listener, if given) until `shutdown`.
+/// Serves `config` on every listener until `shutdown` completes.
 pub async fn run_all(
     config: Config,
-    listeners: Vec<TcpListener>,
-    admin: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tls = match &config.server.tls {
-        Some(files) => Some(tls::acceptor(files).map_err(Error::Internal)?),
-        None => None,
-    };
-    let app = Arc::new(App::new(config)?);
+    telemetry::handle();
+    let live = Arc::new(live::Live::new(App::new(config)?, listeners.config_path));
     let shutdown = server::Shutdown::new(shutdown);
-    if let Some(admin) = admin {
-        tokio::spawn(admin::serve(app.clone(), admin, shutdown.clone()));
+    if let Some(admin) = listeners.admin {
+        tokio::spawn(admin::serve(live.clone(), admin, shutdown.clone()));
+    }
+    #[cfg(unix)]
+    if live.has_source() {
+        tokio::spawn(reload_on_sighup(live.clone(), shutdown.clone()));
+    }
+    if let Some(redirect) = listeners.redirect_http {
+        tokio::spawn(server::redirect_to_https(
+            live.clone(),
+            redirect,
+            shutdown.clone(),
+        ));
     }
     let servers: Vec<_> = listeners
+        .main
         .into_iter()
-        .map(|listener| {
-            tokio::spawn(server::serve(
-                app.clone(),
-                listener,
-                tls.clone(),
-                shutdown.clone(),
-            ))
-        })
+        .map(|listener| tokio::spawn(server::serve(live.clone(), listener, shutdown.clone())))
         .collect();
     for server in servers {
         match server.await {
@@ -89,4 +112,26 @@ pub async fn run_all(
         }
     }
     Ok(())
+}
+
+/// Reloads the configuration on every SIGHUP until shutdown.
+#[cfg(unix)]
+async fn reload_on_sighup(live: Arc<live::Live>, mut shutdown: server::Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /reload on the admin listener");
+        return;
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => {
+                if received.is_none() {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = live.reload().await;
+            }
+            () = shutdown.wait() => return,
+        }
+    }
 }

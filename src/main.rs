@@ -119,15 +119,26 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {address}"))?;
             listeners.push(listener);
         }
+        let bind = |address: std::net::SocketAddr, what: &'static str| async move {
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} ({what})"))
+        };
         let admin = match &config.admin {
-            Some(admin) => Some(
-                TcpListener::bind(admin.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?,
-            ),
+            Some(admin) => Some(bind(admin.listen, "admin").await?),
             None => None,
         };
-        portcullis::run_all(config, listeners, admin, shutdown_signal())
+        let redirect_http = match config.server.redirect_http {
+            Some(address) => Some(bind(address, "server.redirect_http").await?),
+            None => None,
+        };
+        let listeners = portcullis::Listeners {
+            main: listeners,
+            admin,
+            redirect_http,
+            config_path: Some(path.to_owned()),
+        };
+        portcullis::run_all(config, listeners, shutdown_signal())
             .await
             .context("serving")
     })

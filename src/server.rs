@@ -14,12 +14,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::body::{self, Body};
 use crate::config::Server;
-use crate::handler::{self, App};
-use crate::ConnInfo;
+use crate::handler;
+use crate::live::Live;
+use crate::{telemetry, ConnInfo};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone)]
@@ -42,18 +43,24 @@ impl Shutdown {
 }
 
 /// Serves `listener` until `shutdown`, then lets in-flight requests finish within the grace period.
+///
+/// Connection limits and timeouts are read once, at start-up; TLS certificates and everything
+/// per request come from the live configuration, so a reload renews them.
 pub async fn serve(
-    app: Arc<App>,
+    live: Arc<Live>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
     mut shutdown: Shutdown,
 ) -> io::Result<()> {
+    let app = live.app();
     let settings = &app.config.server;
     let builder = Arc::new(connection_builder(settings));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let handshake_timeout = settings.header_read_timeout;
+    let grace = settings.shutdown_grace;
     let local = listener.local_addr()?;
-    info!(address = %local, tls = tls.is_some(), "listening");
+    info!(address = %local, tls = app.tls.is_some(), "listening");
+    drop(app);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -73,34 +80,34 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let tls = live.app().tls.clone();
         let conn = Arc::new(ConnInfo {
             peer,
             local,
             tls: tls.is_some(),
         });
-        let app = app.clone();
+        let live = live.clone();
         let builder = builder.clone();
-        let tls = tls.clone();
         let watcher = graceful.watcher();
-        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
+            telemetry::connection_opened();
             match tls {
-                None => serve_connection(app, conn, &builder, stream, watcher).await,
+                None => serve_connection(live, conn, &builder, stream, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            serve_connection(app, conn, &builder, stream, watcher).await
+                            serve_connection(live, conn, &builder, stream, watcher).await
                         }
                         Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
             }
+            telemetry::connection_closed();
         });
     }
     drop(listener);
-    let grace = settings.shutdown_grace;
     tokio::select! {
         () = graceful.shutdown() => info!(address = %local, "all connections closed"),
         () = tokio::time::sleep(grace) => warn!(address = %local, "shutdown grace period over; closing remaining connections"),
@@ -109,7 +116,7 @@ pub async fn serve(
 }
 
 async fn serve_connection<S>(
-    app: Arc<App>,
+    live: Arc<Live>,
     conn: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
@@ -119,7 +126,8 @@ async fn serve_connection<S>(
 {
     let peer = conn.peer;
     let service = service_fn(move |request| {
-        let app = app.clone();
+        // Each request keeps the configuration it started with, whatever reloads meanwhile.
+        let app = live.app();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handler::handle(app, conn, request).await) }
     });
@@ -145,4 +153,69 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
     builder
+}
+
+/// The plain-HTTP listener of `server.redirect_http`: every request gets a permanent redirect
+/// to the same host and target over HTTPS. Nothing is proxied here.
+pub async fn redirect_to_https(
+    live: Arc<Live>,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+) -> io::Result<()> {
+    let https_port = live
+        .app()
+        .config
+        .server
+        .listen
+        .first()
+        .map_or(443, |a| a.port());
+    info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = shutdown.wait() => return Ok(()),
+        };
+        tokio::spawn(async move {
+            let service = service_fn(
+                move |request: http::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, Infallible>(https_redirect(&request, https_port))
+                },
+            );
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn https_redirect<B>(request: &http::Request<B>, https_port: u16) -> http::Response<Body> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let mut response = http::Response::new(body::empty());
+    let Some(host) = host else {
+        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+        return response;
+    };
+    let authority = match https_port {
+        443 => host.host().to_owned(),
+        port => format!("{}:{port}", host.host()),
+    };
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = http::HeaderValue::try_from(format!("https://{authority}{target}")) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
 }

@@ -24,7 +24,7 @@ use crate::auth::Permit;
 use crate::body::Body;
 use crate::config::{self, Config};
 use crate::error::Error;
-use crate::ConnInfo;
+use crate::{telemetry, ConnInfo};
 
 /// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -291,16 +291,32 @@ pub async fn forward(
     let body = Limited::new(body, max_body).boxed_unsync();
     let upstream_request = Request::from_parts(parts, body);
 
+    let sent = std::time::Instant::now();
     let response = match tokio::time::timeout(
         config.server.upstream_timeout,
         client.request(upstream_request),
     )
     .await
     {
-        Err(_) => return Err(Error::UpstreamTimeout),
-        Ok(Err(err)) => return Err(classify(&err, &upstream.name)),
+        Err(_) => {
+            telemetry::upstream_error("timeout");
+            return Err(Error::UpstreamTimeout);
+        }
+        Ok(Err(err)) => {
+            let error = classify(&err, &upstream.name);
+            if !matches!(error, Error::PayloadTooLarge) {
+                telemetry::upstream_error(if err.is_connect() {
+                    "connect"
+                } else {
+                    "request"
+                });
+            }
+            return Err(error);
+        }
         Ok(Ok(response)) => response,
     };
+    telemetry::upstream_latency(sent.elapsed());
+
     let (mut parts, body) = response.into_parts();
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);

@@ -943,11 +943,13 @@ impl Verifier {
         match &alg {
             Ok(alg) => trace.record("alg allowed", true, || format!("{alg} is allowed")),
             Err(rejection) => trace.record("alg allowed", false, || match alg_param {
-                Some(Value::String(name)) => format!(
-                    "alg {} is not one of {}",
-                    shown(name),
-                    alg_list(&policy.algorithms)
-                ),
+                Some(Value::String(name)) => {
+                    format!(
+                        "alg {} is not one of {}",
+                        shown(name),
+                        alg_list(&policy.algorithms)
+                    )
+                }
                 _ => rejection.to_string(),
             }),
         }

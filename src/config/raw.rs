@@ -70,6 +70,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Option<OneOrMany<String>>,
     pub tls: Option<RawTls>,
+    pub redirect_http: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,

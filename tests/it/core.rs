@@ -54,7 +54,8 @@ impl Setup {
 
     /// Sends `method target` byte-exact and returns the first status code.
     async fn raw(&self, method: &str, target: &str, extra_headers: &str) -> u16 {
-        let request = format!("{method} {target} HTTP/1.1\r\nHost: site.example\r\n{extra_headers}Connection: close\r\n\r\n");
+        let request =
+            format!("{method} {target} HTTP/1.1\r\nHost: site.example\r\n{extra_headers}Connection: close\r\n\r\n");
         let text = raw::send(
             self.proxy.addr(),
             request.as_bytes(),
