@@ -65,6 +65,18 @@ pub struct Server {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `(names, cert, key)`: certificates chosen by SNI; the default one serves other names.
+    pub sni: Vec<(Vec<String>, PathBuf, PathBuf)>,
+}
+
+/// How the proxy's client connects to an upstream or the backend.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates to trust instead of the public (webpki) roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and key for mutual TLS.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub http2: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +90,7 @@ pub struct Upstream {
     pub name: String,
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
+    pub client: ClientTls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +113,7 @@ pub struct Backend {
     pub refresh_token: Vec<String>,
     pub expires_in: Vec<String>,
     pub timeout: Duration,
+    pub client: ClientTls,
 }
 
 #[derive(Debug, Clone)]
@@ -411,7 +425,25 @@ impl Validator<'_> {
         let tls = raw.tls.map(|tls| TlsFiles {
             cert: self.base.join(tls.cert),
             key: self.base.join(tls.key),
+            sni: tls
+                .sni
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| {
+                    (
+                        entry.names,
+                        self.base.join(entry.cert),
+                        self.base.join(entry.key),
+                    )
+                })
+                .collect(),
         });
+        if let Some(files) = &tls {
+            // Certificates load here too, so `check` and a reload catch a bad one.
+            if let Err(err) = crate::tls::acceptor(files) {
+                self.problem("server.tls", err);
+            }
+        }
         let redirect_http = raw
             .redirect_http
             .and_then(|text| self.socket_addr("server.redirect_http", &text));
@@ -477,10 +509,21 @@ impl Validator<'_> {
         }
     }
 
-    fn upstreams(&mut self, raw: &BTreeMap<String, String>) -> Vec<Upstream> {
+    fn upstreams(&mut self, raw: &BTreeMap<String, raw::RawUpstream>) -> Vec<Upstream> {
         let mut upstreams = Vec::new();
-        for (name, text) in raw {
+        for (name, entry) in raw {
             let path = format!("upstreams.{name}");
+            let table = match entry.clone() {
+                raw::RawUpstream::Url(url) => raw::RawUpstreamTable {
+                    url,
+                    ca_file: None,
+                    client_cert: None,
+                    client_key: None,
+                    http2: None,
+                },
+                raw::RawUpstream::Table(table) => table,
+            };
+            let text = &table.url;
             let Some(uri) = self.url(&path, text) else {
                 continue;
             };
@@ -491,16 +534,56 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            let client = self.client_tls(
+                &path,
+                table.ca_file,
+                table.client_cert,
+                table.client_key,
+                table.http2,
+            );
             let parts = uri.into_parts();
             if let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) {
                 upstreams.push(Upstream {
                     name: name.clone(),
                     scheme,
                     authority,
+                    client,
                 });
             }
         }
         upstreams
+    }
+
+    fn client_tls(
+        &mut self,
+        path: &str,
+        ca_file: Option<String>,
+        client_cert: Option<String>,
+        client_key: Option<String>,
+        http2: Option<bool>,
+    ) -> ClientTls {
+        let ca_pem = ca_file.and_then(|file| self.file(&format!("{path}.ca_file"), &file));
+        let client_pem = match (client_cert, client_key) {
+            (Some(cert), Some(key)) => {
+                let cert = self.file(&format!("{path}.client_cert"), &cert);
+                let key = self.file(&format!("{path}.client_key"), &key);
+                cert.zip(key)
+            }
+            (None, None) => None,
+            _ => {
+                self.problem(path, "client_cert and client_key go together");
+                None
+            }
+        };
+        let tls = ClientTls {
+            ca_pem,
+            client_pem,
+            http2: http2.unwrap_or(false),
+        };
+        if let Err(err) = crate::tls::client_config(&tls) {
+            self.problem(path, err);
+        }
+        tls
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<Backend> {
@@ -554,6 +637,7 @@ impl Validator<'_> {
             self.problem("backend.refresh_field", "must not be empty");
         }
         let timeout = self.duration("backend.timeout", raw.timeout, Duration::from_secs(10));
+        let client = self.client_tls("backend", raw.ca_file, None, None, None);
         Some(Backend {
             login: login?,
             refresh,
@@ -565,6 +649,7 @@ impl Validator<'_> {
             refresh_token,
             expires_in,
             timeout,
+            client,
         })
     }
 

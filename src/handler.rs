@@ -25,7 +25,8 @@ use crate::ConnInfo;
 /// Everything a request needs, built once from a validated configuration.
 pub struct App {
     pub config: Config,
-    pub client: HttpClient,
+    /// One pooled client per upstream, in `config.upstreams` order.
+    pub clients: Vec<HttpClient>,
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -35,12 +36,22 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config) -> Result<App, Error> {
-        let client = upstream::client(&config.server)?;
+        let clients = config
+            .upstreams
+            .iter()
+            .map(|u| upstream::client(&config.server, &u.client))
+            .collect::<Result<Vec<_>, _>>()?;
+        let backend_tls = config
+            .backend
+            .as_ref()
+            .map(|b| b.client.clone())
+            .unwrap_or_default();
+        let backend_client = upstream::client(&config.server, &backend_tls)?;
         let tls = match &config.server.tls {
             Some(files) => Some(crate::tls::acceptor(files).map_err(Error::Internal)?),
             None => None,
         };
-        let auth = Authenticator::new(&config, client.clone())?;
+        let auth = Authenticator::new(&config, backend_client)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
             .iter()
@@ -50,7 +61,7 @@ impl App {
         identity_headers.dedup();
         Ok(App {
             config,
-            client,
+            clients,
             auth,
             tls,
             identity_headers,
@@ -204,7 +215,7 @@ async fn pipeline<'a>(
     };
     let upstream = app.config.upstream(rule.upstream);
     upstream::forward(
-        &app.client,
+        &app.clients[rule.upstream],
         &app.config,
         upstream,
         permit,

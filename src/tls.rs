@@ -1,34 +1,123 @@
-//! TLS termination settings: loading the certificate chain and key into a rustls acceptor.
+//! TLS settings: the server side (certificate chain and key, SNI choice, ALPN) and the client
+//! side used for upstreams and the backend (trusted roots, mutual TLS, HTTP/2 by ALPN).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsFiles;
+use crate::config::{ClientTls, TlsFiles};
 
-/// Builds an acceptor for `files`: TLS 1.2+ only, ALPN `h2` then `http/1.1`.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
-    let cert_pem = std::fs::read(&files.cert)
-        .map_err(|e| format!("cannot read {}: {e}", files.cert.display()))?;
-    let key_pem = std::fs::read(&files.key)
-        .map_err(|e| format!("cannot read {}: {e}", files.key.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &*pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        .map_err(|e| format!("{what}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", files.cert.display()));
+        return Err(format!("{what}: no certificate found"));
     }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("{}: {e}", files.key.display()))?
-        .ok_or_else(|| format!("{}: no private key found", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    Ok(certs)
+}
+
+fn key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut &*pem)
+        .map_err(|e| format!("{what}: {e}"))?
+        .ok_or_else(|| format!("{what}: no private key found"))
+}
+
+fn certified_key(
+    cert: &std::path::Path,
+    key_path: &std::path::Path,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = certs(&read(cert)?, &cert.display().to_string())?;
+    let key = key(&read(key_path)?, &key_path.display().to_string())?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|e| {
+        format!(
+            "{} does not match {}: {e}",
+            key_path.display(),
+            cert.display()
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// Picks the certificate for the name the client asked for; the default one otherwise.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    /// Lower-case exact names and `*.suffix` wildcards.
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.by_name.get(&name).or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.by_name.get(&format!("*.{parent}"))
+            })
+        });
+        Some(chosen.unwrap_or(&self.default).clone())
+    }
+}
+
+/// Builds an acceptor for `files`: TLS 1.2+ only, ALPN `h2` then `http/1.1`, SNI choice.
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let default = certified_key(&files.cert, &files.key)?;
+    let mut by_name = HashMap::new();
+    for (names, cert, key) in &files.sni {
+        let certified = certified_key(cert, key)?;
+        for name in names {
+            by_name.insert(name.to_ascii_lowercase(), certified.clone());
+        }
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+        .with_cert_resolver(Arc::new(SniResolver { default, by_name }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The client side: the configured CA (or the public webpki roots) and an optional client
+/// certificate. ALPN is left to the connector (`upstream::client`), which offers `h2` only
+/// when HTTP/2 is asked for.
+pub fn client_config(settings: &ClientTls) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_pem {
+        Some(pem) => {
+            for cert in certs(pem, "ca_file")? {
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    let config = match &settings.client_pem {
+        Some((cert, key_pem)) => builder
+            .with_client_auth_cert(certs(cert, "client_cert")?, key(key_pem, "client_key")?)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
 }

@@ -29,25 +29,28 @@ use crate::{telemetry, ConnInfo};
 /// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// Builds the shared client: keep-alive pooling, connect timeout, HTTPS with webpki roots.
-pub fn client(server: &config::Server) -> Result<HttpClient, Error> {
+/// Builds a pooled client: keep-alive, connect timeout, HTTPS per `tls` (HTTP/2 by ALPN, or
+/// by prior knowledge over plain HTTP when `tls.http2` is set).
+pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpClient, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(server.connect_timeout));
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|err| Error::Internal(format!("TLS client setup: {err}")))?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+    let tls_config = crate::tls::client_config(tls).map_err(Error::Internal)?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_or_http();
+    let https = if tls.http2 {
+        builder.enable_all_versions().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
+        .http2_only(tls.http2)
         .build(https))
 }
 

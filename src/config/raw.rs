@@ -49,7 +49,7 @@ pub struct RawConfig {
     pub server: RawServer,
     pub admin: Option<RawAdmin>,
     #[serde(default)]
-    pub upstreams: BTreeMap<String, String>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
     pub backend: Option<RawBackend>,
     #[serde(default)]
     pub login: RawLogin,
@@ -86,6 +86,37 @@ pub struct RawServer {
 pub struct RawTls {
     pub cert: String,
     pub key: String,
+    /// More certificates, chosen by the name the client asks for (SNI).
+    pub sni: Option<Vec<RawSniCert>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    pub names: Vec<String>,
+    pub cert: String,
+    pub key: String,
+}
+
+/// An upstream: a URL, or a table with TLS and protocol settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawUpstream {
+    Url(String),
+    Table(RawUpstreamTable),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTable {
+    pub url: String,
+    /// PEM CA certificates trusted for this upstream instead of the public roots.
+    pub ca_file: Option<String>,
+    /// A client certificate chain and key presented to the upstream (mutual TLS).
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// Speak HTTP/2: negotiated by ALPN over https, prior knowledge (h2c) over http.
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +138,8 @@ pub struct RawBackend {
     pub refresh_token: Option<String>,
     pub expires_in: Option<String>,
     pub timeout: Option<Quantity>,
+    /// PEM CA certificates trusted for the backend instead of the public roots.
+    pub ca_file: Option<String>,
 }
 
 /// `login.fields`: a list of names copied as they are, or a table `backend_field = "submitted_field"`.
