@@ -4,3 +4,4 @@
 mod configs;
 mod core;
 mod support;
+mod transport;

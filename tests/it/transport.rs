@@ -1,0 +1,454 @@
+//! Production transport: TLS termination (ALPN, SNI, HTTPS redirect), HTTPS upstreams with a
+//! private CA, hot reload under load, and the admin listener's metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::support::keys::TestKey;
+use crate::support::proxy::{self, proxy};
+use crate::support::{upstream, Req};
+
+/// A test certificate authority and the leaf certificates it signs, written as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca = params.self_signed(&ca_key).expect("ca cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca");
+        Pki { dir, ca, ca_key }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `names`; returns the paths of its chain and key.
+    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign leaf");
+        let cert_path = self.dir.path().join(format!("{file}.pem"));
+        let key_path = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
+    }
+
+    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.der().to_vec()))
+            .expect("add ca");
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+fn toml_path(path: &Path) -> String {
+    serde_json::Value::from(path.to_string_lossy()).to_string()
+}
+
+/// Connects over TLS with SNI `name`, sends GET `path`, returns (ALPN protocol, status).
+async fn tls_get(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+    path: &str,
+) -> (String, u16) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let server_name = ServerName::try_from(name.to_owned()).expect("server name");
+    let tls = pki
+        .connector(alpn)
+        .connect(server_name, tcp)
+        .await
+        .expect("TLS handshake");
+    let protocol =
+        String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b"")).into_owned();
+    let io = TokioIo::new(tls);
+    let uri = format!("https://{name}{path}");
+    let status = if protocol == "h2" {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .expect("h2");
+        tokio::spawn(conn);
+        let request = http::Request::get(uri)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        sender
+            .send_request(request)
+            .await
+            .expect("h2 response")
+            .status()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.expect("h1");
+        tokio::spawn(conn);
+        let request = http::Request::get(path)
+            .header("host", name)
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        sender
+            .send_request(request)
+            .await
+            .expect("h1 response")
+            .status()
+    };
+    (protocol, status.as_u16())
+}
+
+const PUBLIC_ROUTES: &str = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+
+#[tokio::test]
+async fn tls_termination_alpn_and_sni() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("default", &["a.test"]);
+    let (sni_cert, sni_key) = pki.issue("other", &["b.test"]);
+    let key_file = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let tls = format!(
+        "[server]\ntls = {{ cert = {}, key = {}, sni = [{{ names = [\"b.test\"], cert = {}, key = {} }}] }}\n",
+        toml_path(&cert),
+        toml_path(&key),
+        toml_path(&sni_cert),
+        toml_path(&sni_key)
+    );
+    let p = proxy(&proxy::config(
+        &up.url(),
+        &key_file.jwt_toml(),
+        &format!("{tls}{PUBLIC_ROUTES}"),
+    ))
+    .await;
+    assert_eq!(
+        tls_get(&pki, p.addr(), "a.test", &[b"h2", b"http/1.1"], "/x").await,
+        ("h2".into(), 200)
+    );
+    assert_eq!(
+        tls_get(&pki, p.addr(), "a.test", &[b"http/1.1"], "/x").await,
+        ("http/1.1".into(), 200)
+    );
+    // The verifier accepts only a certificate for b.test: the SNI certificate was chosen.
+    assert_eq!(
+        tls_get(&pki, p.addr(), "b.test", &[b"http/1.1"], "/y")
+            .await
+            .1,
+        200
+    );
+    let seen = up.last().expect("forwarded");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+}
+
+#[tokio::test]
+async fn plain_http_listener_redirects_to_https() {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("default", &["a.test"]);
+    let key_file = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let text = proxy::config(
+        &up.url(),
+        &key_file.jwt_toml(),
+        &format!(
+            "[server]\ntls = {{ cert = {}, key = {} }}\n{PUBLIC_ROUTES}",
+            toml_path(&cert),
+            toml_path(&key)
+        ),
+    );
+    let config = portcullis::Config::from_toml_str(&text).expect("config");
+    let main = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect_addr = redirect.local_addr().expect("addr");
+    let listeners = portcullis::Listeners {
+        main: vec![main],
+        redirect_http: Some(redirect),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    let resp = Req::get(&format!("http://{redirect_addr}/dashboard?x=1"))
+        .header("Host", "a.test")
+        .send()
+        .await;
+    assert_eq!(resp.status, 308);
+    assert_eq!(resp.location(), Some("https://a.test:8080/dashboard?x=1"));
+    assert_eq!(up.requests(), 0);
+    let _ = tx.send(());
+}
+
+/// An HTTPS upstream with a certificate from `pki`.
+async fn https_upstream(pki: &Pki) -> std::net::SocketAddr {
+    let (cert, key) = pki.issue("upstream", &["localhost"]);
+    let certs = rustls_pemfile::certs(&mut &*std::fs::read(cert).expect("read"))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls_pemfile::private_key(&mut &*std::fs::read(key).expect("read"))
+        .expect("key")
+        .expect("a key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"tls-ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn https_upstream_with_a_private_ca() {
+    let pki = Pki::new();
+    let upstream_addr = https_upstream(&pki).await;
+    let key = TestKey::new("HS256");
+    let url = format!("https://localhost:{}", upstream_addr.port());
+    let trusted = format!(
+        "[upstreams]\napp = {{ url = {}, ca_file = {} }}\n\n{}\n{PUBLIC_ROUTES}",
+        serde_json::Value::from(url.as_str()),
+        toml_path(&pki.ca_path()),
+        key.jwt_toml()
+    );
+    let p = proxy(&trusted).await;
+    let resp = Req::get(&p.url("/x")).send().await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "tls-ok"));
+
+    // Without the private CA the upstream's certificate is refused: 502, never a plain fallback.
+    let untrusted = proxy(&proxy::config(&url, &key.jwt_toml(), PUBLIC_ROUTES)).await;
+    let resp = Req::get(&untrusted.url("/x")).send().await;
+    assert_eq!(resp.status, 502);
+}
+
+/// Scrapes `/metrics` and returns the sum of every sample of `name` (all label sets).
+async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let text = Req::get(&format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .text();
+    let mut total = 0.0;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("a sample is `series value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number in {line:?}"));
+        let metric_name = series.split('{').next().unwrap_or(series);
+        if metric_name == name {
+            total += value;
+        }
+    }
+    total
+}
+
+struct Reloadable {
+    dir: tempfile::TempDir,
+    admin: std::net::SocketAddr,
+    main: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Reloadable {
+    async fn start(text: &str) -> Reloadable {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(&path, text).expect("write config");
+        let config = portcullis::Config::load(&path).expect("valid config");
+        let main = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (main_addr, admin_addr) = (
+            main.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
+        let listeners = portcullis::Listeners {
+            main: vec![main],
+            admin: Some(admin),
+            config_path: Some(path),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(portcullis::run_all(config, listeners, async move {
+            let _ = rx.await;
+        }));
+        Reloadable {
+            dir,
+            admin: admin_addr,
+            main: main_addr,
+            _stop: tx,
+        }
+    }
+
+    async fn reload(&self, text: &str) -> (u16, String) {
+        std::fs::write(self.dir.path().join("portcullis.toml"), text).expect("write config");
+        let resp = Req::post(&format!("http://{}/reload", self.admin))
+            .send()
+            .await;
+        (resp.status, resp.text())
+    }
+}
+
+#[tokio::test]
+async fn reload_under_load_drops_nothing() {
+    let key = TestKey::new("HS256");
+    let (a, b) = (upstream().run().await, upstream().run().await);
+    let config_for = |target: &str| {
+        format!(
+            "[upstreams]\na = {}\nb = {}\n\n{}\n[[routes]]\npath = \"/:path*\"\nupstream = \"{target}\"\n",
+            serde_json::Value::from(a.url()),
+            serde_json::Value::from(b.url()),
+            key.jwt_toml()
+        )
+    };
+    let proxy = Reloadable::start(&config_for("a")).await;
+    let url = format!("http://{}/load", proxy.main);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop, sent, failed) =
+                (url.clone(), stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                // Bounded: at most 20 000 requests per client, and it stops when told.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let resp = Req::get(&url).try_send().await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !matches!(resp, Ok(ref r) if r.status == 200) {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let reloads_before = metric(proxy.admin, "portcullis_config_reloads_total").await;
+    for round in 0..5 {
+        let target = if round % 2 == 0 { "b" } else { "a" };
+        let (status, text) = proxy.reload(&config_for(target)).await;
+        assert_eq!(status, 200, "reload {round}: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert!(
+        sent.load(Ordering::Relaxed) > 50,
+        "the load loop barely ran"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    // The fifth swap routed to `b`: new requests go there.
+    let before = b.requests();
+    assert_eq!(Req::get(&url).send().await.status, 200);
+    assert_eq!(b.requests(), before + 1);
+    let reloads_after = metric(proxy.admin, "portcullis_config_reloads_total").await;
+    assert!(
+        reloads_after >= reloads_before + 5.0,
+        "{reloads_before} -> {reloads_after}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_config_on_reload_keeps_the_old_one() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let good = proxy::config(&up.url(), &key.jwt_toml(), PUBLIC_ROUTES);
+    let proxy = Reloadable::start(&good).await;
+    let (status, text) = proxy
+        .reload(&good.replace("upstream = \"app\"", "upstream = \"nope\""))
+        .await;
+    assert_eq!(status, 422);
+    assert!(text.contains("routes[0].upstream"), "{text}");
+    let (status, _) = proxy.reload("this is [not toml").await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        Req::get(&format!("http://{}/x", proxy.main))
+            .send()
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let routes = "[[routes]]\npath = \"/private/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+    let proxy = Reloadable::start(&proxy::config(&up.url(), &key.jwt_toml(), routes)).await;
+    let requests = metric(proxy.admin, "portcullis_requests_total").await;
+    let denied = metric(proxy.admin, "portcullis_auth_decisions_total").await;
+    for _ in 0..3 {
+        Req::get(&format!("http://{}/public", proxy.main))
+            .send()
+            .await;
+        Req::get(&format!("http://{}/private/x", proxy.main))
+            .send()
+            .await;
+    }
+    assert!(metric(proxy.admin, "portcullis_requests_total").await >= requests + 6.0);
+    assert!(metric(proxy.admin, "portcullis_auth_decisions_total").await >= denied + 6.0);
+    assert!(metric(proxy.admin, "portcullis_request_duration_seconds_count").await >= 6.0);
+    let health = Req::get(&format!("http://{}/healthz", proxy.admin))
+        .send()
+        .await;
+    assert_eq!(health.status, 200);
+    let ready = Req::get(&format!("http://{}/readyz", proxy.admin))
+        .send()
+        .await;
+    assert_eq!(ready.status, 200);
+}
