@@ -152,14 +152,7 @@ impl Authenticator {
     pub fn new(config: &Config, client: HttpClient) -> Result<Authenticator, Error> {
         let keys = KeySet::build(&config.jwt.algorithms, &config.jwt.keys)
             .map_err(|err| Error::Internal(format!("jwt keys: {err}")))?;
-        let policy = Policy {
-            algorithms: config.jwt.algorithms.clone(),
-            issuer: config.jwt.issuer.clone(),
-            audience: config.jwt.audience.clone(),
-            leeway_secs: config.jwt.leeway.as_secs(),
-            required_claims: config.jwt.claims.clone(),
-            cache_entries: config.jwt.cache,
-        };
+        let policy = policy(config);
         let backend = config
             .backend
             .clone()
@@ -387,6 +380,18 @@ impl Authenticator {
             headers.append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+}
+
+/// The claim policy every access token is held to, from `[jwt]`.
+pub fn policy(config: &Config) -> Policy {
+    Policy {
+        algorithms: config.jwt.algorithms.clone(),
+        issuer: config.jwt.issuer.clone(),
+        audience: config.jwt.audience.clone(),
+        leeway_secs: config.jwt.leeway.as_secs(),
+        required_claims: config.jwt.claims.clone(),
+        cache_entries: config.jwt.cache,
     }
 }
 

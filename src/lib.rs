@@ -15,6 +15,8 @@
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
+//! - [`explain`]: `portcullis explain`, the pipeline's decisions for one request, step by step.
+//! - [`lint`]: `portcullis check`'s warnings about valid but risky configurations.
 //! - [`demo`]: the embedded demo backend and site (`portcullis demo`).
 
 pub mod admin;
@@ -23,7 +25,9 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod handler;
+pub mod lint;
 pub mod live;
 pub mod path;
 pub mod rules;

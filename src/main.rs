@@ -34,8 +34,29 @@ struct Cli {
 enum Command {
     /// Serve (the default when no command is given).
     Run,
-    /// Validate the configuration; print `ok` or every problem with its key path.
-    Check,
+    /// Validate and lint the configuration: print every problem (exit 1) and warning, or `ok`.
+    Check {
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print what the proxy would do with one request: normalized path, rules tried, each
+    /// token check, refresh, the action, and the headers injected and stripped.
+    Explain {
+        /// The Cookie header to send, e.g. 'access_token=eyJ...; theme=dark'.
+        #[arg(long)]
+        cookie: Option<String>,
+        /// A request header 'Name: value' (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// The request method, e.g. GET.
+        method: String,
+        /// The request target: a path (/dashboard?x=1) or a URL.
+        url: String,
+    },
     /// Exit 0 if URL answers 2xx within 3 seconds (the container HEALTHCHECK; no curl needed).
     Health {
         #[arg(default_value = "http://127.0.0.1:9090/healthz")]
@@ -55,7 +76,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => check(&cli.config),
+        Command::Check { strict } => check(&cli.config, strict),
+        Command::Explain {
+            cookie,
+            headers,
+            json,
+            method,
+            url,
+        } => explain(
+            &cli.config,
+            cookie.as_deref(),
+            &headers,
+            json,
+            &method,
+            &url,
+        ),
         Command::Health { url } => match health(&url) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -83,9 +118,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            let warnings = portcullis::lint::lint(&config);
+            for warning in &warnings {
+                println!("warning: {warning}");
+            }
+            if strict && !warnings.is_empty() {
+                println!("{} warning(s); failing because of --strict", warnings.len());
+                return ExitCode::from(1);
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -94,6 +137,49 @@ fn check(path: &std::path::Path) -> ExitCode {
                 println!("{problem}");
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+fn explain(
+    path: &std::path::Path,
+    cookie: Option<&str>,
+    headers: &[String],
+    json: bool,
+    method: &str,
+    url: &str,
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!(
+                "portcullis: {} is not a usable configuration:\n{problems}",
+                path.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let request = portcullis::explain::Request {
+        method,
+        url,
+        cookies: cookie,
+        headers,
+    };
+    match portcullis::explain::explain(&config, &request, portcullis::auth::now()) {
+        Ok(explanation) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&explanation).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(explanation) => {
+            print!("{}", portcullis::explain::render(&explanation));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("portcullis: {err}");
+            ExitCode::from(2)
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpCl
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -80,7 +80,7 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 
 /// Whether a client-sent header claims an identity that only the proxy may assert. Matched on
 /// the lower-cased name with `_` read as `-`, since some upstreams (CGI, WSGI, PHP) treat them alike.
-fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
+pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
     let canonical = name.replace('_', "-");
     let name = canonical.as_str();
     name.starts_with("x-user-")

@@ -1,0 +1,408 @@
+//! `portcullis explain`: what the proxy would do with one request, and why — without sending
+//! anything anywhere. It runs the same normalization, rule matching, token checks and header
+//! rules as the request pipeline, and reports each step.
+
+use std::fmt::Write as _;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+
+use crate::auth::{self, cookies, jwt};
+use crate::config::Config;
+use crate::path;
+use crate::rules::{Auth, OnUnauthenticated};
+use crate::upstream;
+
+/// One request to explain.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    /// `Cookie` header value (`k=v; k2=v2`).
+    pub cookies: Option<&'a str>,
+    /// Extra headers as `Name: value`.
+    pub headers: &'a [String],
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub method: String,
+    pub target: String,
+    /// The normalized path, or why the path is refused.
+    pub normalized: Result<String, String>,
+    pub endpoint: Option<String>,
+    pub rules: Vec<RuleTried>,
+    pub token: Option<TokenReport>,
+    pub refresh: Option<String>,
+    pub action: String,
+    pub status: u16,
+    pub injected: Vec<String>,
+    pub stripped: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleTried {
+    pub index: usize,
+    pub pattern: String,
+    pub auth: String,
+    pub matched: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenReport {
+    pub cookie: String,
+    pub length: usize,
+    pub checks: Vec<CheckReport>,
+    pub valid: bool,
+    pub claims: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Explains `request` under `config`, with the clock at `now` (unix seconds).
+pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Explanation, String> {
+    let uri: http::Uri = request
+        .url
+        .parse()
+        .map_err(|_| format!("{:?} is not a URL or path", request.url))?;
+    let mut headers = HeaderMap::new();
+    for line in request.headers {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| format!("{line:?} is not `Name: value`"))?;
+        let name = HeaderName::try_from(name.trim())
+            .map_err(|_| format!("{name:?} is not a header name"))?;
+        let value =
+            HeaderValue::try_from(value.trim()).map_err(|_| format!("bad value for {name}"))?;
+        headers.append(name, value);
+    }
+    if let Some(cookie) = request.cookies {
+        headers.append(
+            http::header::COOKIE,
+            HeaderValue::try_from(cookie).map_err(|_| "bad cookie text")?,
+        );
+    }
+    let mut out = Explanation {
+        method: request.method.to_ascii_uppercase(),
+        target: request.url.to_owned(),
+        normalized: Err(String::new()),
+        endpoint: None,
+        rules: Vec::new(),
+        token: None,
+        refresh: None,
+        action: String::new(),
+        status: 0,
+        injected: Vec::new(),
+        stripped: Vec::new(),
+    };
+    let normalized = match path::normalize(uri.path()) {
+        Ok(normalized) => normalized,
+        Err(err) => {
+            out.normalized = Err(err.to_string());
+            out.action = "refuse: 400 Bad Request".to_owned();
+            out.status = 400;
+            return Ok(out);
+        }
+    };
+    out.normalized = Ok(normalized.clone());
+    let target = match uri.query() {
+        Some(query) => format!("{normalized}?{query}"),
+        None => normalized.clone(),
+    };
+
+    // The proxy's own endpoints come before any rule.
+    let own = if normalized == config.login.path && out.method == "POST" && config.backend.is_some()
+    {
+        Some((
+            "login",
+            "exchange the credentials with backend.login; set cookies; 303 or 200",
+        ))
+    } else if normalized == config.logout.path {
+        Some((
+            "logout",
+            "expire both cookies, tell backend.logout; 303 or 200",
+        ))
+    } else if normalized == config.session.me_path {
+        Some((
+            "me",
+            "answer the verified claims (or backend.profile) as JSON; 401 without a token",
+        ))
+    } else {
+        None
+    };
+    if let Some((name, what)) = own {
+        out.endpoint = Some(name.to_owned());
+        out.action = format!("own endpoint {name}: {what}");
+        out.status = 200;
+        return Ok(out);
+    }
+
+    let mut matched = None;
+    for rule in &config.rules {
+        let hit = rule.pattern.matches(&normalized);
+        out.rules.push(RuleTried {
+            index: rule.index,
+            pattern: rule.pattern.to_string(),
+            auth: format!("{:?}", rule.auth).to_lowercase(),
+            matched: hit,
+        });
+        if hit {
+            matched = Some(rule);
+            break;
+        }
+    }
+    let Some(rule) = matched else {
+        out.action = "refuse: 404 Not Found (no rule matches)".to_owned();
+        out.status = 404;
+        return Ok(out);
+    };
+
+    // The token, checked exactly as verify() does, step by step.
+    let verifier = jwt::Verifier::new(
+        jwt::KeySet::build(&config.jwt.algorithms, &config.jwt.keys).map_err(|e| e.to_string())?,
+        auth::policy(config),
+    );
+    let access = cookies::find(&headers, &config.session.access_cookie);
+    let refresh_cookie = cookies::find(&headers, &config.session.refresh_cookie);
+    let verdict = access.map(|token| {
+        let (checks, result) = verifier.explain(token, now);
+        out.token = Some(TokenReport {
+            cookie: config.session.access_cookie.clone(),
+            length: token.len(),
+            checks: checks
+                .into_iter()
+                .map(|c| CheckReport {
+                    check: c.name.to_owned(),
+                    ok: c.ok,
+                    detail: c.detail,
+                })
+                .collect(),
+            valid: result.is_ok(),
+            claims: result
+                .as_ref()
+                .ok()
+                .map(|c| serde_json::Value::Object(c.as_json().clone())),
+        });
+        result
+    });
+    let can_refresh =
+        refresh_cookie.is_some() && config.backend.as_ref().is_some_and(|b| b.refresh.is_some());
+    let claims = match verdict {
+        Some(Ok(claims)) => {
+            if claims.exp() < now.saturating_add(config.session.refresh_ahead.as_secs())
+                && can_refresh
+            {
+                out.refresh = Some(
+                    "the token expires within session.refresh_ahead: renewed first (best effort)"
+                        .into(),
+                );
+            }
+            Some(claims)
+        }
+        Some(Err(rejection)) if rejection.is_expired_only() && can_refresh => {
+            out.refresh = Some(
+                "expired: renewed through backend.refresh, then forwarded with the new token"
+                    .into(),
+            );
+            None
+        }
+        None if can_refresh => {
+            out.refresh = Some(
+                "no access cookie: renewed through backend.refresh with the refresh cookie".into(),
+            );
+            None
+        }
+        _ => None,
+    };
+
+    let upstream = &config.upstream(rule.upstream).name;
+    let navigation = match rule.on_unauthenticated {
+        OnUnauthenticated::Redirect => true,
+        OnUnauthenticated::Status => false,
+        OnUnauthenticated::Auto => auth::is_navigation(&headers),
+    };
+    let identity: Vec<HeaderName> = config
+        .rules
+        .iter()
+        .flat_map(|r| r.headers.iter().map(|(h, _)| h.clone()))
+        .collect();
+    out.stripped = stripped_headers(
+        &headers,
+        &identity,
+        &[
+            &config.session.access_cookie,
+            &config.session.refresh_cookie,
+        ],
+    );
+    let forwarding = [
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Request-Id",
+    ];
+    match rule.auth {
+        Auth::Public => {
+            out.action = format!("forward to upstream {upstream:?} as {target}");
+            out.status = 200;
+        }
+        Auth::Guest if claims.is_some() => {
+            out.action = format!(
+                "redirect a signed-in user: 302 to {}",
+                config.login.success_redirect
+            );
+            out.status = 302;
+        }
+        Auth::Guest => {
+            out.action = format!("forward to upstream {upstream:?} as {target} (signed out)");
+            out.status = 200;
+        }
+        Auth::Required => match claims {
+            None if out.refresh.is_some() => {
+                out.action =
+                    format!("renew the session, then forward to upstream {upstream:?} as {target}");
+                out.status = 200;
+                out.injected
+                    .push("Authorization: Bearer <renewed access token>".into());
+                out.injected
+                    .push("Set-Cookie on the response: the renewed tokens".into());
+            }
+            None if navigation => {
+                let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+                out.action = format!(
+                    "refuse: 302 to {}?{}={encoded}",
+                    config.login.path, config.login.return_param
+                );
+                out.status = 302;
+            }
+            None => {
+                out.action = "refuse: 401 Unauthorized (WWW-Authenticate: Bearer)".into();
+                out.status = 401;
+            }
+            Some(claims) => {
+                let missing: Vec<&str> = rule
+                    .claims
+                    .iter()
+                    .filter(|(name, allowed)| !claims.satisfies(name, allowed))
+                    .map(|(name, _)| name.as_str())
+                    .collect();
+                if missing.is_empty() {
+                    out.action = format!("forward to upstream {upstream:?} as {target}");
+                    out.status = 200;
+                    out.injected
+                        .push("Authorization: Bearer <the access token>".into());
+                    for (header, claim) in &rule.headers {
+                        out.injected.push(format!("{header}: <claim {claim}>"));
+                    }
+                } else {
+                    out.action = format!(
+                        "refuse: 403 Forbidden (claims not satisfied: {})",
+                        missing.join(", ")
+                    );
+                    out.status = 403;
+                }
+            }
+        },
+    }
+    if out.status == 200 {
+        out.injected
+            .extend(forwarding.iter().map(|h| (*h).to_owned()));
+    }
+    Ok(out)
+}
+
+/// The client headers the upstream request would not carry, by the same predicates the
+/// forwarding rewrite uses.
+fn stripped_headers(
+    headers: &HeaderMap,
+    identity: &[HeaderName],
+    own_cookies: &[&str],
+) -> Vec<String> {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut stripped = Vec::new();
+    for name in headers.keys() {
+        let text = name.as_str();
+        let why = if upstream::HOP_BY_HOP.contains(name) {
+            Some("hop-by-hop")
+        } else if named.iter().any(|n| n == text) {
+            Some("named in Connection")
+        } else if upstream::is_identity_header(text, identity) {
+            Some("client-supplied identity header")
+        } else if *name == http::header::AUTHORIZATION {
+            Some("replaced on required routes")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            stripped.push(format!("{name} ({why})"));
+        }
+    }
+    for cookie in own_cookies {
+        if cookies::find(headers, cookie).is_some() {
+            stripped.push(format!("cookie {cookie} (the proxy's own cookie)"));
+        }
+    }
+    stripped
+}
+
+/// The human-readable report.
+pub fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "request     {} {}", e.method, e.target);
+    match &e.normalized {
+        Ok(path) => {
+            let _ = writeln!(out, "normalized  {path}");
+        }
+        Err(why) => {
+            let _ = writeln!(out, "normalized  refused: {why}");
+        }
+    }
+    if let Some(endpoint) = &e.endpoint {
+        let _ = writeln!(out, "endpoint    {endpoint}");
+    }
+    for rule in &e.rules {
+        let mark = if rule.matched { "match" } else { "no" };
+        let _ = writeln!(
+            out,
+            "rule        routes[{}] {} ({}): {mark}",
+            rule.index, rule.pattern, rule.auth
+        );
+    }
+    match &e.token {
+        None if e.rules.iter().any(|r| r.matched) => {
+            let _ = writeln!(out, "token       none");
+        }
+        None => {}
+        Some(token) => {
+            let _ = writeln!(
+                out,
+                "token       cookie {} ({} bytes)",
+                token.cookie, token.length
+            );
+            for check in &token.checks {
+                let mark = if check.ok { "ok  " } else { "FAIL" };
+                let _ = writeln!(out, "  {mark} {:<12} {}", check.check, check.detail);
+            }
+        }
+    }
+    if let Some(refresh) = &e.refresh {
+        let _ = writeln!(out, "refresh     {refresh}");
+    }
+    let _ = writeln!(out, "action      {}", e.action);
+    for header in &e.injected {
+        let _ = writeln!(out, "inject      {header}");
+    }
+    for header in &e.stripped {
+        let _ = writeln!(out, "strip       {header}");
+    }
+    out
+}

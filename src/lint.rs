@@ -1,0 +1,199 @@
+//! `portcullis check` beyond validation: configurations that are valid but probably not what
+//! the operator meant. Each finding is a warning; `check --strict` fails on any.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use crate::config::{Config, SameSite};
+use crate::rules::Auth;
+
+/// A finding, with the key path it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every finding for `config`, in key order.
+pub fn lint(config: &Config) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    let mut warn = |path: String, message: String| warnings.push(Warning { path, message });
+
+    for (i, later) in config.rules.iter().enumerate() {
+        if let Some(earlier) = config.rules[..i]
+            .iter()
+            .find(|e| e.pattern.covers(&later.pattern))
+        {
+            let message = if later.auth == Auth::Required && earlier.auth == Auth::Public {
+                format!(
+                    "this required rule can never match: public rule routes[{}] ({}) before it covers every path it does, so those paths are NOT protected",
+                    earlier.index, earlier.pattern
+                )
+            } else {
+                format!(
+                    "never matches: routes[{}] ({}) before it covers every path it does",
+                    earlier.index, earlier.pattern
+                )
+            };
+            warn(format!("routes[{}]", later.index), message);
+        }
+    }
+    if !config.rules.iter().any(|r| r.auth == Auth::Required) {
+        warn(
+            "routes".into(),
+            "no rule has auth = \"required\": nothing is protected".into(),
+        );
+    }
+
+    let session = &config.session;
+    if !session.secure && config.server.tls.is_some() {
+        warn(
+            "session.secure".into(),
+            "false while TLS is on: the cookies would also be sent over plain HTTP".into(),
+        );
+    }
+    if session.same_site == SameSite::None {
+        warn(
+            "session.same_site".into(),
+            "\"none\" sends the session cookies on cross-site requests; prefer \"lax\" or \"strict\"".into(),
+        );
+    }
+
+    if let Some(secret) = &config.jwt.keys.secret {
+        if is_low_entropy(secret) {
+            warn(
+                "jwt.secret".into(),
+                "looks guessable (few distinct characters or a repeated pattern); use e.g. `openssl rand -hex 32`".into(),
+            );
+        }
+    }
+    let has_hmac = config.jwt.algorithms.iter().any(|a| a.is_hmac());
+    let has_public = config.jwt.algorithms.iter().any(|a| !a.is_hmac());
+    if has_hmac && has_public {
+        warn(
+            "jwt.algorithms".into(),
+            "mixes HS* with public-key algorithms for the same issuer: anyone holding the HMAC secret can mint tokens the public keys were meant to vouch for".into(),
+        );
+    }
+
+    for (i, net) in config.server.trusted_proxies.iter().enumerate() {
+        if net.prefix_len() == 0 {
+            warn(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{net} trusts every peer: any client can forge X-Forwarded-For"),
+            );
+        }
+    }
+
+    let own: Vec<SocketAddr> = config.server.listen.clone();
+    for upstream in &config.upstreams {
+        let port =
+            upstream
+                .authority
+                .port_u16()
+                .unwrap_or(if upstream.scheme.as_str() == "https" {
+                    443
+                } else {
+                    80
+                });
+        let resolved: Vec<SocketAddr> = (upstream.authority.host(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let loops = resolved.iter().any(|addr| {
+            own.iter().any(|listen| {
+                listen.port() == addr.port()
+                    && (listen.ip() == addr.ip() || listen.ip().is_unspecified())
+            })
+        });
+        if loops {
+            warn(
+                format!("upstreams.{}", upstream.name),
+                "resolves to the proxy's own listener: requests would loop".into(),
+            );
+        }
+    }
+    warnings
+}
+
+/// Few distinct bytes, or a short pattern repeated (`abcabcabc…`).
+fn is_low_entropy(secret: &[u8]) -> bool {
+    let mut seen = [false; 256];
+    for &b in secret {
+        seen[usize::from(b)] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    let repeated = (1..=secret.len() / 2)
+        .any(|period| secret.chunks(period).all(|chunk| secret.starts_with(chunk)));
+    distinct < 10 || repeated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str, routes: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:18999\"\n[upstreams]\napp = \"http://127.0.0.1:3000\"\nself = \"http://127.0.0.1:18999\"\n[jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n{extra}\n{routes}"
+        );
+        Config::from_toml_str(&text).expect("valid config")
+    }
+
+    fn paths(warnings: &[Warning]) -> Vec<&str> {
+        warnings.iter().map(|w| w.path.as_str()).collect()
+    }
+
+    #[test]
+    fn finds_shadowed_and_unprotected_rules() {
+        let routes = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n";
+        let warnings = lint(&config("", routes));
+        let shadowed = warnings
+            .iter()
+            .find(|w| w.path == "routes[1]")
+            .expect("routes[1] flagged");
+        assert!(shadowed.message.contains("NOT protected"), "{shadowed}");
+        assert!(paths(&warnings).contains(&"upstreams.self"));
+    }
+
+    #[test]
+    fn a_clean_config_has_no_findings() {
+        let routes = "[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+        let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{routes}");
+        assert_eq!(
+            lint(&Config::from_toml_str(&text).expect("valid")),
+            Vec::new()
+        );
+    }
+
+    #[test]
+    fn weak_settings_are_flagged() {
+        let routes = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+        let text = format!(
+            "[server]\ntrusted_proxies = [\"0.0.0.0/0\"]\n[upstreams]\napp = \"http://127.0.0.1:3000\"\n[session]\nsame_site = \"none\"\n[jwt]\nsecret = \"abababababababababababababababab\"\n{routes}"
+        );
+        let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
+        for path in [
+            "routes",
+            "session.same_site",
+            "jwt.secret",
+            "server.trusted_proxies[0]",
+        ] {
+            assert!(
+                paths(&warnings).contains(&path),
+                "{path} not flagged: {warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn entropy() {
+        assert!(is_low_entropy(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+        assert!(is_low_entropy(b"passwordpasswordpasswordpassword"));
+        assert!(!is_low_entropy(b"9f8e2b7c41d05a3e6f1c8b92d7e04a5f"));
+    }
+}
