@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+const SECRET: &str = "5f0c9e2a7b41d8e36a9f0b2c4d7e18a95c3b6f2e0d4a7c91";
 
 fn check(path: &Path, secret: Option<&str>) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
