@@ -114,14 +114,25 @@ impl Demo {
             backend: backend.local_addr()?,
             secret: secret.clone(),
         };
-        tokio::spawn(serve(site, Arc::new(|request, _| site_page(request))));
-        let state = Arc::new(DemoBackend::new(secret));
-        tokio::spawn(serve(
-            backend,
-            Arc::new(move |request, body| state.answer(request, body)),
-        ));
+        tokio::spawn(serve_site(site));
+        tokio::spawn(serve_backend(backend, secret));
         Ok(demo)
     }
+}
+
+/// Serves the demo site (plain HTML pages) on `listener`.
+pub async fn serve_site(listener: TcpListener) {
+    serve(listener, Arc::new(|request, _| site_page(request))).await;
+}
+
+/// Serves the demo backend on `listener`, signing tokens with `secret`.
+pub async fn serve_backend(listener: TcpListener, secret: String) {
+    let state = Arc::new(DemoBackend::new(secret));
+    serve(
+        listener,
+        Arc::new(move |request, body| state.answer(request, body)),
+    )
+    .await;
 }
 
 type Handler = Arc<dyn Fn(&http::request::Parts, Bytes) -> Response<Body> + Send + Sync>;

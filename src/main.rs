@@ -57,6 +57,14 @@ enum Command {
         /// The request target: a path (/dashboard?x=1) or a URL.
         url: String,
     },
+    /// Serve one part of the demo alone (for examples/docker-compose.yml).
+    #[command(hide = true)]
+    DemoPart {
+        /// `site` or `backend`.
+        part: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// Exit 0 if URL answers 2xx within 3 seconds (the container HEALTHCHECK; no curl needed).
     Health {
         #[arg(default_value = "http://127.0.0.1:9090/healthz")]
@@ -77,6 +85,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check { strict } => check(&cli.config, strict),
+        Command::DemoPart { part, listen } => match demo_part(&part, listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("portcullis: {err:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Explain {
             cookie,
             headers,
@@ -274,6 +289,27 @@ fn health(url: &str) -> anyhow::Result<()> {
             "answered {}",
             response.status()
         );
+        Ok(())
+    })
+}
+
+fn demo_part(part: &str, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!("demo {part} listening on {listen}");
+        match part {
+            "site" => portcullis::demo::serve_site(listener).await,
+            "backend" => {
+                // The backend signs with the same secret Portcullis verifies with.
+                let secret = std::env::var("PORTCULLIS_JWT__SECRET").context(
+                    "set PORTCULLIS_JWT__SECRET: the demo backend signs its tokens with it",
+                )?;
+                portcullis::demo::serve_backend(listener, secret).await
+            }
+            other => anyhow::bail!("unknown demo part {other:?} (site or backend)"),
+        }
         Ok(())
     })
 }
