@@ -65,6 +65,11 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
             );
             return response;
         }
+        (&Method::GET, "/explain")
+            if live.app().config.admin.as_ref().is_some_and(|a| a.explain) =>
+        {
+            return explain(live, request.uri().query().unwrap_or(""));
+        }
         (&Method::POST, "/reload") => match live.reload().await {
             Ok(()) => (StatusCode::OK, "reloaded\n".to_owned()),
             Err(problems) => (
@@ -77,5 +82,50 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
     };
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
+    response
+}
+
+/// `GET /explain?method=GET&url=/path&cookie=k%3Dv&header=Name%3A%20value`: the JSON of
+/// `portcullis explain` for that request, under the live configuration.
+fn explain(live: &Live, query: &str) -> Response<Body> {
+    let mut method = "GET".to_owned();
+    let (mut url, mut cookie, mut headers) = (None, None, Vec::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "method" => method = value.into_owned(),
+            "url" => url = Some(value.into_owned()),
+            "cookie" => cookie = Some(value.into_owned()),
+            "header" => headers.push(value.into_owned()),
+            _ => {}
+        }
+    }
+    let app = live.app();
+    let result = match &url {
+        None => Err("the url parameter is required".to_owned()),
+        Some(url) => {
+            let request = crate::explain::Request {
+                method: &method,
+                url,
+                cookies: cookie.as_deref(),
+                headers: &headers,
+            };
+            crate::explain::explain(&app.config, &request, crate::auth::now())
+        }
+    };
+    let (status, value) = match result {
+        Ok(explanation) => (
+            StatusCode::OK,
+            serde_json::to_value(&explanation).unwrap_or_default(),
+        ),
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "bad_request", "message": message }),
+        ),
+    };
+    let mut response = Response::new(body::json(&value));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -82,6 +82,8 @@ pub struct ClientTls {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
+    pub explain: bool,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.
@@ -275,7 +277,10 @@ impl Config {
         let server = v.server(raw.server);
         let admin = raw.admin.and_then(|admin| {
             v.socket_addr("admin.listen", &admin.listen)
-                .map(|listen| Admin { listen })
+                .map(|listen| Admin {
+                    listen,
+                    explain: admin.explain.unwrap_or(false),
+                })
         });
         let upstreams = v.upstreams(&raw.upstreams);
         let backend = raw.backend.and_then(|b| v.backend(b));

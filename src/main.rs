@@ -259,6 +259,7 @@ fn demo(listen: std::net::SocketAddr, print_config: bool) -> anyhow::Result<()> 
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (choose another address with --listen 127.0.0.1:PORT)"))?;
+
         let users = portcullis::demo::USERS
             .iter()
             .map(|(email, password, _, role)| format!("    {email} / {password}   (role: {role})"))

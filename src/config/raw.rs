@@ -123,6 +123,7 @@ pub struct RawUpstreamTable {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    pub explain: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

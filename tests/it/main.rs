@@ -4,4 +4,5 @@
 mod configs;
 mod core;
 mod support;
+mod tools;
 mod transport;

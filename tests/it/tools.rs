@@ -1,0 +1,227 @@
+//! The operator's tools: `explain`, `check` as a linter, `demo`, and the admin `/explain`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::keys::{claims, TestKey};
+use crate::support::{CookieJar, Req};
+
+fn portcullis() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PORTCULLIS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn write_config(dir: &Path, key: &TestKey, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("portcullis.toml");
+    let text = format!(
+        "[upstreams]\napp = \"http://127.0.0.1:9\"\n\n{}\n{extra}\n[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nheaders = {{ \"X-User-Id\" = \"sub\" }}\nupstream = \"app\"\n\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n",
+        key.jwt_toml()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn run(command: &mut Command) -> (i32, String) {
+    let output = command.output().expect("run portcullis");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn explain_shows_every_step_and_never_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::new("HS256");
+    let config = write_config(dir.path(), &key, "");
+    let token = key.sign(claims("alice", 300));
+    let (code, text) = run(portcullis()
+        .args(["explain", "--config"])
+        .arg(&config)
+        .args(["--cookie", &format!("access_token={token}")])
+        .args([
+            "-H",
+            "X-User-Id: admin",
+            "GET",
+            "/public/../dashboard?tab=1",
+        ]));
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        "normalized  /dashboard",
+        "routes[0] /dashboard/:path* (required): match",
+        "signature",
+        "action      forward to upstream \"app\" as /dashboard?tab=1",
+        "inject      Authorization: Bearer",
+        "inject      x-user-id: <claim sub>",
+        "strip       x-user-id (client-supplied identity header)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(&token),
+        "the token leaked into explain's output"
+    );
+
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let (_, text) = run(portcullis()
+        .args(["explain", "--json", "--config"])
+        .arg(&config)
+        .args([
+            "--cookie",
+            &format!("access_token={forged}"),
+            "GET",
+            "/dashboard",
+        ]));
+    let json: Value = serde_json::from_str(&text).expect("json output");
+    assert_eq!(json["status"], 401);
+    assert_eq!(json["token"]["valid"], false);
+
+    let (_, text) = run(portcullis()
+        .args(["explain", "--json", "--config"])
+        .arg(&config)
+        .args(["GET", "/dashboard%2fx"]));
+    let json: Value = serde_json::from_str(&text).expect("json output");
+    assert_eq!(json["status"], 400);
+}
+
+#[test]
+fn check_strict_fails_on_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::new("HS256");
+    let config = write_config(
+        dir.path(),
+        &key,
+        "[server]\ntrusted_proxies = [\"0.0.0.0/0\"]\n",
+    );
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&config));
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: server.trusted_proxies[0]"),
+        "{text}"
+    );
+    let (code, _) = run(portcullis()
+        .args(["check", "--strict", "--config"])
+        .arg(&config));
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn the_demo_config_passes_check() {
+    let (code, text) = run(portcullis().args(["demo", "--print-config"]));
+    assert_eq!(code, 0, "{text}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("demo.toml");
+    std::fs::write(&path, text).expect("write");
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&path));
+    assert_eq!((code, text.trim()), (0, "ok"));
+}
+
+/// Kills the child process when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_signs_in_and_calls_the_api() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut child = Child(
+        portcullis()
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    // Read the banner's first line, then keep draining stdout so the demo never writes to a
+    // closed pipe.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let first = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("the demo printed nothing")
+        .expect("reader")
+        .expect("a line")
+        .expect("read");
+    assert!(first.contains("Portcullis demo"), "{first}");
+    let base = format!("http://127.0.0.1:{port}");
+    // The banner is printed once the proxy is bound, so it answers now.
+    let page = Req::get(&format!("{base}/dashboard"))
+        .header("Accept", "text/html")
+        .send()
+        .await;
+    assert_eq!(page.status, 302);
+    let mut jar = CookieJar::new();
+    let login = Req::post(&format!("{base}/login"))
+        .form(&[("email", "demo@portcullis.dev"), ("password", "portcullis")])
+        .send()
+        .await;
+    assert_eq!(login.status, 303);
+    jar.apply(&login);
+    let api = Req::get(&format!("{base}/api/items"))
+        .jar(&jar)
+        .send()
+        .await;
+    assert_eq!(api.status, 200, "{}", api.text());
+    assert_eq!(api.json()["user"], "demo@portcullis.dev");
+    let admin = Req::get(&format!("{base}/admin")).jar(&jar).send().await;
+    assert_eq!(admin.status, 403);
+}
+
+#[tokio::test]
+async fn admin_explain_is_off_unless_enabled() {
+    use tokio::net::TcpListener;
+    let key = TestKey::new("HS256");
+    for enabled in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_config(
+            dir.path(),
+            &key,
+            &format!("[admin]\nlisten = \"127.0.0.1:0\"\nexplain = {enabled}\n"),
+        );
+        let config = portcullis::Config::load(&path).expect("config");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin_addr = admin.local_addr().expect("addr");
+        let listeners = portcullis::Listeners {
+            main: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind")],
+            admin: Some(admin),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(portcullis::run_all(config, listeners, async move {
+            let _ = rx.await;
+        }));
+        let resp = Req::get(&format!(
+            "http://{admin_addr}/explain?method=GET&url=%2Fdashboard"
+        ))
+        .send()
+        .await;
+        if enabled {
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.json()["status"], 401);
+        } else {
+            assert_eq!(resp.status, 404);
+        }
+        let _ = tx.send(());
+    }
+}
