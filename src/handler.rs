@@ -76,6 +76,27 @@ struct Trace<'a> {
     rule: Option<&'a Rule>,
 }
 
+/// Runs `pipeline`, answering `500` if it panics: a bug in one request's handling costs that
+/// request, never the connection's other requests or the process.
+pub async fn guarded<F>(pipeline: F) -> Response<Body>
+where
+    F: std::future::Future<Output = Response<Body>>,
+{
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(pipeline).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            error!(panic = %what, "request handling panicked");
+            Error::Internal("panic".to_owned()).into_response()
+        }
+    }
+}
+
 /// Handles one downstream request. Never fails: errors are answered here.
 pub async fn handle(
     app: Arc<App>,
@@ -280,4 +301,17 @@ fn next_request_id() -> HeaderValue {
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     HeaderValue::try_from(format!("{:08x}-{n:x}", boot as u32)).expect("hex digits are header-safe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_gets_500_and_the_runtime_survives() {
+        let response = guarded(async { panic!("injected") }).await;
+        assert_eq!(response.status(), 500);
+        let fine = guarded(async { Response::new(body::empty()) }).await;
+        assert_eq!(fine.status(), 200);
+    }
 }

@@ -129,7 +129,7 @@ async fn serve_connection<S>(
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handler::handle(app, conn, request).await) }
+        async move { Ok::<_, Infallible>(handler::guarded(handler::handle(app, conn, request)).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection.into_owned()).await {
