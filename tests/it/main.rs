@@ -4,5 +4,6 @@
 mod browser;
 mod configs;
 mod core;
+mod django;
 mod session;
 mod support;
