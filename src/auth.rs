@@ -190,10 +190,13 @@ impl Authenticator {
     ) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
-            Auth::Guest => match self.authenticate(&request.headers).await {
-                Ok(_) => Ok(Admission::Redirect(self.login.success_redirect.clone())),
-                Err(_) => Ok(Admission::Forward(Permit::public())),
-            },
+            // Only a token that is valid as it stands counts as signed in here. Renewing one
+            // would spend the refresh token on a redirect that cannot carry the new cookies;
+            // the page redirected to renews it properly.
+            Auth::Guest if self.has_valid_token(&request.headers) => {
+                Ok(Admission::Redirect(self.login.success_redirect.clone()))
+            }
+            Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
                 let verified = match self.authenticate(&request.headers).await {
                     Ok(verified) => verified,
@@ -227,6 +230,12 @@ impl Authenticator {
                 }))
             }
         }
+    }
+
+    /// Whether the request's access cookie holds a token that verifies now, without renewal.
+    fn has_valid_token(&self, headers: &HeaderMap) -> bool {
+        cookies::find(headers, &self.session.access_cookie)
+            .is_some_and(|token| self.verifier.verify(token, now()).is_ok())
     }
 
     /// Verifies the access cookie of a request, renewing it through the backend when it has
@@ -342,7 +351,9 @@ impl Authenticator {
                     cookies::clear(&self.session, &self.session.access_cookie),
                     cookies::clear(&self.session, &self.session.refresh_cookie),
                 ],
-                _ => Vec::new(),
+                // The session may be fine; say the backend is the problem (502/504).
+                Failure::BackendDown(err) => return err,
+                Failure::Invalid(_) => Vec::new(),
             };
             Error::Unauthenticated {
                 reason: failure.to_string(),

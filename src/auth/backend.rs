@@ -4,8 +4,6 @@
 //! or streams a huge body costs one bounded request, never a stuck or bloated proxy. Token
 //! values never appear in errors or log lines.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, SET_COOKIE};
 use http::{Method, Request, StatusCode, Uri};
@@ -154,24 +152,27 @@ impl BackendClient {
                 .find_map(|p| json.pointer(p))
                 .filter(|v| !v.is_null())
         };
-        let access = match find(&self.config.access_token) {
-            Some(Value::String(token)) if !token.is_empty() => token.clone(),
-            Some(_) => {
+        // A relayed cookie is what the browser will present from now on, so its value is the
+        // access token that gets verified, whatever the body says.
+        let access = match (
+            relayed.and_then(cookie_value),
+            find(&self.config.access_token),
+        ) {
+            (Some(token), _) => token,
+            (None, Some(Value::String(token))) if !token.is_empty() => token.clone(),
+            (None, Some(_)) => {
                 return Err(Error::BackendUnavailable(
-                    "the access token in the answer is not a string".into(),
+                    "the access token in the answer is not a non-empty string".into(),
                 ))
             }
-            None => match relayed.and_then(cookie_value) {
-                Some(token) => token,
-                None if json.is_none() => {
-                    return Err(Error::BackendUnavailable("the answer is not JSON".into()))
-                }
-                None => {
-                    return Err(Error::BackendUnavailable(
-                        "the answer holds no access token".into(),
-                    ))
-                }
-            },
+            (None, None) if json.is_none() => {
+                return Err(Error::BackendUnavailable("the answer is not JSON".into()))
+            }
+            (None, None) => {
+                return Err(Error::BackendUnavailable(
+                    "the answer holds no access token".into(),
+                ))
+            }
         };
         let refresh = match find(&self.config.refresh_token) {
             Some(Value::String(token)) if !token.is_empty() => Some(token.clone()),
@@ -210,6 +211,3 @@ pub fn unverified_exp(token: &str) -> Option<u64> {
     let json: Value = serde_json::from_slice(&bytes).ok()?;
     json.get("exp")?.as_u64()
 }
-
-/// A short lifetime used when an answer says nothing of one.
-pub const FALLBACK_ACCESS_LIFETIME: Duration = Duration::from_secs(300);

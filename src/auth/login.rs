@@ -62,23 +62,44 @@ pub fn is_cross_site(headers: &HeaderMap, host: Option<&str>) -> bool {
     }
 }
 
-/// The return path if it is a same-site relative path, else `None`. The value is checked after
-/// one more round of percent-decoding too, since browsers and servers differ in how often
-/// they decode, and tabs/newlines are refused because browsers strip them (`/%09/evil.com`).
+/// The return path if it is a same-site relative path, else `None`.
+///
+/// The value itself must be a plain path: `/`, then no second `/` or `\` (browsers read
+/// `/\x` as `//x`), no backslash, space or control character anywhere. Browsers and servers
+/// differ in how often they decode, so it is checked once more after another round of
+/// percent-decoding: the prefix again (`/%2f%2fevil.com`), and no control characters, which
+/// browsers strip (`/%09/evil.com`) or which split headers (`%0d%0a`). An encoded space or
+/// backslash further on (`/search?q=a%20b`) stays: it cannot lead off the site.
 pub fn safe_return_path(candidate: &str) -> Option<&str> {
-    fn acceptable(path: &str) -> bool {
-        path.starts_with('/')
-            && !path.starts_with("//")
-            && !path.starts_with("/\\")
-            && !path.contains('\\')
-            && !path.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    fn same_site_prefix(path: &[u8]) -> bool {
+        path.first() == Some(&b'/') && !matches!(path.get(1), Some(b'/' | b'\\'))
     }
-    if !acceptable(candidate) || candidate.len() > 2048 {
+    let literal = candidate.as_bytes();
+    let plain = same_site_prefix(literal)
+        && candidate.len() <= 2048
+        && !literal
+            .iter()
+            .any(|&b| b == b'\\' || b == b' ' || b.is_ascii_control());
+    if !plain {
         return None;
     }
-    let decoded: Vec<u8> = percent_decode(candidate.as_bytes());
-    let decoded = std::str::from_utf8(&decoded).ok()?;
-    acceptable(decoded).then_some(candidate)
+    let decoded = percent_decode(literal);
+    (same_site_prefix(&decoded) && !decoded.iter().any(u8::is_ascii_control)).then_some(candidate)
+}
+
+/// A validated return path as a `Location` value: bytes outside visible ASCII (non-ASCII
+/// characters the query decoding produced) are percent-encoded, since a header value holding
+/// them would be refused or read differently by each browser.
+fn location_safe(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_graphic() {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn percent_decode(input: &[u8]) -> Vec<u8> {
@@ -273,7 +294,7 @@ impl Authenticator {
                     .then(|| query_param(uri.query(), &self.login.return_param))
                     .flatten()
             })
-            .and_then(|candidate| safe_return_path(&candidate).map(str::to_owned));
+            .and_then(|candidate| safe_return_path(&candidate).map(location_safe));
 
         let mut fields = Vec::with_capacity(self.login.fields.len());
         for (backend_field, submitted_field) in &self.login.fields {
@@ -340,17 +361,26 @@ impl Authenticator {
                     "the backend's access token does not verify: {rejection}"
                 ))
             })?;
-        let lifetime = tokens
-            .expires_in
-            .or_else(|| claims.exp().checked_sub(now))
-            .map_or(backend::FALLBACK_ACCESS_LIFETIME, Duration::from_secs)
-            .max(Duration::from_secs(1));
+        // `exp` is required and verified, so it always gives a lifetime (at least a second,
+        // for a token accepted within the leeway: a cookie without one would never lapse).
+        let lifetime = Duration::from_secs(
+            tokens
+                .expires_in
+                .unwrap_or(claims.exp().saturating_sub(now)),
+        )
+        .max(Duration::from_secs(1));
         let mut set = Vec::with_capacity(2);
         let cookie_error = |name: &str, err: cookies::CookieError| {
             warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");
             Error::BackendUnavailable(format!("cannot set cookie {name}: {err}"))
         };
         match &tokens.relayed_cookie {
+            Some(relayed) if relayed.len() > cookies::MAX_COOKIE_BYTES => {
+                return Err(cookie_error(
+                    &self.session.access_cookie,
+                    cookies::CookieError::TooLarge,
+                ))
+            }
             Some(relayed) => set.push(relayed.clone()),
             None => set.push(
                 cookies::set(
@@ -365,8 +395,9 @@ impl Authenticator {
         match &tokens.refresh {
             Some(refresh) => {
                 let lifetime = backend::unverified_exp(refresh)
-                    .and_then(|exp| exp.checked_sub(now))
-                    .map_or(self.session.refresh_max_age, Duration::from_secs);
+                    .map_or(self.session.refresh_max_age, |exp| {
+                        Duration::from_secs(exp.saturating_sub(now).max(1))
+                    });
                 set.push(
                     cookies::set(
                         &self.session,
@@ -441,7 +472,16 @@ mod tests {
 
     #[test]
     fn return_paths() {
-        let good = ["/dashboard", "/x?y=1", "/a/b#c", "/search?q=http://x"];
+        let good = [
+            "/dashboard",
+            "/x?y=1",
+            "/a/b#c",
+            "/search?q=http://x",
+            "/search?q=a%20b",
+            "/a%5Cb",
+            "/caf\u{e9}",
+            "/caf%E9",
+        ];
         for path in good {
             assert_eq!(safe_return_path(path), Some(path), "{path}");
         }
@@ -461,6 +501,9 @@ mod tests {
             "evil.com",
             "",
             "/%00",
+            "/%5C%5Cevil.com",
+            "/x%7f",
+            "/ evil",
         ];
         for path in bad {
             assert_eq!(safe_return_path(path), None, "{path:?}");

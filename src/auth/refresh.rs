@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::backend::{BackendClient, Tokens};
@@ -41,16 +41,29 @@ impl RefreshFailure {
 
 type Outcome = Result<Arc<Tokens>, RefreshFailure>;
 
+/// One backend refresh call and, once it has answered, its outcome and when it came.
 struct Flight {
-    outcome: OnceCell<Outcome>,
-    started: Instant,
+    outcome: watch::Receiver<Option<(Outcome, Instant)>>,
+}
+
+impl Flight {
+    /// Whether a caller holding the same refresh token should wait on this flight rather than
+    /// start another: while it is in the air, and for [`REUSE_FOR`] after a success or a
+    /// rejection. A transient failure is not reused: the next request asks the backend again.
+    fn joinable(&self) -> bool {
+        match &*self.outcome.borrow() {
+            None => true,
+            Some((Err(RefreshFailure::Unavailable { .. }), _)) => false,
+            Some((_, finished)) => finished.elapsed() < REUSE_FOR,
+        }
+    }
 }
 
 pub struct Refresher {
     backend: Arc<BackendClient>,
     uri: http::Uri,
     access_cookie: String,
-    flights: Mutex<HashMap<Box<str>, Arc<Flight>>>,
+    flights: Mutex<HashMap<Box<str>, Flight>>,
 }
 
 impl Refresher {
@@ -65,41 +78,70 @@ impl Refresher {
 
     /// Renews the session of `refresh_token`, sharing the backend call with every concurrent
     /// caller holding the same token.
+    ///
+    /// The call runs in its own task, so a caller that goes away (a browser navigating off
+    /// the page) does not cancel it: a rotating backend may already have spent the old
+    /// refresh token, and the new one must reach the callers that are still waiting, or the
+    /// next request within [`REUSE_FOR`].
     pub async fn refresh(&self, refresh_token: &str) -> Outcome {
-        let flight = {
+        let mut outcome = {
             let mut flights = self
                 .flights
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if flights.len() > PRUNE_ABOVE {
-                flights.retain(|_, f| f.started.elapsed() < REUSE_FOR || f.outcome.get().is_none());
+                flights.retain(|_, flight| flight.joinable());
             }
-            let fresh =
-                |f: &Arc<Flight>| f.started.elapsed() < REUSE_FOR || f.outcome.get().is_none();
             match flights.get(refresh_token) {
-                Some(flight) if fresh(flight) => flight.clone(),
+                Some(flight) if flight.joinable() => flight.outcome.clone(),
                 _ => {
-                    let flight = Arc::new(Flight {
-                        outcome: OnceCell::new(),
-                        started: Instant::now(),
+                    let (sender, receiver) = watch::channel(None);
+                    let call = Call {
+                        backend: Arc::clone(&self.backend),
+                        uri: self.uri.clone(),
+                        access_cookie: self.access_cookie.clone(),
+                        refresh_token: refresh_token.to_owned(),
+                    };
+                    tokio::spawn(async move {
+                        let outcome = call.run().await;
+                        sender.send_replace(Some((outcome, Instant::now())));
                     });
-                    flights.insert(refresh_token.into(), flight.clone());
-                    flight
+                    flights.insert(
+                        refresh_token.into(),
+                        Flight {
+                            outcome: receiver.clone(),
+                        },
+                    );
+                    receiver
                 }
             }
         };
-        flight
-            .outcome
-            .get_or_init(|| self.call(refresh_token))
-            .await
-            .clone()
+        let answered = outcome.wait_for(Option::is_some).await;
+        match answered.as_deref() {
+            Ok(Some((result, _))) => result.clone(),
+            // The task ended without an answer, which only a panic in it can do.
+            _ => Err(RefreshFailure::Unavailable {
+                timeout: false,
+                reason: "the refresh task ended without an answer".into(),
+            }),
+        }
     }
+}
 
-    async fn call(&self, refresh_token: &str) -> Outcome {
+/// Everything one backend refresh call needs, owned, so that it can outlive its caller.
+struct Call {
+    backend: Arc<BackendClient>,
+    uri: http::Uri,
+    access_cookie: String,
+    refresh_token: String,
+}
+
+impl Call {
+    async fn run(self) -> Outcome {
         let field = self.backend.config.refresh_field.as_str();
         let answer = match self
             .backend
-            .post(&self.uri, &[(field, refresh_token)], None)
+            .post(&self.uri, &[(field, self.refresh_token.as_str())], None)
             .await
         {
             Ok(answer) => answer,

@@ -1,8 +1,11 @@
 //! The one integration test binary: Portcullis started in-process against real servers on
 //! `127.0.0.1:0` (a recording upstream, a fake credential backend issuing real tokens).
 
+mod browser;
 mod configs;
 mod core;
+mod django;
+mod session;
 mod support;
 mod tools;
 mod transport;

@@ -450,6 +450,16 @@ impl Backend {
             .await;
     }
 
+    /// Waits until `n` logout calls have arrived (panics after 10 s): the proxy tells the
+    /// backend of a logout without making the user wait for it.
+    pub async fn wait_for_logouts(&self, n: u64) {
+        self.inner
+            .state
+            .logouts
+            .wait_for(n, "backend logouts")
+            .await;
+    }
+
     /// The `Authorization` header of the last logout call (`None` if it had none).
     pub fn last_logout_authorization(&self) -> Option<String> {
         lock(&self.inner.state.last_logout_authorization).clone()
