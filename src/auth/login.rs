@@ -235,6 +235,7 @@ impl Authenticator {
         }
         if let Err(retry_after) = self.limiter.check(client_ip) {
             warn!(%client_ip, "login refused: too many attempts");
+            crate::telemetry::auth("login_rate_limited");
             return Err(Error::TooManyRequests { retry_after });
         }
         let content_type = parts
@@ -316,6 +317,7 @@ impl Authenticator {
         }
         if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 422) {
             info!(%client_ip, status = status.as_u16(), "login failed: credentials refused by the backend");
+            crate::telemetry::auth("login_failed");
             return Ok(self.login_failed(style, "invalid credentials"));
         }
         if !status.is_success() {
@@ -326,6 +328,7 @@ impl Authenticator {
         let tokens = backend.tokens(&answer, &self.session.access_cookie)?;
         let set_cookies = self.session_cookies(&tokens)?;
         info!(%client_ip, "login succeeded");
+        crate::telemetry::auth("login_ok");
         let mut response = match style {
             Style::Form => {
                 let target = return_to.as_deref().unwrap_or(&self.login.success_redirect);

@@ -104,6 +104,11 @@ impl Refresher {
                     };
                     tokio::spawn(async move {
                         let outcome = call.run().await;
+                        crate::telemetry::auth(if outcome.is_ok() {
+                            "refresh_ok"
+                        } else {
+                            "refresh_failed"
+                        });
                         sender.send_replace(Some((outcome, Instant::now())));
                     });
                     flights.insert(
