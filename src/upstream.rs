@@ -81,24 +81,30 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 /// Whether a client-sent header claims an identity that only the proxy may assert. Matched on
 /// the lower-cased name with `_` read as `-`, since some upstreams (CGI, WSGI, PHP) treat them alike.
 pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
-    let canonical = name.replace('_', "-");
-    let name = canonical.as_str();
-    name.starts_with("x-user-")
-        || name == "x-user"
-        || name.starts_with("x-auth-")
-        || name.starts_with("x-forwarded-")
-        || name.starts_with("x-remote-")
-        || matches!(
-            name,
-            "forwarded"
-                | "remote-user"
-                | "x-original-url"
-                | "x-rewrite-url"
-                | "x-original-uri"
-                | "x-real-ip"
-                | "x-request-id"
-        )
-        || configured.iter().any(|h| h.as_str() == name)
+    // Header names arrive lower-cased; `_` is read as `-` without allocating (this runs for
+    // every header of every request).
+    let starts = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name
+                .bytes()
+                .zip(prefix.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
+    let equals = |other: &str| name.len() == other.len() && starts(other);
+    const PREFIXES: [&str; 4] = ["x-user-", "x-auth-", "x-forwarded-", "x-remote-"];
+    const NAMES: [&str; 8] = [
+        "x-user",
+        "forwarded",
+        "remote-user",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-real-ip",
+        "x-request-id",
+    ];
+    PREFIXES.iter().any(|p| starts(p))
+        || NAMES.iter().any(|n| equals(n))
+        || configured.iter().any(|h| equals(h.as_str()))
 }
 
 /// What the rewrite needs to know about the downstream request and its connection.
