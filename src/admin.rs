@@ -45,13 +45,12 @@ pub async fn serve(
 
 fn respond(app: &App, request: &Request<Incoming>) -> Response<Body> {
     let (status, text) = match request.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if app.auth.verifier().keys().is_empty() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no verification keys loaded\n",
-        ),
-        "/readyz" => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
+        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" => match app.auth.readiness() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+            Err(missing) => (StatusCode::SERVICE_UNAVAILABLE, format!("{missing}\n")),
+        },
+        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;

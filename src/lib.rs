@@ -67,6 +67,18 @@ pub async fn run_all(
     };
     let app = Arc::new(App::new(config)?);
     let shutdown = server::Shutdown::new(shutdown);
+    // JWKS fetching lives exactly as long as serving: it stops at shutdown, and the guard
+    // aborts it if this function returns (or is dropped) any other way.
+    let _keys = AbortOnDrop(tokio::spawn({
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = app.auth.maintain_keys() => {}
+                () = shutdown.wait() => {}
+            }
+        }
+    }));
     if let Some(admin) = admin {
         tokio::spawn(admin::serve(app.clone(), admin, shutdown.clone()));
     }
@@ -89,4 +101,13 @@ pub async fn run_all(
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
