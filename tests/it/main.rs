@@ -3,4 +3,5 @@
 
 mod configs;
 mod core;
+mod guard;
 mod support;
