@@ -1632,3 +1632,64 @@ async fn static_keys_stay_alongside_jwks_url_keys() {
     assert_eq!(api_status(&p, &url_key.sign(claims_plain())).await, 401);
     assert_eq!(api_status(&p, &file_key.sign(claims_plain())).await, 200);
 }
+
+#[tokio::test]
+async fn a_guest_page_never_breaks_a_session_that_needs_renewal() {
+    let key = TestKey::new("HS256");
+    // The backend rotates refresh tokens: using one revokes it.
+    let issuer = backend(&key).run().await;
+    let up = upstream().run().await;
+    let p = proxy(&proxy::config(
+        &up.url(),
+        &key.jwt_toml(),
+        &format!("{}\n{ROUTES}", issuer.backend_toml()),
+    ))
+    .await;
+    let user = crate::support::backend::DEFAULT_USER;
+    let mut jar = crate::support::CookieJar::new();
+    jar.set("access_token", &issuer.mint_access(user, -3600));
+    jar.set("refresh_token", &issuer.mint_refresh(user));
+
+    // The login page, visited with an expired access token and a good refresh token.
+    let login = Req::get(&p.url("/login"))
+        .header("accept", "text/html")
+        .jar(&jar)
+        .send()
+        .await;
+    jar.apply(&login);
+    let refreshes = issuer.refreshes();
+    // Whatever the login page did, the browser's cookies still make a working session.
+    let dashboard = Req::get(&p.url("/dashboard"))
+        .header("accept", "text/html")
+        .jar(&jar)
+        .send()
+        .await;
+    assert_eq!(
+        dashboard.status,
+        200,
+        "the session broke after a guest page (login answered {} {:?}, {refreshes} refresh call(s))",
+        login.status,
+        login.location()
+    );
+}
+
+#[tokio::test]
+async fn a_non_ascii_cookie_neither_hides_nor_leaks_the_session() {
+    let g = Guard::start("HS256").await;
+    let token = g.token();
+    // Browsers send a site's UTF-8 cookie values as raw bytes.
+    let line = format!("Cookie: lang=caf\u{e9}; access_token={token}; refresh_token=r.r.r\r\n");
+    for path in [API, "/public/x"] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: site.example\r\n{line}Connection: close\r\n\r\n");
+        let answer = raw::send(g.proxy.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(raw::status_codes(&answer), [200], "{path}");
+        let seen = g.up.last().expect("forwarded");
+        assert_eq!(seen.header_all("cookie"), ["lang=caf\u{e9}"], "{path}");
+    }
+    let seen = g.up.all();
+    assert_eq!(
+        seen[0].header_all("authorization"),
+        [format!("Bearer {token}")]
+    );
+}
