@@ -49,11 +49,10 @@ pub async fn serve(
 async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
     let (status, text) = match (request.method(), request.uri().path()) {
         (_, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
-        (_, "/readyz") if live.app().auth.verifier().keys().is_empty() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no verification keys loaded\n".to_owned(),
-        ),
-        (_, "/readyz") => (StatusCode::OK, "ready\n".to_owned()),
+        (_, "/readyz") => match live.app().auth.readiness() {
+            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+            Err(missing) => (StatusCode::SERVICE_UNAVAILABLE, format!("{missing}\n")),
+        },
         (_, "/metrics") => {
             let text = crate::telemetry::handle()
                 .map(|h| h.render())

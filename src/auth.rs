@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cookies;
+pub mod jwks;
 pub mod jwt;
 pub mod login;
 pub mod refresh;
@@ -23,6 +24,7 @@ use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
 use backend::{BackendClient, Tokens};
+use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
 
@@ -140,6 +142,8 @@ impl std::fmt::Display for Failure {
 /// and serves the proxy's own login, logout and "who am I" endpoints.
 pub struct Authenticator {
     verifier: Verifier,
+    /// Where more keys come from, when `jwt.jwks_url` is set.
+    jwks: Option<Jwks>,
     session: Session,
     login: crate::config::Login,
     logout: crate::config::Logout,
@@ -153,6 +157,7 @@ impl Authenticator {
         let keys = KeySet::build(&config.jwt.algorithms, &config.jwt.keys)
             .map_err(|err| Error::Internal(format!("jwt keys: {err}")))?;
         let policy = policy(config);
+        let jwks = Jwks::new(&config.jwt, client.clone());
         let backend = config
             .backend
             .clone()
@@ -167,6 +172,7 @@ impl Authenticator {
         });
         Ok(Authenticator {
             verifier: Verifier::new(keys, policy),
+            jwks,
             session: config.session.clone(),
             login: config.login.clone(),
             logout: config.logout.clone(),
@@ -178,6 +184,43 @@ impl Authenticator {
 
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// Whether requests can be admitted: some verification key is loaded and, when
+    /// `jwt.jwks_url` is set, its keys have been fetched at least once. `Err` says what is
+    /// missing, for `/readyz`.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.jwks.as_ref().is_some_and(|jwks| !jwks.loaded()) {
+            return Err("keys from jwt.jwks_url not loaded yet");
+        }
+        if self.verifier.keys().is_empty() {
+            return Err("no verification keys loaded");
+        }
+        Ok(())
+    }
+
+    /// Keeps the JWKS keys fresh (fetch now, then every `jwt.jwks_refresh`). Never returns
+    /// when `jwt.jwks_url` is set; returns at once otherwise. The caller drops it at shutdown.
+    pub async fn maintain_keys(&self) {
+        if let Some(jwks) = &self.jwks {
+            jwks.maintain(&self.verifier).await;
+        }
+    }
+
+    /// [`Verifier::verify`], plus one JWKS refetch (rate-limited) and one more attempt when no
+    /// configured key matches the token: the backend may have rotated to a new `kid`.
+    async fn verify(&self, token: &str) -> Result<Arc<Claims>, Rejection> {
+        let generation = self.jwks.as_ref().map(Jwks::generation);
+        match (self.verifier.verify(token, now()), &self.jwks, generation) {
+            (Err(Rejection::UnknownKey), Some(jwks), Some(seen)) => {
+                if jwks.refetch_for_unknown_key(&self.verifier, seen).await {
+                    self.verifier.verify(token, now())
+                } else {
+                    Err(Rejection::UnknownKey)
+                }
+            }
+            (result, _, _) => result,
+        }
     }
 
     /// Decides whether the request routed to `rule` may go upstream. `target` is the
@@ -245,7 +288,10 @@ impl Authenticator {
         let access = cookies::find(headers, &self.session.access_cookie);
         let refresh = cookies::find(headers, &self.session.refresh_cookie)
             .filter(|_| self.refresher.is_some());
-        let verdict = access.map(|token| (token, self.verifier.verify(token, now)));
+        let verdict = match access {
+            Some(token) => Some((token, self.verify(token).await)),
+            None => None,
+        };
         match (verdict, refresh) {
             (Some((token, Ok(claims))), refresh) => {
                 let expiring =
@@ -286,14 +332,11 @@ impl Authenticator {
         let set_cookies = self
             .session_cookies_for_refresh(&tokens)
             .map_err(Failure::BackendDown)?;
-        let claims = self
-            .verifier
-            .verify(&tokens.access, now())
-            .map_err(|rejection| {
-                Failure::BackendDown(Error::BackendUnavailable(format!(
-                    "refreshed token does not verify: {rejection}"
-                )))
-            })?;
+        let claims = self.verify(&tokens.access).await.map_err(|rejection| {
+            Failure::BackendDown(Error::BackendUnavailable(format!(
+                "refreshed token does not verify: {rejection}"
+            )))
+        })?;
         Ok(Verified {
             token: tokens.access.clone(),
             claims,

@@ -161,6 +161,8 @@ pub struct Jwt {
     pub algorithms: Vec<Alg>,
     pub keys: KeyMaterial,
     pub jwks_url: Option<Uri>,
+    /// How often keys are fetched again from `jwks_url` (default 5 minutes).
+    pub jwks_refresh: Duration,
     pub issuer: Option<String>,
     pub audience: Vec<String>,
     pub leeway: Duration,
@@ -886,10 +888,19 @@ impl Validator<'_> {
             .unwrap_or_default();
         let claims = self.claims("jwt.claims", raw.claims);
         let cache = raw.cache.unwrap_or(10_000);
+        let jwks_refresh = self.duration(
+            "jwt.jwks_refresh",
+            raw.jwks_refresh,
+            Duration::from_secs(300),
+        );
+        if jwks_refresh.is_zero() {
+            self.problem("jwt.jwks_refresh", "must be longer than 0s");
+        }
         Jwt {
             algorithms,
             keys,
             jwks_url,
+            jwks_refresh,
             issuer: raw.issuer,
             audience,
             leeway: self.duration("jwt.leeway", raw.leeway, Duration::from_secs(30)),

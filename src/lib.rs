@@ -108,14 +108,16 @@ pub async fn run_all(
         .into_iter()
         .map(|listener| tokio::spawn(server::serve(live.clone(), listener, shutdown.clone())))
         .collect();
+    let mut result = Ok(());
     for server in servers {
         match server.await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(Error::Internal(format!("listener failed: {err}"))),
-            Err(err) => return Err(Error::Internal(format!("listener task failed: {err}"))),
+            Ok(Err(err)) => result = Err(Error::Internal(format!("listener failed: {err}"))),
+            Err(err) => result = Err(Error::Internal(format!("listener task failed: {err}"))),
         }
     }
-    Ok(())
+    live.stop();
+    result
 }
 
 /// Reloads the configuration on every SIGHUP until shutdown.

@@ -16,8 +16,13 @@ use crate::config::Config;
 use crate::handler::App;
 use crate::telemetry;
 
+/// How long a reloaded configuration may take to load its keys before the reload is refused.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Live {
     current: ArcSwap<App>,
+    /// The current `App`'s background key maintenance (JWKS refresh); replaced on a swap.
+    maintenance: std::sync::Mutex<Option<AbortOnDrop>>,
     /// The file to re-read on reload; `None` for a configuration built in memory.
     source: Option<PathBuf>,
     /// Serializes reloads so two at once cannot interleave.
@@ -25,12 +30,24 @@ pub struct Live {
 }
 
 impl Live {
+    /// Wraps `app` and starts its key maintenance. Call from within a Tokio runtime.
     pub fn new(app: App, source: Option<PathBuf>) -> Live {
+        let app = Arc::new(app);
+        let maintenance = maintain(&app);
         Live {
-            current: ArcSwap::from_pointee(app),
+            current: ArcSwap::new(app),
+            maintenance: std::sync::Mutex::new(Some(maintenance)),
             source,
             reloading: Mutex::new(()),
         }
+    }
+
+    /// Stops background work (at shutdown).
+    pub fn stop(&self) {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     pub fn has_source(&self) -> bool {
@@ -73,8 +90,33 @@ impl Live {
                     .to_owned(),
             );
         }
-        let app = App::new(config).map_err(|err| err.to_string())?;
-        self.current.store(Arc::new(app));
+        let app = Arc::new(App::new(config).map_err(|err| err.to_string())?);
+        // A new `App` fetches its JWKS afresh; it takes over only once it can admit requests.
+        let maintenance = maintain(&app);
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        while let Err(missing) = app.auth.readiness() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("the new configuration is not ready: {missing}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.current.store(app);
+        *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(maintenance);
         Ok(())
+    }
+}
+
+/// Starts `app`'s key maintenance; it stops when the returned guard is dropped.
+fn maintain(app: &Arc<App>) -> AbortOnDrop {
+    let app = Arc::clone(app);
+    AbortOnDrop(tokio::spawn(async move { app.auth.maintain_keys().await }))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -14,55 +14,85 @@ use crate::config::{SameSite, Session};
 /// Browsers drop a cookie whose name, value and attributes pass 4096 bytes.
 pub const MAX_COOKIE_BYTES: usize = 4096;
 
-/// Iterates over `(name, value)` pairs of every `Cookie` header, in order.
+/// Iterates over `(name, value)` pairs of every `Cookie` header, in order. Lines are split
+/// as bytes, so a cookie whose value is not ASCII (a site's own `lang=café`) hides nothing
+/// else on its line; a pair that is not UTF-8 is skipped.
 pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    raw_pairs(headers).filter_map(|(name, value)| {
+        Some((
+            std::str::from_utf8(name).ok()?,
+            std::str::from_utf8(value).ok()?,
+        ))
+    })
+}
+
+/// Every `name=value` pair of every `Cookie` header as bytes: trimmed, quotes removed from the
+/// value. Pairs without `=` are skipped.
+fn raw_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|line| line.split(';'))
+        .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
         .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let value = value.trim();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            let value = pair[eq + 1..].trim_ascii();
             let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
-            Some((name.trim(), value))
+            Some((pair[..eq].trim_ascii(), value))
         })
 }
 
-/// The first cookie called `name`, if it has a non-empty value.
+/// The first cookie called `name`, if it has a non-empty UTF-8 value.
 pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    pairs(headers)
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
+    raw_pairs(headers)
+        .find(|(n, _)| *n == name.as_bytes())
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
         .filter(|value| !value.is_empty())
 }
 
-/// Rewrites the `Cookie` headers without the cookies in `names`; drops the header if none remain.
+/// Rewrites the `Cookie` headers without the cookies in `names`; drops the header if none
+/// remain. Works on bytes, so that no line is passed on whole (with the proxy's cookies in it)
+/// just because another cookie on it is not ASCII.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
-    if !headers.contains_key(COOKIE) || !pairs(headers).any(|(n, _)| names.contains(&n)) {
-        return;
-    }
-    let kept: Vec<&str> = headers
+    let ours = |name: &[u8]| names.iter().any(|n| n.as_bytes() == name);
+    let any_ours = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|line| line.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n).trim();
-            !pair.is_empty() && !names.contains(&name)
-        })
-        .collect();
-    let joined = kept.join("; ");
+        .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
+        .any(|pair| ours(pair_name(pair)));
+    if !any_ours {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for line in headers.get_all(COOKIE) {
+        for pair in line.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() || ours(pair_name(pair)) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     headers.remove(COOKIE);
-    if !joined.is_empty() {
-        if let Ok(value) = HeaderValue::try_from(joined) {
+    if !kept.is_empty() {
+        // The bytes came from header values and only `; ` was added, so this cannot fail.
+        if let Ok(value) = HeaderValue::from_bytes(&kept) {
             headers.insert(COOKIE, value);
         }
     }
+}
+
+/// The name of one `name=value` pair (the whole pair when it has no `=`), trimmed.
+fn pair_name(pair: &[u8]) -> &[u8] {
+    pair.iter()
+        .position(|&b| b == b'=')
+        .map_or(pair, |eq| &pair[..eq])
+        .trim_ascii()
 }
 
 /// Why a value could not be set as a cookie.
@@ -158,5 +188,25 @@ mod tests {
         let mut only_ours = headers(&["access_token=abc"]);
         strip(&mut only_ours, &["access_token"]);
         assert!(only_ours.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_non_ascii_cookie_hides_nothing_else_on_its_line() {
+        let line = HeaderValue::from_bytes("lang=café; access_token=abc; x=\u{ff}".as_bytes())
+            .expect("obs-text is a valid header value");
+        let mut map = HeaderMap::new();
+        map.append(COOKIE, line);
+        map.append(
+            COOKIE,
+            HeaderValue::from_static("refresh_token=r; theme=dark"),
+        );
+        assert_eq!(find(&map, "access_token"), Some("abc"));
+        assert_eq!(find(&map, "refresh_token"), Some("r"));
+        assert_eq!(find(&map, "lang"), Some("café"));
+        strip(&mut map, &["access_token", "refresh_token"]);
+        assert_eq!(
+            map.get(COOKIE).map(HeaderValue::as_bytes),
+            Some("lang=café; x=\u{ff}; theme=dark".as_bytes())
+        );
     }
 }

@@ -190,6 +190,7 @@ pub struct RawJwt {
     pub secret_file: Option<String>,
     pub public_key_file: Option<String>,
     pub jwks_url: Option<String>,
+    pub jwks_refresh: Option<Quantity>,
     pub jwks_file: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<OneOrMany<String>>,

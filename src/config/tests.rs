@@ -206,3 +206,55 @@ fn yaml_files_load() {
         Ok(())
     });
 }
+
+#[test]
+fn a_jwks_url_alone_is_a_key_source() {
+    let text = r#"
+[upstreams]
+app = "http://127.0.0.1:3000"
+
+[jwt]
+algorithms = ["RS256", "ES256"]
+jwks_url = "https://issuer.example/.well-known/jwks.json"
+
+[[routes]]
+path = "/:path*"
+upstream = "app"
+"#;
+    let config = Config::from_toml_str(text).expect("a JWKS URL is enough");
+    assert_eq!(
+        config.jwt.jwks_url.map(|u| u.to_string()),
+        Some("https://issuer.example/.well-known/jwks.json".to_owned())
+    );
+    assert_eq!(config.jwt.jwks_refresh, Duration::from_secs(300));
+
+    let refreshed = text.replace("jwks_url =", "jwks_refresh = \"90s\"\njwks_url =");
+    let config = Config::from_toml_str(&refreshed).expect("valid");
+    assert_eq!(config.jwt.jwks_refresh, Duration::from_secs(90));
+
+    // HMAC algorithms still need a secret: a JWKS never carries one.
+    let hmac_only = text.replace(r#"["RS256", "ES256"]"#, r#"["HS256"]"#);
+    assert!(problems(&hmac_only)
+        .iter()
+        .any(|p| p.starts_with("jwt.secret:")));
+    let not_a_url = text.replace("https://issuer.example", "issuer.example");
+    assert!(problems(&not_a_url)
+        .iter()
+        .any(|p| p.starts_with("jwt.jwks_url:")));
+}
+
+#[test]
+fn jwks_refresh_is_a_positive_duration() {
+    for (value, problem) in [
+        ("\"0s\"", "jwt.jwks_refresh: must be longer than 0s"),
+        ("\"soon\"", "jwt.jwks_refresh:"),
+        ("\"5 fortnights\"", "jwt.jwks_refresh:"),
+    ] {
+        let found =
+            problems(&minimal("").replace("[jwt]\n", &format!("[jwt]\njwks_refresh = {value}\n")));
+        assert!(
+            found.iter().any(|p| p.starts_with(problem)),
+            "{value}: {found:#?}"
+        );
+    }
+}

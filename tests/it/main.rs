@@ -5,6 +5,7 @@ mod browser;
 mod configs;
 mod core;
 mod django;
+mod guard;
 mod session;
 mod support;
 mod tools;

@@ -460,6 +460,15 @@ impl Backend {
             .await;
     }
 
+    /// Waits until `n` JWKS fetches have arrived (panics after 10 s).
+    pub async fn wait_for_jwks_fetches(&self, n: u64) {
+        self.inner
+            .state
+            .jwks_fetches
+            .wait_for(n, "JWKS fetches")
+            .await;
+    }
+
     /// The `Authorization` header of the last logout call (`None` if it had none).
     pub fn last_logout_authorization(&self) -> Option<String> {
         lock(&self.inner.state.last_logout_authorization).clone()

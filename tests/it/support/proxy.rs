@@ -38,6 +38,34 @@ pub async fn start(config: portcullis::Config) -> Proxy {
     }
 }
 
+/// Starts Portcullis with `toml` and an admin listener (`/healthz`, `/readyz`); returns the
+/// proxy and the admin listener's address.
+pub async fn proxy_with_admin(toml: &str) -> (Proxy, SocketAddr) {
+    let config = match portcullis::Config::from_toml_str(toml) {
+        Ok(config) => config,
+        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let addr = listener.local_addr().expect("proxy address");
+    let admin_addr = admin.local_addr().expect("admin address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let listeners = portcullis::Listeners {
+        main: vec![listener],
+        admin: Some(admin),
+        ..Default::default()
+    };
+    let task = tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    let proxy = Proxy {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    };
+    (proxy, admin_addr)
+}
+
 impl Proxy {
     pub fn addr(&self) -> SocketAddr {
         self.addr
