@@ -31,7 +31,7 @@ const MAX_LOGIN_BODY: usize = 16 << 10;
 
 /// How a login request was submitted, which decides how it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Style {
+pub enum Style {
     Form,
     Json,
 }
@@ -118,6 +118,33 @@ fn percent_decode(input: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// The submitted fields of a login body: every form pair, or every string/number member of a
+/// JSON object (a repeated form field counts once, its first value; other JSON values are ignored).
+pub fn parse_credentials(style: Style, body: &[u8]) -> Result<HashMap<String, String>, Error> {
+    match style {
+        Style::Form => {
+            let mut fields = HashMap::new();
+            for (key, value) in form_urlencoded::parse(body) {
+                fields
+                    .entry(key.into_owned())
+                    .or_insert_with(|| value.into_owned());
+            }
+            Ok(fields)
+        }
+        Style::Json => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => Ok(map
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    Value::Number(n) => Some((k, n.to_string())),
+                    _ => None,
+                })
+                .collect()),
+            _ => Err(Error::BadRequest("the login body must be a JSON object")),
+        },
+    }
 }
 
 /// Login attempts per client IP in fixed one-minute windows.
@@ -267,20 +294,7 @@ impl Authenticator {
                 }
             })?
             .to_bytes();
-        let submitted: HashMap<String, String> = match style {
-            Style::Form => form_urlencoded::parse(&body).into_owned().collect(),
-            Style::Json => match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Object(map)) => map
-                    .into_iter()
-                    .filter_map(|(k, v)| match v {
-                        Value::String(s) => Some((k, s)),
-                        Value::Number(n) => Some((k, n.to_string())),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => return Err(Error::BadRequest("the login body must be a JSON object")),
-            },
-        };
+        let submitted = parse_credentials(style, &body)?;
         let return_to = query_param(parts.uri.query(), &self.login.return_param)
             .or_else(|| {
                 // A login form that posts to a URL without `next` still came from a page that had it.

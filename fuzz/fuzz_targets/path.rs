@@ -1,0 +1,63 @@
+//! Path normalization + rule matching. Oracles: no panic; normalization is idempotent; the
+//! normalized path holds no dot, empty or ambiguous segment; a path that normalizes into the
+//! protected prefix is never matched by a public rule; what is forwarded is what was matched.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portcullis::path::normalize;
+use portcullis::rules::{route, Auth, OnUnauthenticated, Pattern, Rule};
+
+fn rule(index: usize, pattern: &str, auth: Auth) -> Rule {
+    Rule {
+        index,
+        pattern: Pattern::parse(pattern).expect("fixed pattern"),
+        auth,
+        on_unauthenticated: OnUnauthenticated::Auto,
+        upstream: 0,
+        claims: Vec::new(),
+        headers: Vec::new(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(normalized) = normalize(raw) else {
+        return;
+    };
+    assert_eq!(
+        normalize(&normalized).as_deref(),
+        Ok(normalized.as_str()),
+        "not idempotent: {raw:?}"
+    );
+    assert!(normalized.starts_with('/'));
+    for segment in normalized.split('/').skip(1) {
+        assert!(
+            segment != "." && segment != "..",
+            "dot segment survived: {raw:?} -> {normalized:?}"
+        );
+    }
+    assert!(
+        !normalized.contains("//"),
+        "empty segment survived: {normalized:?}"
+    );
+    let lower = normalized.to_ascii_lowercase();
+    for banned in ["%2f", "%5c", "%00", ";", "\\"] {
+        assert!(!lower.contains(banned), "{banned} survived: {normalized:?}");
+    }
+    let rules = [
+        rule(0, "/public/:path*", Auth::Public),
+        rule(1, "/dashboard/:path*", Auth::Required),
+        rule(2, "/:path*", Auth::Public),
+    ];
+    let protected = normalized == "/dashboard" || normalized.starts_with("/dashboard/");
+    let matched = route(&rules, &normalized).expect("the catch-all matches everything");
+    if protected {
+        assert_eq!(
+            matched.auth,
+            Auth::Required,
+            "{raw:?} -> {normalized:?} escaped the guard"
+        );
+    }
+});

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS seconds each (default 600), seeded from fuzz/seeds/.
+#   fuzz/run.sh            # 10 minutes per target
+#   fuzz/run.sh 30 jwt     # 30 seconds, one target
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). The toolchain here is stable, so the
+# sanitizer flags cargo-fuzz passes are enabled with RUSTC_BOOTSTRAP=1.
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-600}"
+shift || true
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(path cookies jwt jwt_mutated login_body return_path)
+export RUSTC_BOOTSTRAP=1
+for target in "${targets[@]}"; do
+  mkdir -p "corpus/$target"
+  echo "==> $target for ${seconds}s"
+  cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+    | grep -E '^(#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)' || true
+  if ls "artifacts/$target"/crash-* >/dev/null 2>&1; then
+    echo "!! $target: crashes in fuzz/artifacts/$target" >&2
+    exit 1
+  fi
+done
