@@ -48,11 +48,17 @@ pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpCl
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
+        // hyper's default lets each connection queue ~400 KiB of body before pushing back;
+        // bound it so that many uploads to a slow upstream cannot pile up in memory.
+        .http1_max_buf_size(UPSTREAM_BUFFER)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_only(tls.http2)
         .build(https))
 }
+
+/// Per-connection read/write buffer towards upstreams (response heads must fit in it).
+const UPSTREAM_BUFFER: usize = 64 << 10;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
 pub const HOP_BY_HOP: [HeaderName; 9] = [

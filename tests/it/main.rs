@@ -5,6 +5,7 @@ mod browser;
 mod configs;
 mod core;
 mod django;
+mod exhaustion;
 mod guard;
 mod session;
 mod support;
