@@ -1,15 +1,11 @@
 //! The optional admin listener, kept off the main port: liveness and readiness for
 //! orchestrators, Prometheus metrics, and `POST /reload`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -22,28 +18,15 @@ use crate::server::Shutdown;
 pub async fn serve(
     live: Arc<Live>,
     listener: TcpListener,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     info!(address = %listener.local_addr()?, "admin listening");
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-            () = shutdown.wait() => return Ok(()),
-        };
+    crate::server::serve_small(listener, Some(shutdown), move |request| {
         let live = live.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let live = live.clone();
-                async move { Ok::<_, Infallible>(respond(&live, &request).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { respond(&live, &request).await }
+    })
+    .await;
+    Ok(())
 }
 
 async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {

@@ -4,7 +4,6 @@
 //! by the same TOML a user would write.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -13,9 +12,6 @@ use http::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
@@ -138,33 +134,17 @@ pub async fn serve_backend(listener: TcpListener, secret: String) {
 type Handler = Arc<dyn Fn(&http::request::Parts, Bytes) -> Response<Body> + Send + Sync>;
 
 async fn serve(listener: TcpListener, handler: Handler) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+    crate::server::serve_small(listener, None, move |request: Request<Incoming>| {
         let handler = handler.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let handler = handler.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let body = match Limited::new(body, 64 << 10).collect().await {
-                        Ok(collected) => collected.to_bytes(),
-                        Err(_) => {
-                            return Ok::<_, Infallible>(answer(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                json!({"error": "too large"}),
-                            ))
-                        }
-                    };
-                    Ok(handler(&parts, body))
-                }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move {
+            let (parts, body) = request.into_parts();
+            match Limited::new(body, 64 << 10).collect().await {
+                Ok(collected) => handler(&parts, collected.to_bytes()),
+                Err(_) => answer(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "too large"})),
+            }
+        }
+    })
+    .await;
 }
 
 fn answer(status: StatusCode, value: Value) -> Response<Body> {

@@ -155,35 +155,31 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The plain-HTTP listener of `server.redirect_http`: every request gets a permanent redirect
-/// to the same host and target over HTTPS. Nothing is proxied here.
-pub async fn redirect_to_https(
-    live: Arc<Live>,
-    listener: TcpListener,
-    mut shutdown: Shutdown,
-) -> io::Result<()> {
-    let https_port = live
-        .app()
-        .config
-        .server
-        .listen
-        .first()
-        .map_or(443, |a| a.port());
-    info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
+/// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the
+/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout.
+pub async fn serve_small<F, Fut>(listener: TcpListener, mut shutdown: Option<Shutdown>, respond: F)
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<Body>> + Send + 'static,
+{
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
+        let accepted = match &mut shutdown {
+            Some(shutdown) => tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = shutdown.wait() => return,
             },
-            () = shutdown.wait() => return Ok(()),
+            None => listener.accept().await,
         };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let respond = respond.clone();
         tokio::spawn(async move {
-            let service = service_fn(
-                move |request: http::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(https_redirect(&request, https_port))
-                },
-            );
+            let service = service_fn(move |request| {
+                let answer = respond(request);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -193,6 +189,28 @@ pub async fn redirect_to_https(
                 .await;
         });
     }
+}
+
+/// The plain-HTTP listener of `server.redirect_http`: every request gets a permanent redirect
+/// to the same host and target over HTTPS. Nothing is proxied here.
+pub async fn redirect_to_https(
+    live: Arc<Live>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    let https_port = live
+        .app()
+        .config
+        .server
+        .listen
+        .first()
+        .map_or(443, |a| a.port());
+    info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
+    serve_small(listener, Some(shutdown), move |request| {
+        std::future::ready(https_redirect(&request, https_port))
+    })
+    .await;
+    Ok(())
 }
 
 fn https_redirect<B>(request: &http::Request<B>, https_port: u16) -> http::Response<Body> {
