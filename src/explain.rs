@@ -114,19 +114,22 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         None => normalized.clone(),
     };
 
-    // The proxy's own endpoints come before any rule.
-    let own = if normalized == config.login.path && out.method == "POST" && config.backend.is_some()
-    {
+    // The proxy's own endpoints come before any rule; like rules, they ignore one trailing `/`.
+    let own_path = normalized
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(&normalized);
+    let own = if own_path == config.login.path && out.method == "POST" && config.backend.is_some() {
         Some((
             "login",
             "exchange the credentials with backend.login; set cookies; 303 or 200",
         ))
-    } else if normalized == config.logout.path {
+    } else if own_path == config.logout.path {
         Some((
             "logout",
             "expire both cookies, tell backend.logout; 303 or 200",
         ))
-    } else if normalized == config.session.me_path {
+    } else if own_path == config.session.me_path {
         Some((
             "me",
             "answer the verified claims (or backend.profile) as JSON; 401 without a token",

@@ -181,22 +181,26 @@ async fn pipeline<'a>(
     trace.path = Some(normalized);
     let normalized = trace.path.as_deref().unwrap_or("/");
 
-    // The proxy's own endpoints, before any rule.
+    // The proxy's own endpoints, before any rule. Like rules, they ignore one trailing `/`.
     let method = request.method();
-    if normalized == app.config.login.path && method == Method::POST {
+    let own = normalized
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(normalized);
+    if own == app.config.login.path && method == Method::POST && app.config.backend.is_some() {
         let client_ip =
             upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
         let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
         return app.auth.login(request, client_ip, trusted).await;
     }
-    if normalized == app.config.logout.path {
+    if own == app.config.logout.path {
         if method != Method::POST && method != Method::GET {
             return Err(Error::MethodNotAllowed);
         }
         let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
         return app.auth.logout(request, trusted).await;
     }
-    if normalized == app.config.session.me_path {
+    if own == app.config.session.me_path {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed);
         }

@@ -377,6 +377,39 @@ async fn json_logins_get_json_and_forms_get_redirects() {
 }
 
 #[tokio::test]
+async fn own_endpoints_ignore_a_trailing_slash() {
+    let s = site(|b| b).await;
+    let resp = s.login_form("/login/", PASSWORD).send().await;
+    assert_eq!(resp.status, 303, "{}", resp.text());
+    assert_eq!(s.backend.logins(), 1);
+    let resp = Req::post(&s.proxy.url("/logout/")).send().await;
+    assert_eq!(resp.status, 303);
+    assert_eq!(s.up.requests(), 0, "an own endpoint reached the site");
+}
+
+#[tokio::test]
+async fn without_a_backend_login_posts_go_to_the_site() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let p = proxy(&crate::support::proxy::config(
+        &up.url(),
+        &key.jwt_toml(),
+        ROUTES,
+    ))
+    .await;
+    let resp = Req::post(&p.url("/login"))
+        .form(&[("email", "a"), ("password", "b")])
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        up.requests(),
+        1,
+        "the site handles its own login when no backend is configured"
+    );
+}
+
+#[tokio::test]
 async fn wrong_passwords_in_every_dialect() {
     for status in [400, 401, 403, 422] {
         let s = site(|b| b.reject_status(status)).await;
