@@ -206,6 +206,11 @@ async fn plain_http_listener_redirects_to_https() {
 
 /// An HTTPS upstream with a certificate from `pki`.
 async fn https_upstream(pki: &Pki) -> std::net::SocketAddr {
+    https_upstream_with(pki, false).await
+}
+
+/// An HTTPS upstream; with `require_client_cert`, only clients with a certificate from `pki`.
+async fn https_upstream_with(pki: &Pki, require_client_cert: bool) -> std::net::SocketAddr {
     let (cert, key) = pki.issue("upstream", &["localhost"]);
     let certs = rustls_pemfile::certs(&mut &*std::fs::read(cert).expect("read"))
         .collect::<Result<Vec<_>, _>>()
@@ -213,14 +218,24 @@ async fn https_upstream(pki: &Pki) -> std::net::SocketAddr {
     let key = rustls_pemfile::private_key(&mut &*std::fs::read(key).expect("read"))
         .expect("key")
         .expect("a key");
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .expect("server config");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(pki.ca.der().to_vec()))
+            .expect("add ca");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("client verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(certs, key).expect("server config");
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -265,6 +280,33 @@ async fn https_upstream_with_a_private_ca() {
     let untrusted = proxy(&proxy::config(&url, &key.jwt_toml(), PUBLIC_ROUTES)).await;
     let resp = Req::get(&untrusted.url("/x")).send().await;
     assert_eq!(resp.status, 502);
+}
+
+#[tokio::test]
+async fn mutual_tls_to_the_upstream() {
+    let pki = Pki::new();
+    let upstream_addr = https_upstream_with(&pki, true).await;
+    let (client_cert, client_key) = pki.issue("client", &["portcullis.test"]);
+    let key = TestKey::new("HS256");
+    let url = serde_json::Value::from(format!("https://localhost:{}", upstream_addr.port()));
+    let with_cert = format!(
+        "[upstreams]\napp = {{ url = {url}, ca_file = {}, client_cert = {}, client_key = {} }}\n\n{}\n{PUBLIC_ROUTES}",
+        toml_path(&pki.ca_path()),
+        toml_path(&client_cert),
+        toml_path(&client_key),
+        key.jwt_toml()
+    );
+    let p = proxy(&with_cert).await;
+    let resp = Req::get(&p.url("/x")).send().await;
+    assert_eq!((resp.status, resp.text().as_str()), (200, "tls-ok"));
+
+    let without_cert = format!(
+        "[upstreams]\napp = {{ url = {url}, ca_file = {} }}\n\n{}\n{PUBLIC_ROUTES}",
+        toml_path(&pki.ca_path()),
+        key.jwt_toml()
+    );
+    let p = proxy(&without_cert).await;
+    assert_eq!(Req::get(&p.url("/x")).send().await.status, 502);
 }
 
 /// Scrapes `/metrics` and returns the sum of every sample of `name` (all label sets).
