@@ -309,6 +309,23 @@ async fn mutual_tls_to_the_upstream() {
     assert_eq!(Req::get(&p.url("/x")).send().await.status, 502);
 }
 
+#[tokio::test]
+async fn http2_to_a_plain_upstream_by_prior_knowledge() {
+    let up = upstream().run().await;
+    let key = TestKey::new("HS256");
+    let text = format!(
+        "[upstreams]\napp = {{ url = {}, http2 = true }}\n\n{}\n{PUBLIC_ROUTES}",
+        serde_json::Value::from(up.url()),
+        key.jwt_toml()
+    );
+    let p = proxy(&text).await;
+    let resp = Req::get(&p.url("/h2?x=1")).send().await;
+    assert_eq!(resp.status, 200);
+    let seen = up.last().expect("forwarded");
+    assert_eq!(seen.version, "HTTP/2.0");
+    assert_eq!(seen.path_and_query(), "/h2?x=1");
+}
+
 /// Scrapes `/metrics` and returns the sum of every sample of `name` (all label sets).
 async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
     let text = Req::get(&format!("http://{admin}/metrics"))
