@@ -225,3 +225,109 @@ async fn admin_explain_is_off_unless_enabled() {
         let _ = tx.send(());
     }
 }
+
+/// Runs the binary at the most verbose log level through login, a guarded request, a forged
+/// token, a refresh and logout, then checks no token, cookie value or password was logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_reaches_the_logs() {
+    use crate::support::{backend, upstream};
+    const PASSWORD: &str = "hunter2-correct-horse";
+    let key = TestKey::new("HS256");
+    let backend = backend(&key)
+        .user("alice@example.com", PASSWORD)
+        .access_ttl(300)
+        .run()
+        .await;
+    let up = upstream().run().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("portcullis.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"trace\"\n[upstreams]\napp = {}\n{}\n[session]\nrefresh_ahead = \"0s\"\n{}\n[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n",
+        serde_json::Value::from(up.url()),
+        backend.backend_toml(),
+        key.jwt_toml()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let mut child = Child(
+        portcullis()
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start portcullis"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut addr_tx = Some(addr_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                if let Some(tx) = addr_tx.take() {
+                    let address = line
+                        .split("address=")
+                        .nth(1)
+                        .and_then(|rest| rest.split_whitespace().next());
+                    let _ = tx.send(address.unwrap_or_default().to_owned());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the proxy's address");
+    let base = format!("http://{addr}");
+
+    let login = Req::post(&format!("{base}/login"))
+        .form(&[("email", "alice@example.com"), ("password", PASSWORD)])
+        .send()
+        .await;
+    assert_eq!(login.status, 303);
+    let mut jar = CookieJar::new();
+    jar.apply(&login);
+    let access = jar.get("access_token").expect("access cookie").to_owned();
+    let refresh = jar.get("refresh_token").expect("refresh cookie").to_owned();
+    assert_eq!(
+        Req::get(&format!("{base}/dashboard"))
+            .jar(&jar)
+            .send()
+            .await
+            .status,
+        200
+    );
+    let forged = format!("{}AAAA", &access[..access.len() - 4]);
+    Req::get(&format!("{base}/dashboard"))
+        .cookie(&format!("access_token={forged}"))
+        .send()
+        .await;
+    let expired = backend.mint_access("alice@example.com", -120);
+    let renewed = Req::get(&format!("{base}/dashboard"))
+        .cookie(&format!("access_token={expired}; refresh_token={refresh}"))
+        .send()
+        .await;
+    assert_eq!(renewed.status, 200);
+    Req::post(&format!("{base}/logout")).jar(&jar).send().await;
+    drop(child);
+    let logs = collector.join().expect("log collector");
+    assert!(
+        logs.contains("login succeeded"),
+        "the logs were not captured:\n{logs}"
+    );
+    eprintln!("scanned {} log lines at trace level", logs.lines().count());
+    for (what, secret) in [
+        ("the password", PASSWORD),
+        ("the access token", access.as_str()),
+        ("the refresh token", refresh.as_str()),
+        ("the forged token", forged.as_str()),
+        ("the expired token", expired.as_str()),
+    ] {
+        // A JWT's first segment is shared by every token of a key; the signature is unique.
+        let unique = secret.rsplit('.').next().unwrap_or(secret);
+        assert!(!logs.contains(unique), "{what} was logged");
+    }
+}
