@@ -146,7 +146,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
 
     let mut matched = None;
     for rule in &config.rules {
-        let hit = rule.pattern.matches(&normalized);
+        let hit = rule.matches(&normalized);
         out.rules.push(RuleTried {
             index: rule.index,
             pattern: rule.pattern.to_string(),

@@ -172,7 +172,7 @@ async fn pipeline<'a>(
     // Normalize: the one path that is matched and forwarded.
     let normalized = path::normalize(request.uri().path()).map_err(|err| {
         tracing::debug!(error = %err, "refused request path");
-        Error::BadRequest(path_error_message(err))
+        Error::BadRequest(err.message())
     })?;
     let target = match request.uri().query() {
         Some(query) => format!("{normalized}?{query}"),
@@ -266,18 +266,6 @@ fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
         length = Some(parsed);
     }
     Ok(length.unwrap_or(0))
-}
-
-fn path_error_message(err: path::PathError) -> &'static str {
-    match err {
-        path::PathError::NotOriginForm => "the request target must be a path",
-        path::PathError::EncodedSlash => "encoded slash or backslash in the path",
-        path::PathError::Backslash => "backslash in the path",
-        path::PathError::Control => "control character or space in the path",
-        path::PathError::PathParameter => "path parameters (;) are not accepted",
-        path::PathError::BadEscape => "malformed percent-encoding in the path",
-        path::PathError::InvalidUtf8 => "the path is not valid UTF-8",
-    }
 }
 
 /// A redirect to a same-site path the proxy chose (never one taken from the request as is).

@@ -1,8 +1,9 @@
 //! Request-path normalization: the one place that decides what path a request is for.
 //!
 //! Rules match the normalized path and exactly that path goes upstream, so a request can never
-//! be matched as one path and served as another. Normalization decodes percent-encoded
-//! *unreserved* characters once, resolves dot segments and merges `//`. Anything whose meaning
+//! be matched as one path and served as another. Normalization gives every path one
+//! spelling — characters allowed plain in a path (RFC 3986 `pchar`) are decoded once, all
+//! others are escaped with upper-case hex — resolves dot segments and merges `//`. Anything whose meaning
 //! differs between servers — an encoded `/` or `\`, a raw `\`, `;` path parameters, NUL and
 //! other control bytes, invalid UTF-8 — is refused rather than guessed at.
 
@@ -18,19 +19,28 @@ pub enum PathError {
     PathParameter,
     BadEscape,
     InvalidUtf8,
+    AmbiguousSegment,
+}
+
+impl PathError {
+    /// What is wrong, in words fit for a client.
+    pub fn message(self) -> &'static str {
+        match self {
+            PathError::NotOriginForm => "the request target must be a path",
+            PathError::EncodedSlash => "encoded slash or backslash in the path",
+            PathError::Backslash => "backslash in the path",
+            PathError::Control => "control character or space in the path",
+            PathError::PathParameter => "path parameters (;) are not accepted",
+            PathError::BadEscape => "malformed percent-encoding in the path",
+            PathError::InvalidUtf8 => "the path is not valid UTF-8",
+            PathError::AmbiguousSegment => "a path segment ends with a dot or a space",
+        }
+    }
 }
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PathError::NotOriginForm => "the request path must start with /",
-            PathError::EncodedSlash => "encoded / or \\ in the path",
-            PathError::Backslash => "backslash in the path",
-            PathError::Control => "control character in the path",
-            PathError::PathParameter => "; path parameters are not accepted",
-            PathError::BadEscape => "malformed percent-encoding in the path",
-            PathError::InvalidUtf8 => "the path is not valid UTF-8",
-        })
+        f.write_str(self.message())
     }
 }
 
@@ -39,18 +49,27 @@ impl std::error::Error for PathError {}
 /// Returns the normalized form of `raw`, the path component of a request target (no query).
 ///
 /// The result starts with `/`, has no empty, `.` or `..` segments, keeps a trailing `/`, and
-/// keeps percent-escapes only for bytes that are not unreserved (with upper-case hex digits).
+/// writes `pchar` characters plain and every other byte escaped (with upper-case hex digits).
 /// Normalizing a normalized path returns it unchanged.
 pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
-    let decoded = decode_unreserved(raw.as_bytes())?;
-    Ok(remove_dot_segments(&decoded))
+    let decoded = canonical_bytes(raw.as_bytes())?;
+    let normalized = remove_dot_segments(&decoded);
+    // Some servers trim a trailing dot or space from a segment (`/admin.` or `/admin%20`
+    // served as `/admin`): such a segment has two meanings, so it is refused.
+    if normalized
+        .split('/')
+        .any(|segment| segment.ends_with('.') || segment.ends_with("%20"))
+    {
+        return Err(PathError::AmbiguousSegment);
+    }
+    Ok(normalized)
 }
 
-/// Decodes `%XX` escapes of unreserved characters and rejects every ambiguous byte.
-fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
+/// Gives the path its one spelling and rejects every ambiguous byte.
+fn canonical_bytes(raw: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len());
     // Every byte the path stands for, escapes decoded, to check that the whole is UTF-8.
     let mut utf8_check = Vec::new();
@@ -72,12 +91,8 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
                     b'/' | b'\\' => return Err(PathError::EncodedSlash),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
                     b';' => return Err(PathError::PathParameter),
-                    _ if is_unreserved(value) => out.push(char::from(value)),
-                    _ => {
-                        out.push('%');
-                        out.push(char::from(HEX_UPPER[usize::from(hi)]));
-                        out.push(char::from(HEX_UPPER[usize::from(lo)]));
-                    }
+                    _ if is_pchar(value) => out.push(char::from(value)),
+                    _ => push_escaped(&mut out, value),
                 }
                 if value >= 0x80 {
                     needs_utf8_check = true;
@@ -90,7 +105,13 @@ fn decode_unreserved(raw: &[u8]) -> Result<String, PathError> {
             0..=0x20 | 0x7f => return Err(PathError::Control),
             0x80..=0xff => return Err(PathError::InvalidUtf8),
             _ => {
-                out.push(char::from(byte));
+                // A character that has to be escaped in a path (`"`, `{`, `|`, …) is written
+                // escaped, so that it has one spelling whichever way the client sent it.
+                if byte == b'/' || is_pchar(byte) {
+                    out.push(char::from(byte));
+                } else {
+                    push_escaped(&mut out, byte);
+                }
                 utf8_check.push(byte);
                 i += 1;
             }
@@ -140,8 +161,34 @@ fn hex(byte: u8) -> Option<u8> {
     }
 }
 
-fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+/// RFC 3986 `pchar` without `;` (refused): unreserved, sub-delims, `:` and `@`. These are
+/// always written plain; every other byte is always escaped. So a path has one spelling.
+fn is_pchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(byte >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(byte & 0xf)]));
 }
 
 #[cfg(test)]

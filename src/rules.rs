@@ -3,7 +3,7 @@
 //! Patterns use Next.js matcher syntax (`/x/:path*`, `/x/:path+`, `/x/:id`, `/x/:id?`) or globs
 //! (`/x/**`, `/x/*`), with `/` as the only separator. Rules are tried in configuration order and
 //! the first match wins. Matching ignores one trailing `/`, so `/admin/` is guarded exactly like
-//! `/admin`.
+//! `/admin`; literals are spelt the way paths are normalized; `required` rules ignore ASCII case.
 
 use std::fmt;
 
@@ -103,14 +103,23 @@ impl Pattern {
                 Segment::One
             } else if part.is_empty() {
                 return Err("empty segment (//) in pattern".to_owned());
-            } else if part.contains(['*', ':', '?', '(', ')', '{', '}', '\\', ';', '%']) {
+            } else if part.contains(['*', '?', '(', ')', '{', '}']) {
                 return Err(format!(
                     "{part:?}: wildcards and parameters must be a whole segment"
                 ));
             } else if *part == "." || *part == ".." {
                 return Err("dot segments are not allowed in a pattern".to_owned());
             } else {
-                Segment::Literal((*part).to_owned())
+                // A literal is spelt the way request paths are normalized (`%40` → `@`,
+                // `é` → `%C3%A9`), or it could never match the path it names.
+                let canonical =
+                    crate::path::normalize(&percent_encode_non_ascii(&format!("/{part}")))
+                        .map_err(|err| format!("{part:?}: {err}"))?;
+                let canonical = canonical.strip_prefix('/').unwrap_or(&canonical);
+                if canonical.is_empty() || canonical.contains('/') {
+                    return Err(format!("{part:?} is not a single path segment"));
+                }
+                Segment::Literal(canonical.to_owned())
             };
             if matches!(segment, Segment::Rest { .. } | Segment::Optional) && !last {
                 return Err(format!("{part:?} may only be the last segment"));
@@ -125,12 +134,25 @@ impl Pattern {
 
     /// Whether the normalized `path` matches. One trailing `/` is ignored.
     pub fn matches(&self, path: &str) -> bool {
+        self.matches_with(path, false)
+    }
+
+    /// Like [`Pattern::matches`], comparing literal segments without regard to ASCII case
+    /// when `ignore_case` is set.
+    pub fn matches_with(&self, path: &str, ignore_case: bool) -> bool {
         let trimmed = path.strip_suffix('/').unwrap_or(path);
         let mut parts = trimmed.split('/').skip(1);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => {
-                    if parts.next() != Some(text.as_str()) {
+                    let same = |part: &str| {
+                        if ignore_case {
+                            part.eq_ignore_ascii_case(text)
+                        } else {
+                            part == text
+                        }
+                    };
+                    if !parts.next().is_some_and(same) {
                         return false;
                     }
                 }
@@ -191,9 +213,34 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// The first rule whose pattern matches the normalized `path`.
+impl Rule {
+    /// Whether this rule takes the normalized `path`. A `required` rule ignores ASCII case:
+    /// many upstreams route `/Admin` like `/admin` (Express and ASP.NET by default), so a
+    /// guard that only knew one spelling could be walked around.
+    pub fn matches(&self, path: &str) -> bool {
+        self.pattern.matches_with(path, self.auth == Auth::Required)
+    }
+}
+
+/// The first rule that takes the normalized `path`.
 pub fn route<'r>(rules: &'r [Rule], path: &str) -> Option<&'r Rule> {
-    rules.iter().find(|rule| rule.pattern.matches(path))
+    rules.iter().find(|rule| rule.matches(path))
+}
+
+/// Escapes non-ASCII characters so a pattern written with `é` normalizes like a request.
+fn percent_encode_non_ascii(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            out.push(ch);
+        } else {
+            let mut buf = [0u8; 4];
+            for byte in ch.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -32,6 +32,11 @@ fn matching_table() {
         ("/", "/", true),
         ("/", "/a", false),
         ("/**", "/", true),
+        // Literals are normalized like paths.
+        ("/%40admin/:path*", "/@admin/x", true),
+        ("/@admin/:path*", "/@admin/x", true),
+        ("/café/:path*", "/caf%C3%A9/menu", true),
+        ("/caf%c3%a9", "/caf%C3%A9", true),
     ];
     for (pattern, path, want) in cases {
         let compiled = Pattern::parse(pattern).expect(pattern);
@@ -92,4 +97,22 @@ fn covers() {
     assert!(!p("/x/*").covers(&p("/x/:p*")));
     assert!(p("/login").covers(&p("/login")));
     assert!(!p("/login").covers(&p("/logout")));
+}
+
+#[test]
+fn required_rules_ignore_case_and_others_do_not() {
+    let rule = |pattern: &str, auth| Rule {
+        index: 0,
+        pattern: Pattern::parse(pattern).expect("pattern"),
+        auth,
+        on_unauthenticated: OnUnauthenticated::Auto,
+        upstream: 0,
+        claims: Vec::new(),
+        headers: Vec::new(),
+    };
+    let required = rule("/api/:path*", Auth::Required);
+    assert!(required.matches("/API/users"));
+    assert!(required.matches("/Api"));
+    let public = rule("/public/:path*", Auth::Public);
+    assert!(!public.matches("/PUBLIC/x"));
 }

@@ -79,6 +79,8 @@ async fn every_security_path_is_guarded_or_refused() {
         "//dashboard",
         "/dashboard/",
         "/public/.%2E/dashboard",
+        "/DASHBOARD",
+        "/Dashboard/x",
     ];
     let refused = [
         "/public/..%2fdashboard",
@@ -89,6 +91,9 @@ async fn every_security_path_is_guarded_or_refused() {
         "/dashboard%3bx=1",
         "/public/..\\dashboard",
         "/dash%zzboard",
+        "/dashboard.",
+        "/dashboard%2e",
+        "/dashboard%20",
     ];
     for path in guarded {
         assert_eq!(s.raw("GET", path, "").await, 401, "{path} without a token");
@@ -109,8 +114,10 @@ async fn every_security_path_is_guarded_or_refused() {
             "{path} with a token"
         );
         let seen = s.up.last().expect("forwarded").path_and_query();
+        // Matched case-insensitively, forwarded exactly as normalized.
+        let lower = seen.to_ascii_lowercase();
         assert!(
-            seen == "/dashboard" || seen == "/dashboard/",
+            lower == "/dashboard" || lower.starts_with("/dashboard/"),
             "{path} forwarded as {seen}"
         );
     }
@@ -407,4 +414,30 @@ async fn http2_prior_knowledge_is_served() {
     );
     let denied = Req::get(&s.proxy.url("/dashboard")).send_h2c().await;
     assert_eq!(denied.status, 401);
+}
+
+#[tokio::test]
+async fn a_path_has_one_spelling_for_rules_and_upstreams() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let routes = "[[routes]]\npath = \"/@admin/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\n[[routes]]\npath = \"/café/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+    let p = proxy(&proxy::config(&up.url(), &key.jwt_toml(), routes)).await;
+    for path in [
+        "/@admin/x",
+        "/%40admin/x",
+        "/%40ADMIN/x",
+        "/caf%C3%A9/menu",
+        "/caf%c3%a9/menu",
+    ] {
+        let resp = Req::get(&p.url(path)).send().await;
+        assert_eq!(resp.status, 401, "{path}");
+    }
+    assert_eq!(up.requests(), 0);
+    let token = key.sign(claims("alice", 300));
+    let resp = Req::get(&p.url("/%40admin/x"))
+        .cookie(&format!("access_token={token}"))
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.last().expect("forwarded").path_and_query(), "/@admin/x");
 }
