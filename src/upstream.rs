@@ -61,7 +61,7 @@ pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpCl
 const UPSTREAM_BUFFER: usize = 64 << 10;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+pub const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -71,6 +71,8 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
+    // Only meaningful with `Upgrade: h2c` (RFC 7540 §3.2.1), which is never forwarded.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Headers the proxy itself decides for the upstream; a route may not fill them from claims.
@@ -233,6 +235,10 @@ pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
 }
 
 /// The `Upgrade` protocol if the request asks for one (`Connection: upgrade` + `Upgrade`).
+/// The `Upgrade` protocol if the request is a WebSocket handshake (`Connection: upgrade`,
+/// `Upgrade: websocket`, a `Sec-WebSocket-Key`). Nothing else is ever upgraded: after a `101`
+/// the proxy only copies bytes, so an upgrade to, say, `h2c` would open a tunnel in which
+/// requests reach the upstream without passing any rule.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = headers
         .get_all(header::CONNECTION)
@@ -240,8 +246,26 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    let protocol = headers.get(header::UPGRADE)?;
+    let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+    (asks && websocket && headers.contains_key(header::SEC_WEBSOCKET_KEY)).then(|| protocol.clone())
+}
+
+/// Whether an upstream's `101` completes the WebSocket handshake the client started: it
+/// switches to `websocket` and proves it read the client's key (RFC 6455 §4.2.2).
+fn accepts_websocket(request_key: Option<&HeaderValue>, response: &HeaderMap) -> bool {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    use base64::Engine as _;
+    let Some(key) = request_key else { return false };
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(openssl::sha::sha1(&[key.as_bytes(), GUID].concat()));
+    let upgrade = response
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let accept = response
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    upgrade && accept
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -291,7 +315,9 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     };
     let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, host)
-        && parts.version == Version::HTTP_11;
+        && parts.version == Version::HTTP_11
+        && parts.method == http::Method::GET;
+    let websocket_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     if !is_upgrade {
         parts.headers.remove(header::UPGRADE);
     }
@@ -335,7 +361,14 @@ pub async fn forward(
     let (mut parts, body) = response.into_parts();
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);
-    if is_upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS {
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if !is_upgrade || !accepts_websocket(websocket_key.as_ref(), &parts.headers) {
+            telemetry::upstream_error("bad_upgrade");
+            return Err(Error::UpstreamUnavailable(format!(
+                "{}: answered 101 without completing a WebSocket handshake",
+                upstream.name
+            )));
+        }
         let mut upstream_response = Response::from_parts(parts, body);
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
         let (parts, _) = upstream_response.into_parts();

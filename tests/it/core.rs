@@ -441,3 +441,54 @@ async fn a_path_has_one_spelling_for_rules_and_upstreams() {
     assert_eq!(resp.status, 200);
     assert_eq!(up.last().expect("forwarded").path_and_query(), "/@admin/x");
 }
+
+#[tokio::test]
+async fn only_websocket_upgrades_are_forwarded() {
+    let s = setup().await;
+    let mut conn = raw::connect(s.proxy.addr()).await;
+    conn.write(
+        b"GET /ws HTTP/1.1\r\nHost: site.example\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        !head.starts_with("HTTP/1.1 101"),
+        "an h2c upgrade was switched: {head}"
+    );
+    let seen = s.up.last().expect("forwarded as a plain request");
+    for header in ["upgrade", "http2-settings", "connection"] {
+        assert_eq!(seen.header(header), None, "{header} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn a_101_without_a_websocket_handshake_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that switches protocols without proving it read the client's key.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .await;
+        }
+    });
+    let key = TestKey::new("HS256");
+    let p = proxy(&proxy::config(&url, &key.jwt_toml(), ROUTES)).await;
+    let mut conn = raw::connect(p.addr()).await;
+    conn.write(
+        b"GET /ws HTTP/1.1\r\nHost: site.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+}
