@@ -103,7 +103,9 @@ impl Error {
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::UpstreamTimeout => "upstream_timeout",
             Error::BackendUnavailable(_) => "backend_unavailable",
-            Error::BackendTimeout => "backend_timeout",
+            // The contract names one code for every backend failure; the status (504) and
+            // the message tell a timeout apart.
+            Error::BackendTimeout => "backend_unavailable",
             Error::Internal(_) => "internal_error",
         }
     }

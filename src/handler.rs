@@ -251,8 +251,26 @@ async fn pipeline<'a>(
     .await
 }
 
-/// The declared body length, refusing conflicting or unparsable `Content-Length` headers.
+/// The declared body length, refusing conflicting or unparsable `Content-Length` headers and
+/// any `Transfer-Encoding` but plain `chunked` (a coding the proxy would silently drop, and
+/// the classic lever of request smuggling).
 fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
+    let mut codings = request
+        .headers()
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter();
+    if let Some(first) = codings.next() {
+        if !first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+            || codings.next().is_some()
+        {
+            return Err(Error::BadRequest(
+                "only Transfer-Encoding: chunked is accepted",
+            ));
+        }
+    }
     let mut length = None;
     for value in request.headers().get_all(CONTENT_LENGTH) {
         let parsed = value

@@ -329,7 +329,9 @@ impl Authenticator {
             }
             return Ok(response);
         }
-        if matches!(status.as_u16(), 400 | 401 | 403 | 404 | 422) {
+        // How backends say "wrong password". A 404 is not among them: a mistyped
+        // backend.login must look like an outage (502), not like a user's mistake.
+        if matches!(status.as_u16(), 400 | 401 | 403 | 422) {
             info!(%client_ip, status = status.as_u16(), "login failed: credentials refused by the backend");
             crate::telemetry::auth("login_failed");
             return Ok(self.login_failed(style, "invalid credentials"));

@@ -58,7 +58,7 @@ async fn mapping_table() {
             502,
             "backend_unavailable",
         ),
-        (Error::BackendTimeout, 504, "backend_timeout"),
+        (Error::BackendTimeout, 504, "backend_unavailable"),
         (Error::Internal("bug".into()), 500, "internal_error"),
     ];
     for (error, status, code) in cases {

@@ -141,6 +141,10 @@ fn upgrade_survives_the_rewrite() {
         HeaderValue::from_static("keep-alive, Upgrade"),
     );
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+    );
     let conn = conn("127.0.0.1:1");
     let request_id = HeaderValue::from_static("req-1");
     let fwd = Forwarding {

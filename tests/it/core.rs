@@ -492,3 +492,22 @@ async fn a_101_without_a_websocket_handshake_is_refused() {
     let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
 }
+
+#[tokio::test]
+async fn transfer_codings_other_than_chunked_are_refused() {
+    let s = setup().await;
+    for coding in ["gzip, chunked", "chunked, chunked", "identity", "x-custom"] {
+        let request = format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let text = raw::send(s.proxy.addr(), request.as_bytes(), Duration::from_secs(5)).await;
+        let status = raw::status_codes(&text).first().copied().unwrap_or(0);
+        assert_eq!(status, 400, "Transfer-Encoding: {coding}");
+    }
+    assert_eq!(s.up.requests(), 0);
+    // Plain chunked is framed once and forwarded.
+    let ok = "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let text = raw::send(s.proxy.addr(), ok.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::status_codes(&text), [200]);
+    assert_eq!(s.up.last().expect("forwarded").body_len, 5);
+}

@@ -431,6 +431,10 @@ async fn wrong_passwords_in_every_dialect() {
         assert_no_cookies(&resp, &format!("json, backend {status}"));
         assert_eq!(s.backend.logins(), 2);
     }
+    // A 404 means a wrong backend.login URL, not a wrong password: an outage.
+    let s = site(|b| b.reject_status(404)).await;
+    let resp = s.login_json("/login", "wrong").send().await;
+    assert_error(&resp, 502, "backend_unavailable", "backend 404");
 }
 
 #[tokio::test]
@@ -474,7 +478,7 @@ async fn backend_faults_set_no_cookie() {
             )
             .await;
             let code = if status == 504 {
-                "backend_timeout"
+                "backend_unavailable"
             } else {
                 "backend_unavailable"
             };
