@@ -93,7 +93,14 @@ pub async fn serve(
             let _slot = slot;
             telemetry::connection_opened();
             match tls {
-                None => serve_connection(live, conn, &builder, stream, watcher).await,
+                // hyper's header timeout starts with the first byte; a connection that never
+                // sends one would otherwise hold its slot for ever.
+                None => match tokio::time::timeout(handshake_timeout, stream.peek(&mut [0u8; 1]))
+                    .await
+                {
+                    Ok(Ok(1..)) => serve_connection(live, conn, &builder, stream, watcher).await,
+                    _ => debug!(%peer, "connection closed: nothing sent within the header timeout"),
+                },
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {

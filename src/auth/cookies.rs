@@ -52,8 +52,8 @@ pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Rewrites the `Cookie` headers without the cookies in `names`; drops the header if none
-/// remain. Works on bytes, so that no line is passed on whole (with the proxy's cookies in it)
+/// Rewrites the `Cookie` headers into one line without the cookies in `names`; drops the
+/// header if none remain. Works on bytes, so that no line is passed on whole (with the proxy's cookies in it)
 /// just because another cookie on it is not ASCII.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |name: &[u8]| names.iter().any(|n| n.as_bytes() == name);
@@ -62,7 +62,9 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
         .iter()
         .flat_map(|line| line.as_bytes().split(|&b| b == b';'))
         .any(|pair| ours(pair_name(pair)));
-    if !any_ours {
+    // HTTP/2 clients send one cookie per header field; an HTTP/1.1 upstream expects them in
+    // one line (RFC 9113 §8.2.3), so several lines are always joined.
+    if !any_ours && headers.get_all(COOKIE).iter().nth(1).is_none() {
         return;
     }
     let mut kept: Vec<u8> = Vec::new();
@@ -188,6 +190,14 @@ mod tests {
         let mut only_ours = headers(&["access_token=abc"]);
         strip(&mut only_ours, &["access_token"]);
         assert!(only_ours.get(COOKIE).is_none());
+        // HTTP/2 sends one cookie per field: joined into one line even when none is ours.
+        let mut split = headers(&["a=1", "b=2"]);
+        strip(&mut split, &["access_token"]);
+        assert_eq!(split.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(
+            split.get(COOKIE).map(|v| v.to_str().expect("ascii")),
+            Some("a=1; b=2")
+        );
     }
 
     #[test]

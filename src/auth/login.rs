@@ -175,7 +175,14 @@ impl RateLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
         }
-        let (start, count) = windows.entry(ip).or_insert((now, 0));
+        // An IPv6 client usually holds a whole /64: count it as one.
+        let key = match ip {
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+            v4 => v4,
+        };
+        let (start, count) = windows.entry(key).or_insert((now, 0));
         if now.duration_since(*start) >= WINDOW {
             *start = now;
             *count = 0;
@@ -569,5 +576,15 @@ mod tests {
         assert!(limiter.check(a).is_err());
         assert!(limiter.check(b).is_ok());
         assert!(RateLimiter::new(0).check(a).is_ok());
+        let v6 = RateLimiter::new(1);
+        assert!(v6.check("2001:db8::1".parse().expect("ip")).is_ok());
+        assert!(
+            v6.check("2001:db8::ffff:2".parse().expect("ip")).is_err(),
+            "same /64"
+        );
+        assert!(
+            v6.check("2001:db8:0:1::1".parse().expect("ip")).is_ok(),
+            "another /64"
+        );
     }
 }

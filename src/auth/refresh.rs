@@ -15,6 +15,9 @@ use crate::error::Error;
 
 /// How long a finished refresh is reused for the same refresh token.
 const REUSE_FOR: Duration = Duration::from_secs(10);
+/// The most refreshes remembered (in the air or reusable) at once; beyond it, new ones wait
+/// for pruning and the request gets 502 (API) or a login redirect (page).
+const MAX_FLIGHTS: usize = 10_000;
 /// Beyond this many remembered flights, finished ones are pruned.
 const PRUNE_ABOVE: usize = 1024;
 
@@ -63,7 +66,13 @@ pub struct Refresher {
     backend: Arc<BackendClient>,
     uri: http::Uri,
     access_cookie: String,
-    flights: Mutex<HashMap<Box<str>, Flight>>,
+    flights: Mutex<Flights>,
+}
+
+/// The flight table and when it was last pruned (pruning scans it, so at most once a second).
+struct Flights {
+    by_token: HashMap<Box<str>, Flight>,
+    pruned: Instant,
 }
 
 impl Refresher {
@@ -72,7 +81,10 @@ impl Refresher {
             backend,
             uri,
             access_cookie,
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(Flights {
+                by_token: HashMap::new(),
+                pruned: Instant::now(),
+            }),
         }
     }
 
@@ -89,9 +101,22 @@ impl Refresher {
                 .flights
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if flights.len() > PRUNE_ABOVE {
-                flights.retain(|_, flight| flight.joinable());
+            if flights.by_token.len() > PRUNE_ABOVE
+                && flights.pruned.elapsed() >= Duration::from_secs(1)
+            {
+                flights.by_token.retain(|_, flight| flight.joinable());
+                flights.pruned = Instant::now();
             }
+            let full = flights.by_token.len() >= MAX_FLIGHTS
+                && !flights.by_token.contains_key(refresh_token);
+            if full {
+                // Random refresh cookies must not turn into unbounded backend calls and memory.
+                return Err(RefreshFailure::Unavailable {
+                    timeout: false,
+                    reason: "too many token refreshes in flight".into(),
+                });
+            }
+            let flights = &mut flights.by_token;
             match flights.get(refresh_token) {
                 Some(flight) if flight.joinable() => flight.outcome.clone(),
                 _ => {

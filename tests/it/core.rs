@@ -511,3 +511,13 @@ async fn transfer_codings_other_than_chunked_are_refused() {
     assert_eq!(raw::status_codes(&text), [200]);
     assert_eq!(s.up.last().expect("forwarded").body_len, 5);
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed_by_the_header_timeout() {
+    let s = setup_with("[server]\nheader_read_timeout = \"300ms\"").await;
+    let mut silent = raw::connect(s.proxy.addr()).await;
+    assert!(
+        silent.closed_within(Duration::from_secs(3)).await,
+        "a connection that sent nothing stayed open"
+    );
+}
