@@ -15,7 +15,7 @@ fn verifier() -> &'static Verifier {
         let algorithms = vec![Alg::HS256, Alg::HS512];
         let material = KeyMaterial {
             secret: Some(
-                b"a fuzzing secret that is long enough for HS512 ................".to_vec(),
+                b"a fuzzing secret that is long enough for HS512 ....................".to_vec(),
             ),
             ..KeyMaterial::default()
         };

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use portcullis::auth::jwt::{self, Alg, KeyMaterial, KeySet, Policy, Verifier};
 
 const NOW: u64 = 1_800_000_000;
-const SECRET: &[u8] = b"a fuzzing secret that is long enough for HS512 ................";
+const SECRET: &[u8] = b"a fuzzing secret that is long enough for HS512 ....................";
 
 fn fixture() -> &'static (Verifier, String) {
     static FIXTURE: OnceLock<(Verifier, String)> = OnceLock::new();
