@@ -10,7 +10,7 @@
 //! - [`live`]: the current configuration and hot reload.
 //! - [`handler`]: the per-request pipeline, phase by phase.
 //! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
-//! - [`auth`]: token verification, admission and the `Permit`; `auth/jwt.rs` alone names josekit.
+//! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use josekit::jwk::alg::ec::EcCurve;
 use josekit::jwk::alg::ed::EdCurve;
-use josekit::jwk::KeyPair;
+use josekit::jwk::{Jwk, KeyPair};
 use josekit::jws::JwsSigner;
+use openssl::pkey::PKey;
 use serde_json::json;
 
 use super::*;

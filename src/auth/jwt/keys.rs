@@ -1,0 +1,573 @@
+//! Verification keys: the algorithms Portcullis accepts, and the key set built from an HMAC
+//! secret, a PEM public key or a JWKS. The configured key decides the algorithm family: a
+//! secret pairs only with HS*, an RSA key only with RS*/PS*, and so on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use josekit::jwk::Jwk;
+use josekit::jws::alg::hmac::HmacJwsSigner;
+use josekit::jws::{JwsSigner as _, JwsVerifier};
+use josekit::JoseError;
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Public};
+use serde_json::{Map, Value};
+
+use super::{shown, MIN_SECRET_LEN};
+
+/// A JWS algorithm that may appear in `jwt.algorithms`. "none" is deliberately absent.
+// The variants are the JOSE names themselves, so the acronym lint does not apply.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alg {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    ES512,
+    EdDSA,
+}
+
+const RSA_ALGS: &[Alg] = &[
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+];
+
+impl Alg {
+    /// Every supported algorithm, in the order they are listed to users.
+    pub const ALL: [Alg; 13] = [
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::ES512,
+        Alg::EdDSA,
+    ];
+
+    /// The JOSE `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::HS256 => "HS256",
+            Alg::HS384 => "HS384",
+            Alg::HS512 => "HS512",
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::ES512 => "ES512",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Whether this is a shared-secret (HS*) algorithm.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
+    }
+
+    /// Exact, case-sensitive lookup of a JOSE name; `None` for anything else, which includes
+    /// every spelling of "none". Used on the hot path because it never allocates.
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+
+    /// The shortest secret RFC 7518 §3.2 allows: at least the size of the hash output.
+    fn min_secret_len(self) -> usize {
+        match self {
+            Alg::HS384 => 48,
+            Alg::HS512 => 64,
+            _ => MIN_SECRET_LEN,
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const ALG_NAMES: &str =
+    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA";
+
+/// Why a string is not an [`Alg`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlgError {
+    #[error("the \"none\" algorithm is never accepted")]
+    None,
+    #[error("unsupported JWT algorithm {0:?}; expected one of {ALG_NAMES}")]
+    Unknown(String),
+}
+
+impl FromStr for Alg {
+    type Err = AlgError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Err(AlgError::None);
+        }
+        Alg::from_name(s).ok_or_else(|| AlgError::Unknown(s.to_owned()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Alg {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why configured key material cannot be used. The message names the material and the reason,
+/// never key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("HMAC secret: {0}")]
+    Secret(String),
+    #[error("public key: {0}")]
+    PublicKey(String),
+    #[error("JWKS: {0}")]
+    Jwks(String),
+}
+
+/// Key material read from configuration at start-up (files already read into memory by the
+/// caller).
+#[derive(Clone, Default)]
+pub struct KeyMaterial {
+    pub secret: Option<Vec<u8>>,
+    pub public_key_pem: Option<Vec<u8>>,
+    pub jwks_json: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for KeyMaterial {
+    // The secret must never reach a log line, so only the presence of each material is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyMaterial")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key_pem", &self.public_key_pem.is_some())
+            .field("jwks_json", &self.jwks_json.is_some())
+            .finish()
+    }
+}
+
+/// How one configured key checks a signature.
+pub(super) enum KeyCheck {
+    /// josekit's HMAC verifier compares MACs with `!=`, which can reveal through timing how
+    /// much of a forged MAC is right. The MAC is recomputed with the signer instead and
+    /// compared in constant time.
+    Hmac(HmacJwsSigner),
+    Public(Box<dyn JwsVerifier>),
+}
+
+impl KeyCheck {
+    pub(super) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match self {
+            KeyCheck::Hmac(signer) => signer.sign(message).is_ok_and(|mac| {
+                // `memcmp::eq` requires equal lengths; the length of a MAC is public.
+                mac.len() == signature.len() && openssl::memcmp::eq(&mac, signature)
+            }),
+            KeyCheck::Public(verifier) => verifier.verify(message, signature).is_ok(),
+        }
+    }
+}
+
+/// One verification key paired with the one algorithm it is used with.
+pub(super) struct KeyEntry {
+    pub(super) kid: Option<String>,
+    pub(super) alg: Alg,
+    pub(super) check: KeyCheck,
+}
+
+/// An immutable set of verification keys: (optional kid, alg, verifier) entries. A key that
+/// serves several algorithms (an RSA key with RS256 and PS256) has one entry per algorithm.
+#[derive(Default)]
+pub struct KeySet {
+    pub(super) entries: Vec<KeyEntry>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| (e.kid.as_deref(), e.alg)))
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// Builds one verifier per (key, allowed algorithm) pair whose family matches the key.
+    ///
+    /// An HMAC secret pairs with the allowed HS* algorithms; a PEM public key (SPKI, PKCS#1 RSA
+    /// or an X.509 certificate) with the allowed algorithms of its key type; a JWKS document
+    /// with every key that fits an allowed algorithm. Material that is absent contributes
+    /// nothing, so an empty [`KeyMaterial`] gives an empty set (keys may come from a JWKS URL
+    /// later); material that is present but unusable is an error.
+    pub fn build(algs: &[Alg], material: &KeyMaterial) -> Result<KeySet, KeyError> {
+        let mut set = KeySet::default();
+        if let Some(secret) = &material.secret {
+            set.entries.extend(secret_entries(algs, secret)?);
+        }
+        if let Some(pem) = &material.public_key_pem {
+            set.entries.extend(pem_entries(algs, pem)?);
+        }
+        if let Some(jwks) = &material.jwks_json {
+            set = set.merge(KeySet::from_jwks(algs, jwks)?);
+        }
+        Ok(set)
+    }
+
+    /// Reads a JWKS document (`{"keys": [...]}`). Each key whose `kty`/`crv` (and `alg`, when
+    /// stated) fits an allowed algorithm contributes an entry under its `kid`; keys for other
+    /// uses (encryption, unsupported curves) are skipped. Symmetric `oct` keys are skipped too:
+    /// a JWKS is public material, and a shared secret belongs in `jwt.secret`. Errors when the
+    /// document is unparsable or yields no usable key.
+    pub fn from_jwks(algs: &[Alg], jwks_json: &[u8]) -> Result<KeySet, KeyError> {
+        #[derive(serde::Deserialize)]
+        struct Document {
+            keys: Vec<Map<String, Value>>,
+        }
+
+        let document: Document = serde_json::from_slice(jwks_json)
+            .map_err(|e| KeyError::Jwks(format!("not a JWKS document ({e})")))?;
+        let mut set = KeySet::default();
+        let mut skipped = Vec::new();
+        for (index, map) in document.keys.into_iter().enumerate() {
+            match jwk_entries(algs, map) {
+                Ok(entries) => set.entries.extend(entries),
+                Err(reason) => {
+                    tracing::debug!(key = index, %reason, "JWKS key skipped");
+                    skipped.push(format!("key #{index}: {reason}"));
+                }
+            }
+        }
+        if set.is_empty() {
+            // A handful of reasons is enough to see the pattern; a large JWKS must not turn
+            // into a screen-filling error.
+            const SHOWN: usize = 5;
+            let reasons = if skipped.is_empty() {
+                "the document has no keys".to_owned()
+            } else if skipped.len() > SHOWN {
+                let more = skipped.len() - SHOWN;
+                format!("{}; and {more} more", skipped[..SHOWN].join("; "))
+            } else {
+                skipped.join("; ")
+            };
+            return Err(KeyError::Jwks(format!(
+                "no usable key for {}: {reasons}",
+                alg_list(algs)
+            )));
+        }
+        Ok(set)
+    }
+
+    /// Combines two sets, e.g. static keys with fetched JWKS keys.
+    pub fn merge(mut self, other: KeySet) -> KeySet {
+        self.entries.extend(other.entries);
+        self
+    }
+
+    /// The number of (key, algorithm) entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The distinct key ids, in configuration order, for diagnostics.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = Vec::new();
+        for kid in self.entries.iter().filter_map(|e| e.kid.as_ref()) {
+            if !kids.contains(kid) {
+                kids.push(kid.clone());
+            }
+        }
+        kids
+    }
+
+    /// The distinct algorithms some key can verify, for diagnostics.
+    pub fn algorithms(&self) -> Vec<Alg> {
+        let mut algs: Vec<Alg> = Vec::new();
+        for entry in &self.entries {
+            if !algs.contains(&entry.alg) {
+                algs.push(entry.alg);
+            }
+        }
+        algs
+    }
+}
+
+fn secret_entries(algs: &[Alg], secret: &[u8]) -> Result<Vec<KeyEntry>, KeyError> {
+    let error = |message: String| Err(KeyError::Secret(message));
+    if secret.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return error(
+            "the secret is a PEM document, not an HMAC secret; configure it as the public key"
+                .to_owned(),
+        );
+    }
+    if secret.len() < MIN_SECRET_LEN {
+        return error(format!(
+            "the secret is {} bytes; at least {MIN_SECRET_LEN} are required",
+            secret.len()
+        ));
+    }
+    let hmac_algs: Vec<Alg> = distinct(algs).filter(|alg| alg.is_hmac()).collect();
+    if hmac_algs.is_empty() {
+        return error(format!(
+            "a secret is configured but the allowed algorithms ({}) include no HS256/HS384/HS512",
+            alg_list(algs)
+        ));
+    }
+    let mut entries = Vec::with_capacity(hmac_algs.len());
+    for alg in hmac_algs {
+        if secret.len() < alg.min_secret_len() {
+            return error(format!(
+                "{alg} needs a secret of at least {} bytes; this one has {}",
+                alg.min_secret_len(),
+                secret.len()
+            ));
+        }
+        let signer = match alg {
+            Alg::HS384 => josekit::jws::HS384.signer_from_bytes(secret),
+            Alg::HS512 => josekit::jws::HS512.signer_from_bytes(secret),
+            _ => josekit::jws::HS256.signer_from_bytes(secret),
+        }
+        .map_err(|e| KeyError::Secret(format!("{alg}: {e}")))?;
+        entries.push(KeyEntry {
+            kid: None,
+            alg,
+            check: KeyCheck::Hmac(signer),
+        });
+    }
+    Ok(entries)
+}
+
+fn pem_entries(algs: &[Alg], pem: &[u8]) -> Result<Vec<KeyEntry>, KeyError> {
+    let key = public_key_from_pem(pem)?;
+    let (kind, family) = pem_key_family(&key)?;
+    let usable: Vec<Alg> = distinct(algs).filter(|alg| family.contains(alg)).collect();
+    if usable.is_empty() {
+        return Err(KeyError::PublicKey(format!(
+            "the key is {kind}, which is used with {}, but the allowed algorithms are {}",
+            alg_list(family),
+            alg_list(algs)
+        )));
+    }
+    let spki = key
+        .public_key_to_der()
+        .map_err(|e| KeyError::PublicKey(format!("cannot re-encode the {kind} key: {e}")))?;
+    usable
+        .into_iter()
+        .map(|alg| {
+            let verifier = verifier_from_der(alg, &spki)
+                .map_err(|e| KeyError::PublicKey(format!("{kind} key for {alg}: {e}")))?;
+            Ok(KeyEntry {
+                kid: None,
+                alg,
+                check: KeyCheck::Public(verifier),
+            })
+        })
+        .collect()
+}
+
+/// Parses the first PEM block: a public key (SPKI or PKCS#1 RSA) or a certificate.
+fn public_key_from_pem(pem: &[u8]) -> Result<PKey<Public>, KeyError> {
+    let error = |message: String| KeyError::PublicKey(message);
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| error("not a PEM document (not UTF-8 text)".to_owned()))?;
+    let label = pem_label(text)
+        .ok_or_else(|| error("no PEM block (-----BEGIN ...-----) found".to_owned()))?;
+    let parsed = match label {
+        "PUBLIC KEY" => PKey::public_key_from_pem(pem),
+        "RSA PUBLIC KEY" => {
+            openssl::rsa::Rsa::public_key_from_pem_pkcs1(pem).and_then(PKey::from_rsa)
+        }
+        "CERTIFICATE" => openssl::x509::X509::from_pem(pem).and_then(|cert| cert.public_key()),
+        label if label.ends_with("PRIVATE KEY") => {
+            return Err(error(format!(
+                "the PEM holds a private key ({label}); configure the public key or certificate"
+            )));
+        }
+        label => {
+            return Err(error(format!(
+                "unsupported PEM block {label:?}; \
+                 expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE"
+            )));
+        }
+    };
+    parsed.map_err(|e| error(format!("unparsable {label} PEM ({e})")))
+}
+
+fn pem_label(text: &str) -> Option<&str> {
+    const BEGIN: &str = "-----BEGIN ";
+    let start = text.find(BEGIN)? + BEGIN.len();
+    let rest = text.get(start..)?;
+    rest.get(..rest.find("-----")?)
+}
+
+/// What kind of key this is and which algorithms it may be used with.
+fn pem_key_family(key: &PKey<Public>) -> Result<(&'static str, &'static [Alg]), KeyError> {
+    let id = key.id();
+    if id == Id::RSA {
+        Ok(("RSA", RSA_ALGS))
+    } else if id == Id::RSA_PSS {
+        Ok(("RSA-PSS", &[Alg::PS256, Alg::PS384, Alg::PS512]))
+    } else if id == Id::EC {
+        let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
+        match curve {
+            Some(Nid::X9_62_PRIME256V1) => Ok(("EC P-256", &[Alg::ES256])),
+            Some(Nid::SECP384R1) => Ok(("EC P-384", &[Alg::ES384])),
+            Some(Nid::SECP521R1) => Ok(("EC P-521", &[Alg::ES512])),
+            _ => Err(KeyError::PublicKey(
+                "EC key on an unsupported curve; P-256, P-384 and P-521 are supported".to_owned(),
+            )),
+        }
+    } else if id == Id::ED25519 {
+        Ok(("Ed25519", &[Alg::EdDSA]))
+    } else if id == Id::ED448 {
+        Ok(("Ed448", &[Alg::EdDSA]))
+    } else {
+        Err(KeyError::PublicKey(
+            "unsupported key type; expected RSA, EC (P-256, P-384, P-521) or Ed25519".to_owned(),
+        ))
+    }
+}
+
+/// The entries one JWK contributes, or why it contributes none.
+fn jwk_entries(algs: &[Alg], map: Map<String, Value>) -> Result<Vec<KeyEntry>, String> {
+    let jwk = Jwk::from_map(map).map_err(|e| e.to_string())?;
+    let family: &[Alg] = match (jwk.key_type(), jwk.curve()) {
+        ("RSA", _) => RSA_ALGS,
+        ("EC", Some("P-256")) => &[Alg::ES256],
+        ("EC", Some("P-384")) => &[Alg::ES384],
+        ("EC", Some("P-521")) => &[Alg::ES512],
+        ("OKP", Some("Ed25519" | "Ed448")) => &[Alg::EdDSA],
+        ("oct", _) => return Err("symmetric (oct) keys are not taken from a JWKS".to_owned()),
+        (kty, curve) => {
+            return Err(format!(
+                "unsupported key type {} (curve {})",
+                shown(kty),
+                shown(curve.unwrap_or("none"))
+            ))
+        }
+    };
+    let kid = jwk.key_id().map(str::to_owned);
+    let usable: Vec<Alg> = distinct(algs)
+        .filter(|alg| family.contains(alg))
+        .filter(|alg| jwk.algorithm().is_none_or(|stated| stated == alg.name()))
+        .collect();
+    if usable.is_empty() {
+        return Err(format!(
+            "a {} key{} fits none of the allowed algorithms",
+            jwk.key_type(),
+            jwk.algorithm()
+                .map(|a| format!(" for {}", shown(a)))
+                .unwrap_or_default()
+        ));
+    }
+    usable
+        .into_iter()
+        .map(|alg| {
+            let verifier = verifier_from_jwk(alg, &jwk).map_err(|e| format!("{alg}: {e}"))?;
+            Ok(KeyEntry {
+                kid: kid.clone(),
+                alg,
+                check: KeyCheck::Public(verifier),
+            })
+        })
+        .collect()
+}
+
+/// Builds a public-key verifier for `alg` with the josekit constructor `$method`.
+macro_rules! public_verifier {
+    ($alg:expr, $method:ident, $input:expr) => {
+        match $alg {
+            Alg::RS256 => boxed(josekit::jws::RS256.$method($input)),
+            Alg::RS384 => boxed(josekit::jws::RS384.$method($input)),
+            Alg::RS512 => boxed(josekit::jws::RS512.$method($input)),
+            Alg::PS256 => boxed(josekit::jws::PS256.$method($input)),
+            Alg::PS384 => boxed(josekit::jws::PS384.$method($input)),
+            Alg::PS512 => boxed(josekit::jws::PS512.$method($input)),
+            Alg::ES256 => boxed(josekit::jws::ES256.$method($input)),
+            Alg::ES384 => boxed(josekit::jws::ES384.$method($input)),
+            Alg::ES512 => boxed(josekit::jws::ES512.$method($input)),
+            Alg::EdDSA => boxed(josekit::jws::EdDSA.$method($input)),
+            Alg::HS256 | Alg::HS384 | Alg::HS512 => {
+                Err("HMAC algorithms have no public key".to_owned())
+            }
+        }
+    };
+}
+
+fn verifier_from_der(alg: Alg, spki: &[u8]) -> Result<Box<dyn JwsVerifier>, String> {
+    public_verifier!(alg, verifier_from_der, spki)
+}
+
+fn verifier_from_jwk(alg: Alg, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, String> {
+    public_verifier!(alg, verifier_from_jwk, jwk)
+}
+
+fn boxed<V: JwsVerifier + 'static>(
+    verifier: Result<V, JoseError>,
+) -> Result<Box<dyn JwsVerifier>, String> {
+    match verifier {
+        Ok(verifier) => Ok(Box::new(verifier)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn distinct(algs: &[Alg]) -> impl Iterator<Item = Alg> + '_ {
+    algs.iter()
+        .enumerate()
+        .filter(|(i, alg)| !algs[..*i].contains(alg))
+        .map(|(_, alg)| *alg)
+}
+
+pub(super) fn alg_list(algs: &[Alg]) -> String {
+    if algs.is_empty() {
+        return "none".to_owned();
+    }
+    distinct(algs).map(Alg::name).collect::<Vec<_>>().join(", ")
+}
+
+/// Signs `claims` with HS256. Used by the embedded demo backend, which issues real tokens;
+/// the proxy itself never signs anything.
+pub fn sign_hs256(secret: &[u8], claims: &Map<String, Value>) -> Result<String, KeyError> {
+    let signer = josekit::jws::HS256
+        .signer_from_bytes(secret)
+        .map_err(|err| KeyError::Secret(err.to_string()))?;
+    let mut header = josekit::jws::JwsHeader::new();
+    header.set_token_type("JWT");
+    let payload = josekit::jwt::JwtPayload::from_map(claims.clone())
+        .map_err(|err| KeyError::Secret(err.to_string()))?;
+    josekit::jwt::encode_with_signer(&payload, &header, &signer)
+        .map_err(|err| KeyError::Secret(err.to_string()))
+}
+
+/// A fresh random HMAC secret as 64 hex characters (the demo's signing key).
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    openssl::rand::rand_bytes(&mut bytes)
+        .expect("the OpenSSL random generator is seeded by the OS");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
