@@ -521,3 +521,39 @@ async fn silent_connections_are_closed_by_the_header_timeout() {
         "a connection that sent nothing stayed open"
     );
 }
+
+#[tokio::test]
+async fn smuggling_attempts_never_become_two_upstream_requests() {
+    let s = setup().await;
+    let smuggled = "GET /dashboard HTTP/1.1\r\nHost: a\r\n\r\n";
+    let cases = [
+        // CL.TE: a front end trusting Content-Length would pass the smuggled request on.
+        format!(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        // Conflicting lengths.
+        format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello{smuggled}"),
+        // TE obfuscated.
+        format!("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: xchunked\r\n\r\n5c\r\n{smuggled}"),
+    ];
+    for request in &cases {
+        let before = s.up.requests();
+        let text = raw::send(s.proxy.addr(), request.as_bytes(), Duration::from_secs(3)).await;
+        let codes = raw::status_codes(&text);
+        // Whatever the framing decision, the smuggled GET /dashboard never reaches the
+        // upstream unauthenticated: at most the one POST does.
+        assert!(s.up.requests() - before <= 1, "{request:?} -> {codes:?}");
+        assert!(
+            s.up.all()
+                .iter()
+                .all(|r| r.path_and_query() != "/dashboard"),
+            "{request:?} smuggled a request"
+        );
+        assert!(
+            !codes.contains(&200)
+                || codes.len() == 1
+                || codes[1..].iter().all(|c| *c == 401 || *c == 400),
+            "{request:?} -> {codes:?}"
+        );
+    }
+}
