@@ -32,6 +32,8 @@ pub struct App {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
+    /// Request counters per rule, registered once.
+    metrics: crate::telemetry::RequestMetrics,
 }
 
 impl App {
@@ -59,12 +61,14 @@ impl App {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
+        let metrics = crate::telemetry::RequestMetrics::new(config.rules.len());
         Ok(App {
             config,
             clients,
             auth,
             tls,
             identity_headers,
+            metrics,
         })
     }
 }
@@ -124,7 +128,7 @@ pub async fn handle(
         }
     };
     let elapsed = started.elapsed();
-    crate::telemetry::request(
+    app.metrics.request(
         trace.rule.map(|r| r.index),
         response.status().as_u16(),
         elapsed,

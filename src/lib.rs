@@ -89,6 +89,8 @@ pub async fn run_all(
     telemetry::handle();
     let live = Arc::new(live::Live::new(App::new(config)?, listeners.config_path));
     let shutdown = server::Shutdown::new(shutdown);
+    let mut upkeep_until = shutdown.clone();
+    tokio::spawn(telemetry::upkeep(async move { upkeep_until.wait().await }));
     if let Some(admin) = listeners.admin {
         tokio::spawn(admin::serve(live.clone(), admin, shutdown.clone()));
     }
