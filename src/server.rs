@@ -81,11 +81,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let tls = live.app().tls.clone();
-        let conn = Arc::new(ConnInfo {
-            peer,
-            local,
-            tls: tls.is_some(),
-        });
+        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
         let live = live.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
