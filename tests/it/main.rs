@@ -8,6 +8,7 @@ mod core;
 mod django;
 mod guard;
 mod session;
+mod storm;
 mod support;
 mod tools;
 mod transport;
