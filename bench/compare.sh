@@ -2,7 +2,7 @@
 # Portcullis beside nginx, HAProxy and Node + jose, in one run of the peer harness (run.sh).
 #
 #   bench/compare.sh            setup (apt, venv, npm) -> release build -> run.sh with the peers
-#                               and eight Portcullis targets -> the comparison table (~12 min)
+#                               and eight Portcullis targets -> the comparison table (~17 min)
 #   bench/compare.sh --quick    smoke run, a few seconds: Portcullis HS256 warm and cold against a
 #                               stdlib Python upstream, functional checks + 1 s of wrk each.
 #                               Needs python3, wrk and a built binary (OURS_BIN, or it builds
