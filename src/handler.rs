@@ -4,6 +4,8 @@
 //! admit (authenticate, authorize) → forward (rewrite, stream) → log. [`handle`] never fails:
 //! every error becomes a response in exactly one place, `Error::into_response`.
 
+use std::borrow::Cow;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +34,8 @@ pub struct App {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
+    /// Request counters per rule, registered once.
+    metrics: crate::telemetry::RequestMetrics,
 }
 
 impl App {
@@ -59,12 +63,14 @@ impl App {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
+        let metrics = crate::telemetry::RequestMetrics::new(config.rules.len());
         Ok(App {
             config,
             clients,
             auth,
             tls,
             identity_headers,
+            metrics,
         })
     }
 }
@@ -124,7 +130,7 @@ pub async fn handle(
         }
     };
     let elapsed = started.elapsed();
-    crate::telemetry::request(
+    app.metrics.request(
         trace.rule.map(|r| r.index),
         response.status().as_u16(),
         elapsed,
@@ -174,9 +180,13 @@ async fn pipeline<'a>(
         tracing::debug!(error = %err, "refused request path");
         Error::BadRequest(err.message())
     })?;
-    let target = match request.uri().query() {
-        Some(query) => format!("{normalized}?{query}"),
-        None => normalized.clone(),
+    // The request's own target when normalizing changed nothing (the usual case): a
+    // reference-counted copy, no new string.
+    let original = request.uri().path_and_query().cloned();
+    let target: Cow<'_, str> = match (&original, request.uri().query()) {
+        (Some(pq), _) if pq.path() == normalized => Cow::Borrowed(pq.as_str()),
+        (_, Some(query)) => Cow::Owned(format!("{normalized}?{query}")),
+        (_, None) => Cow::Owned(normalized.clone()),
     };
     trace.path = Some(normalized);
     let normalized = trace.path.as_deref().unwrap_or("/");
@@ -310,7 +320,11 @@ fn next_request_id() -> HeaderValue {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::try_from(format!("{:08x}-{n:x}", boot as u32)).expect("hex digits are header-safe")
+    // Formatted on the stack: the header value is then the one allocation.
+    let mut text = std::io::Cursor::new([0u8; 8 + 1 + 16]);
+    write!(text, "{:08x}-{n:x}", boot as u32).expect("25 bytes hold 8 + 1 + 16 hex digits");
+    let len = usize::try_from(text.position()).expect("at most 25");
+    HeaderValue::from_bytes(&text.get_ref()[..len]).expect("hex digits are header-safe")
 }
 
 #[cfg(test)]

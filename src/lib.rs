@@ -53,6 +53,22 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    /// The peer's IP address as an `X-Forwarded-For` entry, rendered once per connection
+    /// rather than on every request.
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        let peer_ip = http::HeaderValue::try_from(peer.ip().to_string())
+            .expect("an IP address is header-safe text");
+        ConnInfo {
+            peer,
+            local,
+            tls,
+            peer_ip,
+        }
+    }
 }
 
 /// The sockets to serve on, bound by the caller.
@@ -89,6 +105,8 @@ pub async fn run_all(
     telemetry::handle();
     let live = Arc::new(live::Live::new(App::new(config)?, listeners.config_path));
     let shutdown = server::Shutdown::new(shutdown);
+    let mut upkeep_until = shutdown.clone();
+    tokio::spawn(telemetry::upkeep(async move { upkeep_until.wait().await }));
     if let Some(admin) = listeners.admin {
         tokio::spawn(admin::serve(live.clone(), admin, shutdown.clone()));
     }

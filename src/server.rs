@@ -81,11 +81,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let tls = live.app().tls.clone();
-        let conn = Arc::new(ConnInfo {
-            peer,
-            local,
-            tls: tls.is_some(),
-        });
+        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
         let live = live.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -101,14 +97,20 @@ pub async fn serve(
                     Ok(Ok(1..)) => serve_connection(live, conn, &builder, stream, watcher).await,
                     _ => debug!(%peer, "connection closed: nothing sent within the header timeout"),
                 },
+                // Boxed: the TLS state would otherwise be part of every connection's task,
+                // TLS or not (each idle connection costs its task's size in memory).
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            serve_connection(live, conn, &builder, stream, watcher).await
+                    Box::pin(async move {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => {
+                                serve_connection(live, conn, &builder, stream, watcher).await
+                            }
+                            Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
+                    })
+                    .await
                 }
             }
             telemetry::connection_closed();
@@ -136,7 +138,10 @@ async fn serve_connection<S>(
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handler::guarded(handler::handle(app, conn, request)).await) }
+        // Boxed per request: hyper keeps room for one service future in every connection,
+        // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
+        let handling = Box::pin(handler::guarded(handler::handle(app, conn, request)));
+        async move { Ok::<_, Infallible>(handling.await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     if let Err(err) = watcher.watch(connection.into_owned()).await {

@@ -3,14 +3,50 @@
 //! One process-wide recorder (the `metrics` facade allows one), rendered by the admin
 //! listener's `/metrics`. Label values are bounded (rule indexes, status classes, fixed
 //! decision and error names), never paths or user input, so cardinality cannot explode.
+//!
+//! What every request records goes through handles registered once ([`RequestMetrics`] per
+//! `App`, the fixed-label ones when the recorder is installed): recording is then an atomic
+//! add, where the `counter!` macro builds a key (allocating its labels) and looks it up in
+//! the registry on each call. The recorder keeps every histogram sample until it is folded
+//! into the buckets, so [`upkeep`] does that every few seconds whether or not anyone
+//! scrapes `/metrics`; otherwise memory would grow with the request count.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Handles for the metrics whose labels are fixed, registered with the recorder once.
+struct Fixed {
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+    /// One counter per name in [`AUTH_DECISIONS`], in that order.
+    auth: Vec<Counter>,
+}
+
+static FIXED: OnceLock<Fixed> = OnceLock::new();
+
+/// The decisions [`auth`] counts through a registered handle; any other name still counts.
+const AUTH_DECISIONS: [&str; 12] = [
+    "allow",
+    "guest_redirect",
+    "redirect",
+    "unauthenticated",
+    "forbidden",
+    "error",
+    "refresh_ok",
+    "refresh_failed",
+    "login_ok",
+    "login_failed",
+    "login_rate_limited",
+    "logout",
+];
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Installs the recorder on first use; returns the handle that renders `/metrics`.
 pub fn handle() -> Option<&'static PrometheusHandle> {
@@ -28,32 +64,89 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Another recorder may already be installed (an embedding application's): then
             // Portcullis's metrics go there and `/metrics` reports what this handle sees.
             let _ = metrics::set_global_recorder(recorder);
+            let _ = FIXED.set(Fixed {
+                request_duration: histogram!("portcullis_request_duration_seconds"),
+                upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
+                auth: AUTH_DECISIONS
+                    .iter()
+                    .map(|&decision| counter!("portcullis_auth_decisions_total", "decision" => decision))
+                    .collect(),
+            });
             Some(handle)
         })
         .as_ref()
 }
 
-/// The status class label: "2xx", "4xx", …
-fn class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+/// Folds histogram samples into buckets every few seconds, until `shutdown` completes.
+pub async fn upkeep(shutdown: impl std::future::Future<Output = ()>) {
+    let Some(handle) = handle() else { return };
+    let fold = async {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    };
+    tokio::select! {
+        () = fold => {}
+        () = shutdown => {}
     }
 }
 
-/// One downstream request finished.
-pub fn request(rule: Option<usize>, status: u16, elapsed: Duration) {
-    let rule = rule.map_or_else(|| "none".to_owned(), |r| r.to_string());
-    counter!("portcullis_requests_total", "rule" => rule, "status" => class(status)).increment(1);
-    histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64());
+/// The status class labels, indexed by [`class`].
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index of a status's class in [`CLASSES`].
+fn class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The request counters of one configuration, one per (rule, status class), registered when
+/// the `App` is built.
+pub struct RequestMetrics {
+    /// `[rule index][status class]`; the last row counts requests no rule matched.
+    requests: Vec<[Counter; 5]>,
+}
+
+impl RequestMetrics {
+    pub fn new(rules: usize) -> RequestMetrics {
+        let row = |rule: String| {
+            CLASSES.map(|status| {
+                counter!("portcullis_requests_total", "rule" => rule.clone(), "status" => status)
+            })
+        };
+        let requests = (0..rules)
+            .map(|r| row(r.to_string()))
+            .chain(std::iter::once(row("none".to_owned())))
+            .collect();
+        RequestMetrics { requests }
+    }
+
+    /// One downstream request finished.
+    pub fn request(&self, rule: Option<usize>, status: u16, elapsed: Duration) {
+        let none = self.requests.len() - 1;
+        let row = rule.filter(|&r| r < none).unwrap_or(none);
+        self.requests[row][class(status)].increment(1);
+        match FIXED.get() {
+            Some(fixed) => fixed.request_duration.record(elapsed.as_secs_f64()),
+            None => histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64()),
+        }
+    }
 }
 
 /// Time until an upstream's response head arrived.
 pub fn upstream_latency(elapsed: Duration) {
-    histogram!("portcullis_upstream_duration_seconds").record(elapsed.as_secs_f64());
+    match FIXED.get() {
+        Some(fixed) => fixed.upstream_duration.record(elapsed.as_secs_f64()),
+        None => histogram!("portcullis_upstream_duration_seconds").record(elapsed.as_secs_f64()),
+    }
 }
 
 /// An upstream failure: `connect`, `timeout`, `request`.
@@ -64,7 +157,14 @@ pub fn upstream_error(kind: &'static str) {
 /// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`,
 /// `refresh_ok`, `refresh_failed`, `login_ok`, `login_failed`, `login_rate_limited`, `logout`.
 pub fn auth(decision: &'static str) {
-    counter!("portcullis_auth_decisions_total", "decision" => decision).increment(1);
+    let registered = FIXED.get().and_then(|fixed| {
+        let index = AUTH_DECISIONS.iter().position(|&d| d == decision)?;
+        fixed.auth.get(index)
+    });
+    match registered {
+        Some(counter) => counter.increment(1),
+        None => counter!("portcullis_auth_decisions_total", "decision" => decision).increment(1),
+    }
 }
 
 /// A verified-token cache lookup.

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -59,9 +60,15 @@ pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpCl
 
 /// Per-connection read/write buffer towards upstreams (response heads must fit in it).
 const UPSTREAM_BUFFER: usize = 64 << 10;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const HOP_BY_HOP_COUNT: usize = 10;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
-pub const HOP_BY_HOP: [HeaderName; 10] = [
+pub const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -143,7 +150,7 @@ pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpA
     }
     let mut client = conn.peer.ip();
     let hops = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -175,14 +182,12 @@ pub fn rewrite_request_headers(
     strip_hop_by_hop(headers);
     let trusted = is_trusted(fwd.conn.peer.ip(), fwd.trusted_proxies);
     // Believed only from a trusted proxy, and read before identity stripping removes them.
-    let forwarded_for = trusted
-        .then(|| joined(headers, "x-forwarded-for"))
-        .flatten();
+    let forwarded_for = trusted.then(|| joined(headers, &X_FORWARDED_FOR)).flatten();
     let forwarded_proto = trusted
-        .then(|| headers.get("x-forwarded-proto").cloned())
+        .then(|| headers.get(X_FORWARDED_PROTO).cloned())
         .flatten();
     let forwarded_host = trusted
-        .then(|| headers.get("x-forwarded-host").cloned())
+        .then(|| headers.get(X_FORWARDED_HOST).cloned())
         .flatten();
 
     let spoofed: Vec<HeaderName> = headers
@@ -200,21 +205,25 @@ pub fn rewrite_request_headers(
         headers.insert(header::HOST, host);
     }
     permit.apply(headers);
-    let peer = fwd.conn.peer.ip().to_string();
-    let xff = match forwarded_for {
-        Some(chain) if !chain.is_empty() => format!("{chain}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(value) = HeaderValue::try_from(xff) {
-        headers.insert("x-forwarded-for", value);
+    let peer = &fwd.conn.peer_ip;
+    match forwarded_for {
+        Some(chain) if !chain.is_empty() => {
+            let peer = peer.to_str().expect("an IP address is ASCII");
+            if let Ok(value) = HeaderValue::try_from(format!("{chain}, {peer}")) {
+                headers.insert(X_FORWARDED_FOR, value);
+            }
+        }
+        _ => {
+            headers.insert(X_FORWARDED_FOR, peer.clone());
+        }
     }
     let proto = forwarded_proto
         .unwrap_or_else(|| HeaderValue::from_static(if fwd.conn.tls { "https" } else { "http" }));
-    headers.insert("x-forwarded-proto", proto);
+    headers.insert(X_FORWARDED_PROTO, proto);
     if let Some(host) = forwarded_host.or_else(|| headers.get(header::HOST).cloned()) {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert("x-request-id", fwd.request_id.clone());
+    headers.insert(X_REQUEST_ID, fwd.request_id.clone());
     if let Some(protocol) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
@@ -278,12 +287,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // The framing of the request is the proxy's business, not the client's to remove.
         .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
+        headers.remove(name);
+    }
+    // One pass over the names present marks the hop-by-hop ones: comparing standard header
+    // names is cheap, and a removal by name is a hash lookup each, so only those are removed.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
 }
 
-fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let parts: Vec<&str> = headers
         .get_all(name)
         .iter()
@@ -321,10 +341,16 @@ pub async fn forward(
     if !is_upgrade {
         parts.headers.remove(header::UPGRADE);
     }
+    // The downstream target as it is when normalizing changed nothing: shared, not re-parsed.
+    let target = match parts.uri.path_and_query() {
+        Some(original) if original.as_str() == path_and_query => original.clone(),
+        _ => PathAndQuery::try_from(path_and_query)
+            .map_err(|_| Error::BadRequest("the request target cannot be forwarded"))?,
+    };
     parts.uri = Uri::builder()
         .scheme(upstream.scheme.clone())
         .authority(upstream.authority.clone())
-        .path_and_query(path_and_query)
+        .path_and_query(target)
         .build()
         .map_err(|_| Error::BadRequest("the request target cannot be forwarded"))?;
     parts.version = Version::HTTP_11;

@@ -1,11 +1,11 @@
 use super::*;
 
 fn conn(peer: &str) -> ConnInfo {
-    ConnInfo {
-        peer: peer.parse().expect("addr"),
-        local: "127.0.0.1:8080".parse().expect("addr"),
-        tls: false,
-    }
+    ConnInfo::new(
+        peer.parse().expect("addr"),
+        "127.0.0.1:8080".parse().expect("addr"),
+        false,
+    )
 }
 
 fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {

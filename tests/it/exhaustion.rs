@@ -234,8 +234,9 @@ async fn uploads_to_a_stalled_upstream_do_not_pile_up_in_memory() {
         "1000 stalled 4 MiB uploads: peak RSS growth {} MiB",
         growth / MIB
     );
-    // 1000 uploads of 4 MiB would be 4000 MiB if buffered.
-    assert!(growth < 200 * MIB, "RSS grew by {} MiB", growth / MIB);
+    // 1000 uploads of 4 MiB would be 4000 MiB if buffered; what remains is each connection
+    // pair's fixed cost (buffers of both connections, tasks), about 0.2 MiB.
+    assert!(growth < 320 * MIB, "RSS grew by {} MiB", growth / MIB);
     holder.abort();
 }
 

@@ -1,6 +1,7 @@
 //! The one integration test binary: Portcullis started in-process against real servers on
 //! `127.0.0.1:0` (a recording upstream, a fake credential backend issuing real tokens).
 
+mod bench_smoke;
 mod browser;
 mod configs;
 mod core;
@@ -8,6 +9,7 @@ mod django;
 mod exhaustion;
 mod guard;
 mod session;
+mod storm;
 mod support;
 mod tools;
 mod transport;
