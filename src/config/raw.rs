@@ -192,6 +192,7 @@ pub struct RawJwt {
     pub jwks_url: Option<String>,
     pub jwks_refresh: Option<Quantity>,
     pub jwks_file: Option<String>,
+    pub kid: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<OneOrMany<String>>,
     pub leeway: Option<Quantity>,

@@ -573,10 +573,17 @@ impl Validator<'_> {
         let jwks_url = raw
             .jwks_url
             .and_then(|text| self.url("jwt.jwks_url", &text));
+        if raw.kid.is_some() && secret.is_none() && public_key_pem.is_none() {
+            self.problem(
+                "jwt.kid",
+                "names the kid of jwt.secret or jwt.public_key_file, and neither is set",
+            );
+        }
         let keys = KeyMaterial {
             secret,
             public_key_pem,
             jwks_json,
+            kid: raw.kid.filter(|kid| !kid.is_empty()),
         };
         let has_hmac = algorithms.iter().any(|a| a.is_hmac());
         let has_public = algorithms.iter().any(|a| !a.is_hmac());

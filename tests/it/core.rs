@@ -557,3 +557,33 @@ async fn smuggling_attempts_never_become_two_upstream_requests() {
         );
     }
 }
+
+#[tokio::test]
+async fn jwt_kid_names_the_kid_of_a_static_key() {
+    let key = TestKey::with_kid("HS256", "backend-2026");
+    let up = upstream().run().await;
+    let jwt = format!("{}kid = \"backend-2026\"\n", key.jwt_toml());
+    let p = proxy(&proxy::config(&up.url(), &jwt, ROUTES)).await;
+    let send = |token: String| {
+        let url = p.url("/dashboard");
+        async move {
+            Req::get(&url)
+                .cookie(&format!("access_token={token}"))
+                .send()
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        send(key.sign(claims("alice", 300))).await,
+        200,
+        "the configured kid"
+    );
+    let no_kid = key.sign_with_header(serde_json::json!({ "kid": null }), claims("alice", 300));
+    assert_eq!(send(no_kid).await, 200, "no kid: the static key is tried");
+    let other = key.sign_with_header(
+        serde_json::json!({ "kid": "../../dev/null" }),
+        claims("alice", 300),
+    );
+    assert_eq!(send(other).await, 401, "a kid that names no configured key");
+}

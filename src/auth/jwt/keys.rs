@@ -157,6 +157,9 @@ pub struct KeyMaterial {
     pub secret: Option<Vec<u8>>,
     pub public_key_pem: Option<Vec<u8>>,
     pub jwks_json: Option<Vec<u8>>,
+    /// The `kid` a backend stamps on tokens signed with `secret` or `public_key_pem`
+    /// (`jwt.kid`). Without it those keys have no kid, and a token naming one is refused.
+    pub kid: Option<String>,
 }
 
 impl fmt::Debug for KeyMaterial {
@@ -166,6 +169,7 @@ impl fmt::Debug for KeyMaterial {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("public_key_pem", &self.public_key_pem.is_some())
             .field("jwks_json", &self.jwks_json.is_some())
+            .field("kid", &self.kid)
             .finish()
     }
 }
@@ -228,6 +232,9 @@ impl KeySet {
         }
         if let Some(pem) = &material.public_key_pem {
             set.entries.extend(pem_entries(algs, pem)?);
+        }
+        for entry in &mut set.entries {
+            entry.kid.clone_from(&material.kid);
         }
         if let Some(jwks) = &material.jwks_json {
             set = set.merge(KeySet::from_jwks(algs, jwks)?);
