@@ -84,3 +84,53 @@ fn bad_usage_exits_2() {
         .expect("run portcullis");
     assert_eq!(status.status.code(), Some(2));
 }
+
+/// Every key of the configuration structs appears in docs/configuration.md, so the reference
+/// cannot drift from the code.
+#[test]
+fn the_reference_names_every_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(root.join("src/config/raw.rs")).expect("read raw.rs");
+    let reference =
+        std::fs::read_to_string(root.join("docs/configuration.md")).expect("read reference");
+    let sections = [
+        ("RawServer", "server"),
+        ("RawTls", "server.tls"),
+        ("RawSniCert", "server.tls.sni[]"),
+        ("RawUpstreamTable", "upstreams.<name>"),
+        ("RawAdmin", "admin"),
+        ("RawBackend", "backend"),
+        ("RawLogin", "login"),
+        ("RawLogout", "logout"),
+        ("RawSession", "session"),
+        ("RawJwt", "jwt"),
+        ("RawRoute", "routes[]"),
+        ("RawLog", "log"),
+    ];
+    let mut checked = 0;
+    for (type_name, section) in sections {
+        let start = raw
+            .find(&format!("pub struct {type_name} {{"))
+            .expect(type_name);
+        let body = &raw[start..start + raw[start..].find("\n}").expect("struct end")];
+        for line in body.lines().skip(1) {
+            let Some(field) = line
+                .trim()
+                .strip_prefix("pub ")
+                .and_then(|l| l.split(':').next())
+            else {
+                continue;
+            };
+            let key = format!("`{section}.{field}`");
+            assert!(
+                reference.contains(&key),
+                "docs/configuration.md does not document {key}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 60,
+        "only {checked} keys found: did raw.rs change shape?"
+    );
+}
