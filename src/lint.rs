@@ -190,6 +190,63 @@ mod tests {
         }
     }
 
+    /// One configuration per warning: each adds exactly the finding it is about to a clean base.
+    #[test]
+    fn one_finding_per_warning() {
+        let dir = std::env::temp_dir().join(format!("portcullis-lint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        std::fs::write(dir.join("c.pem"), cert.cert.pem()).expect("write cert");
+        std::fs::write(dir.join("k.pem"), cert.key_pair.serialize_pem()).expect("write key");
+        let tls = format!(
+            "tls = {{ cert = {:?}, key = {:?} }}\n",
+            dir.join("c.pem").display().to_string(),
+            dir.join("k.pem").display().to_string()
+        );
+        let base = |server: &str, session: &str, jwt: &str, routes: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:18998\"\n{server}\n[upstreams]\napp = \"http://127.0.0.1:3000\"\n[session]\n{session}\n[jwt]\n{jwt}\n{routes}"
+            )
+        };
+        let secret = "secret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"";
+        let guarded = "[[routes]]\npath = \"/app/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
+        let cases: Vec<(&str, String)> = vec![
+            ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),
+            ("routes", base("", "", secret, "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n")),
+            ("session.secure", base(&tls, "secure = false", secret, guarded)),
+            ("session.same_site", base("", "same_site = \"none\"", secret, guarded)),
+            ("jwt.secret", base("", "", "secret = \"passwordpasswordpasswordpassword\"", guarded)),
+            ("server.trusted_proxies[0]", base("trusted_proxies = [\"::/0\"]", "", secret, guarded)),
+            ("upstreams.app", base("", "", secret, guarded).replace("127.0.0.1:3000", "127.0.0.1:18998")),
+        ];
+        for (path, text) in cases {
+            let config = Config::from_toml_str(&text).unwrap_or_else(|p| panic!("{path}: {p}"));
+            let warnings = lint(&config);
+            assert_eq!(paths(&warnings), vec![path], "{path}: {warnings:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mixed_algorithm_families_are_flagged() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-lint-mixed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                .expect("curve"),
+        )
+        .expect("key");
+        std::fs::write(dir.join("es.pem"), key.public_key_to_pem().expect("pem")).expect("write");
+        let text = format!(
+            "[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\", \"ES256\"]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\npublic_key_file = {:?}\n[[routes]]\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n",
+            dir.join("es.pem").display().to_string()
+        );
+        let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
+        assert_eq!(paths(&warnings), vec!["jwt.algorithms"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn entropy() {
         assert!(is_low_entropy(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));

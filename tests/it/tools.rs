@@ -331,3 +331,113 @@ async fn nothing_secret_reaches_the_logs() {
         assert!(!logs.contains(unique), "{what} was logged");
     }
 }
+
+/// `explain`'s decisions for a table of requests, through the library API.
+#[test]
+fn explain_decision_table() {
+    let key = TestKey::new("HS256");
+    let text = format!(
+        "[upstreams]\napp = \"http://127.0.0.1:9\"\n[backend]\nlogin = \"http://127.0.0.1:9/login\"\nrefresh = \"http://127.0.0.1:9/refresh\"\n{}\n\
+         [[routes]]\npath = \"/admin/:path*\"\nauth = \"required\"\nclaims = {{ role = \"admin\" }}\nupstream = \"app\"\n\
+         [[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\
+         [[routes]]\npath = \"/login\"\nauth = \"guest\"\nupstream = \"app\"\n\
+         [[routes]]\npath = \"/public/:path*\"\nupstream = \"app\"\n",
+        key.jwt_toml()
+    );
+    let config = portcullis::Config::from_toml_str(&text).expect("config");
+    let now = crate::support::keys::now();
+    let valid = format!("access_token={}", key.sign(claims("alice", 300)));
+    let expired = format!(
+        "access_token={}; refresh_token=r",
+        key.sign(serde_json::json!({ "sub": "alice", "exp": now - 600, "iat": now - 900 }))
+    );
+    let html = ["Accept: text/html".to_owned()];
+    let cases: Vec<(&str, &str, Option<&str>, &[String], u16, &str)> = vec![
+        ("GET", "/dashboard%2fx", None, &[], 400, "refuse: 400"),
+        ("GET", "/nowhere", None, &[], 404, "no rule matches"),
+        (
+            "GET",
+            "/public/x",
+            None,
+            &[],
+            200,
+            "forward to upstream \"app\" as /public/x",
+        ),
+        (
+            "GET",
+            "/dashboard?tab=2",
+            None,
+            &html,
+            302,
+            "302 to /login?next=%2Fdashboard%3Ftab%3D2",
+        ),
+        ("GET", "/dashboard", None, &[], 401, "401"),
+        (
+            "GET",
+            "/dashboard",
+            Some(valid.as_str()),
+            &[],
+            200,
+            "forward",
+        ),
+        (
+            "GET",
+            "/dashboard",
+            Some(expired.as_str()),
+            &[],
+            200,
+            "renew the session",
+        ),
+        (
+            "GET",
+            "/admin/users",
+            Some(valid.as_str()),
+            &[],
+            403,
+            "claims not satisfied: role",
+        ),
+        (
+            "GET",
+            "/login",
+            Some(valid.as_str()),
+            &[],
+            302,
+            "signed-in user",
+        ),
+        ("POST", "/login", None, &[], 200, "own endpoint login"),
+    ];
+    for (method, url, cookies, headers, status, action) in cases {
+        let request = portcullis::explain::Request {
+            method,
+            url,
+            cookies,
+            headers,
+        };
+        let explanation =
+            portcullis::explain::explain(&config, &request, now as u64).expect("explain");
+        assert_eq!(
+            explanation.status, status,
+            "{method} {url}: {}",
+            explanation.action
+        );
+        assert!(
+            explanation.action.contains(action),
+            "{method} {url}: {}",
+            explanation.action
+        );
+        let rendered = portcullis::explain::render(&explanation);
+        if let Some(cookies) = cookies {
+            let token = cookies
+                .split('=')
+                .nth(1)
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default();
+            assert!(
+                !rendered.contains(token),
+                "{method} {url}: the token was printed"
+            );
+        }
+    }
+}
