@@ -352,7 +352,16 @@ fn explain_decision_table() {
         key.sign(serde_json::json!({ "sub": "alice", "exp": now - 600, "iat": now - 900 }))
     );
     let html = ["Accept: text/html".to_owned()];
-    let cases: Vec<(&str, &str, Option<&str>, &[String], u16, &str)> = vec![
+    // (method, url, cookies, headers, status, a phrase of the action)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a [String],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         ("GET", "/dashboard%2fx", None, &[], 400, "refuse: 400"),
         ("GET", "/nowhere", None, &[], 404, "no rule matches"),
         (
