@@ -110,6 +110,22 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
     text("accept").is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
 }
 
+/// Whether an unauthenticated request on `rule` is sent to the login page (`true`) or gets
+/// `401` (`false`).
+pub fn redirects_to_login(rule: &Rule, headers: &HeaderMap) -> bool {
+    match rule.on_unauthenticated {
+        OnUnauthenticated::Redirect => true,
+        OnUnauthenticated::Status => false,
+        OnUnauthenticated::Auto => is_navigation(headers),
+    }
+}
+
+/// The login page with `target` (normalized path and query) as its return parameter.
+pub fn login_redirect(login: &crate::config::Login, target: &str) -> String {
+    let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
+    format!("{}?{}={encoded}", login.path, login.return_param)
+}
+
 /// Unix seconds now.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -353,19 +369,20 @@ impl Authenticator {
         Ok(set)
     }
 
+    /// `Set-Cookie` values that expire both session cookies.
+    fn cleared_session(&self) -> Vec<HeaderValue> {
+        [&self.session.access_cookie, &self.session.refresh_cookie]
+            .into_iter()
+            .map(|name| cookies::clear(&self.session, name))
+            .collect()
+    }
+
     /// The refusal for an unauthenticated request on `rule`: a redirect to the login page for
     /// page navigations, `401` for API calls.
     fn refuse(&self, rule: &Rule, request: &Parts, target: &str, failure: Failure) -> Error {
-        let navigation = match rule.on_unauthenticated {
-            OnUnauthenticated::Redirect => true,
-            OnUnauthenticated::Status => false,
-            OnUnauthenticated::Auto => is_navigation(&request.headers),
-        };
+        let navigation = redirects_to_login(rule, &request.headers);
         let clear_cookies = match &failure {
-            Failure::RefreshRejected => vec![
-                cookies::clear(&self.session, &self.session.access_cookie),
-                cookies::clear(&self.session, &self.session.refresh_cookie),
-            ],
+            Failure::RefreshRejected => self.cleared_session(),
             Failure::BackendDown(_) if !navigation => {
                 // An API call cannot be sent to log in; say the backend is the problem.
                 let Failure::BackendDown(err) = failure else {
@@ -375,10 +392,7 @@ impl Authenticator {
             }
             _ => Vec::new(),
         };
-        let login = navigation.then(|| {
-            let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
-            format!("{}?{}={encoded}", self.login.path, self.login.return_param)
-        });
+        let login = navigation.then(|| login_redirect(&self.login, target));
         Error::Unauthenticated {
             reason: failure.to_string(),
             login,
@@ -390,10 +404,7 @@ impl Authenticator {
     pub async fn me(&self, headers: &HeaderMap) -> Result<http::Response<Body>, Error> {
         let verified = self.authenticate(headers).await.map_err(|failure| {
             let clear_cookies = match failure {
-                Failure::RefreshRejected => vec![
-                    cookies::clear(&self.session, &self.session.access_cookie),
-                    cookies::clear(&self.session, &self.session.refresh_cookie),
-                ],
+                Failure::RefreshRejected => self.cleared_session(),
                 // The session may be fine; say the backend is the problem (502/504).
                 Failure::BackendDown(err) => return err,
                 Failure::Invalid(_) => Vec::new(),

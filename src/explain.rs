@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::auth::{self, cookies, jwt};
 use crate::config::Config;
 use crate::path;
-use crate::rules::{Auth, OnUnauthenticated};
+use crate::rules::Auth;
 use crate::upstream;
 
 /// One request to explain.
@@ -115,10 +115,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     };
 
     // The proxy's own endpoints come before any rule; like rules, they ignore one trailing `/`.
-    let own_path = normalized
-        .strip_suffix('/')
-        .filter(|p| !p.is_empty())
-        .unwrap_or(&normalized);
+    let own_path = path::without_trailing_slash(&normalized);
     let own = if own_path == config.login.path && out.method == "POST" && config.backend.is_some() {
         Some((
             "login",
@@ -223,11 +220,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     };
 
     let upstream = &config.upstream(rule.upstream).name;
-    let navigation = match rule.on_unauthenticated {
-        OnUnauthenticated::Redirect => true,
-        OnUnauthenticated::Status => false,
-        OnUnauthenticated::Auto => auth::is_navigation(&headers),
-    };
+    let navigation = auth::redirects_to_login(rule, &headers);
     let identity: Vec<HeaderName> = config
         .rules
         .iter()
@@ -274,10 +267,9 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
                     .push("Set-Cookie on the response: the renewed tokens".into());
             }
             None if navigation => {
-                let encoded: String = form_urlencoded::byte_serialize(target.as_bytes()).collect();
                 out.action = format!(
-                    "refuse: 302 to {}?{}={encoded}",
-                    config.login.path, config.login.return_param
+                    "refuse: 302 to {}",
+                    auth::login_redirect(&config.login, &target)
                 );
                 out.status = 302;
             }

@@ -193,10 +193,7 @@ async fn pipeline<'a>(
 
     // The proxy's own endpoints, before any rule. Like rules, they ignore one trailing `/`.
     let method = request.method();
-    let own = normalized
-        .strip_suffix('/')
-        .filter(|p| !p.is_empty())
-        .unwrap_or(normalized);
+    let own = path::without_trailing_slash(normalized);
     if own == app.config.login.path && method == Method::POST && app.config.backend.is_some() {
         let client_ip =
             upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);

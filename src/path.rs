@@ -68,6 +68,14 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(normalized)
 }
 
+/// `path` without one trailing `/` (the root stays `/`): rules and the proxy's own endpoints
+/// treat `/admin/` as `/admin`.
+pub fn without_trailing_slash(path: &str) -> &str {
+    path.strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path)
+}
+
 /// Gives the path its one spelling and rejects every ambiguous byte.
 fn canonical_bytes(raw: &[u8]) -> Result<String, PathError> {
     let mut out = String::with_capacity(raw.len());

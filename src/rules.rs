@@ -72,10 +72,7 @@ impl Pattern {
             return Err("a pattern starts with /".to_owned());
         }
         let mut segments = Vec::new();
-        let body = source
-            .strip_suffix('/')
-            .filter(|s| !s.is_empty())
-            .unwrap_or(source);
+        let body = crate::path::without_trailing_slash(source);
         let parts: Vec<&str> = if body == "/" {
             Vec::new()
         } else {

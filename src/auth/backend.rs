@@ -203,11 +203,16 @@ fn cookie_value(set_cookie: &HeaderValue) -> Option<String> {
 /// The `exp` of a JWT read *without* verifying it: used only to pick a cookie lifetime for a
 /// refresh token, which the proxy never trusts (the backend verifies it when it is used).
 pub fn unverified_exp(token: &str) -> Option<u64> {
+    unverified_claims(token)?.get("exp")?.as_u64()
+}
+
+/// A JWT's payload read *without* verifying anything: only for facts the proxy does not
+/// trust, such as a cookie lifetime or which demo user a backend-issued token names.
+pub fn unverified_claims(token: &str) -> Option<Value> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .ok()?;
-    let json: Value = serde_json::from_slice(&bytes).ok()?;
-    json.get("exp")?.as_u64()
+    serde_json::from_slice(&bytes).ok()
 }

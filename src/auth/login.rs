@@ -483,10 +483,8 @@ impl Authenticator {
         } else {
             redirect(StatusCode::SEE_OTHER, &self.logout.redirect)
         };
-        for name in [&self.session.access_cookie, &self.session.refresh_cookie] {
-            response
-                .headers_mut()
-                .append(SET_COOKIE, cookies::clear(&self.session, name));
+        for cookie in self.cleared_session() {
+            response.headers_mut().append(SET_COOKIE, cookie);
         }
         Ok(response)
     }
