@@ -5,29 +5,15 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::auth::jwt::{Alg, KeyMaterial, KeySet, Policy, Verifier};
+use portcullis::auth::jwt::{Alg, Verifier};
 
-const NOW: u64 = 1_800_000_000;
+#[path = "common.rs"]
+mod common;
+use common::{hmac_verifier, NOW};
 
 fn verifier() -> &'static Verifier {
     static VERIFIER: OnceLock<Verifier> = OnceLock::new();
-    VERIFIER.get_or_init(|| {
-        let algorithms = vec![Alg::HS256, Alg::HS512];
-        let material = KeyMaterial {
-            secret: Some(
-                b"a fuzzing secret that is long enough for HS512 ....................".to_vec(),
-            ),
-            ..KeyMaterial::default()
-        };
-        let keys = KeySet::build(&algorithms, &material).expect("keys");
-        let policy = Policy {
-            algorithms,
-            leeway_secs: 30,
-            cache_entries: 64,
-            ..Policy::default()
-        };
-        Verifier::new(keys, policy)
-    })
+    VERIFIER.get_or_init(|| hmac_verifier(vec![Alg::HS256, Alg::HS512]))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -5,32 +5,21 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::auth::jwt::{self, Alg, KeyMaterial, KeySet, Policy, Verifier};
+use portcullis::auth::jwt::{self, Alg, Verifier};
 
-const NOW: u64 = 1_800_000_000;
-const SECRET: &[u8] = b"a fuzzing secret that is long enough for HS512 ....................";
+#[path = "common.rs"]
+mod common;
+use common::{hmac_verifier, NOW, SECRET};
 
 fn fixture() -> &'static (Verifier, String) {
     static FIXTURE: OnceLock<(Verifier, String)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let algorithms = vec![Alg::HS256];
-        let material = KeyMaterial {
-            secret: Some(SECRET.to_vec()),
-            ..KeyMaterial::default()
-        };
-        let keys = KeySet::build(&algorithms, &material).expect("keys");
-        let policy = Policy {
-            algorithms,
-            leeway_secs: 30,
-            cache_entries: 64,
-            ..Policy::default()
-        };
         let claims = serde_json::json!({ "sub": "alice", "exp": NOW + 600, "iat": NOW });
         let serde_json::Value::Object(claims) = claims else {
             unreachable!()
         };
         let token = jwt::sign_hs256(SECRET, &claims).expect("sign");
-        (Verifier::new(keys, policy), token)
+        (hmac_verifier(vec![Alg::HS256]), token)
     })
 }
 
