@@ -85,7 +85,12 @@ fn headers(c: &mut Criterion) {
     let parts = request(&token());
     let admit = || {
         app.auth
-            .admit(rule, &parts, "/api/v1/items?page=1")
+            .admit(
+                rule,
+                &parts,
+                "/api/v1/items?page=1",
+                std::net::Ipv4Addr::LOCALHOST.into(),
+            )
             .now_or_never()
             .expect("a cached token needs no I/O")
             .expect("the token is admitted")
