@@ -435,6 +435,19 @@ impl Authenticator {
         }
     }
 
+    /// Notes tokens the backend has just issued (a login or a refresh): they need no session
+    /// check, and their lifetimes tell how long a subject revocation must be kept.
+    fn issued(&self, access: &str, claims: &Claims, refresh: Option<&str>, now: u64) {
+        let revocations = self.cluster.revocations();
+        revocations.saw_lifetime(claims.exp().saturating_sub(now));
+        if let Some(exp) = refresh.and_then(backend::unverified_exp) {
+            revocations.saw_lifetime(exp.saturating_sub(now));
+        }
+        if let Some(check) = &self.session_check {
+            check.vouch(access, claims.exp());
+        }
+    }
+
     /// `POST /sessions/revoke` on the admin listener: every token of `sub` issued up to now
     /// is refused, on every instance. Returns the revocation time (unix seconds).
     pub fn revoke_subject(&self, sub: &str) -> u64 {

@@ -352,6 +352,7 @@ impl Authenticator {
                 .unwrap_or(claims.exp().saturating_sub(now)),
         )
         .max(Duration::from_secs(1));
+        self.issued(&tokens.access, &claims, tokens.refresh.as_deref(), now);
         let mut set = Vec::with_capacity(2);
         let cookie_error = |name: &str, err: cookies::CookieError| {
             warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");

@@ -11,6 +11,9 @@
 //! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
+//! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
+//! - [`redis`]: a real `redis-server` on a free port with its own directory.
+//! - [`instance`]: the built `portcullis` binary as a separate process (a replica).
 
 // Each test module uses a different subset of this toolbox.
 #![allow(dead_code)]
@@ -18,9 +21,12 @@
 pub mod backend;
 pub mod client;
 pub mod cookies;
+pub mod django;
+pub mod instance;
 pub mod keys;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 mod serve;
 pub mod upstream;
 

@@ -1,0 +1,1 @@
+//! Three real Portcullis processes and a real `redis-server`.
