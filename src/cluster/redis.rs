@@ -425,14 +425,7 @@ impl Store for RedisStore {
     }
 
     async fn outcome(&self, key: &Id) -> Result<Option<Vec<u8>>, Unreachable> {
-        let mut conn = self.manager.clone();
-        self.call_if_up(
-            "outcome",
-            redis::cmd("GET")
-                .arg(self.key(&format!("refresh:{}", key.hex())))
-                .query_async(&mut conn),
-        )
-        .await
+        self.get("outcome", &format!("refresh:{}", key.hex())).await
     }
 
     async fn publish_outcome(
@@ -441,37 +434,19 @@ impl Store for RedisStore {
         sealed: Vec<u8>,
         ttl: Duration,
     ) -> Result<(), Unreachable> {
-        let mut conn = self.manager.clone();
-        let _: () = self
-            .call_if_up(
-                "publish_outcome",
-                redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(self.key(&format!("refresh:{}", key.hex())))
-                    .arg(sealed)
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(self.key("refreshed"))
-                    .arg(key.hex())
-                    .ignore()
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        let announce = (self.key("refreshed"), key.hex());
+        self.set(
+            "publish_outcome",
+            &format!("refresh:{}", key.hex()),
+            sealed,
+            ttl,
+            Some(announce),
+        )
+        .await
     }
 
     async fn answer(&self, key: &Id) -> Result<Option<Vec<u8>>, Unreachable> {
-        let mut conn = self.manager.clone();
-        self.call_if_up(
-            "answer",
-            redis::cmd("GET")
-                .arg(self.key(&format!("check:{}", key.hex())))
-                .query_async(&mut conn),
-        )
-        .await
+        self.get("answer", &format!("check:{}", key.hex())).await
     }
 
     async fn record_answer(
@@ -480,18 +455,51 @@ impl Store for RedisStore {
         sealed: Vec<u8>,
         ttl: Duration,
     ) -> Result<(), Unreachable> {
+        self.set(
+            "record_answer",
+            &format!("check:{}", key.hex()),
+            sealed,
+            ttl,
+            None,
+        )
+        .await
+    }
+}
+
+impl RedisStore {
+    /// `GET <prefix><name>`.
+    async fn get(&self, op: &'static str, name: &str) -> Result<Option<Vec<u8>>, Unreachable> {
         let mut conn = self.manager.clone();
-        let _: () = self
-            .call_if_up(
-                "record_answer",
-                redis::cmd("SET")
-                    .arg(self.key(&format!("check:{}", key.hex())))
-                    .arg(sealed)
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        self.call_if_up(
+            op,
+            redis::cmd("GET").arg(self.key(name)).query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// `SET <prefix><name> value PX ttl`, and `PUBLISH channel message` in the same
+    /// transaction when given.
+    async fn set(
+        &self,
+        op: &'static str,
+        name: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        announce: Option<(String, String)>,
+    ) -> Result<(), Unreachable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.key(name))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .ignore();
+        if let Some((channel, message)) = announce {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        let mut conn = self.manager.clone();
+        let _: () = self.call_if_up(op, pipe.query_async(&mut conn)).await?;
         Ok(())
     }
 }

@@ -74,6 +74,15 @@ async fn api(base: &str, cookies: &str) -> Resp {
         .await
 }
 
+/// A page navigation to the guarded `/dashboard` at `base` with `cookies`.
+async fn page(base: &str, cookies: &str) -> Resp {
+    Req::get(&format!("{base}/dashboard"))
+        .header("sec-fetch-mode", "navigate")
+        .cookie(cookies)
+        .send()
+        .await
+}
+
 /// `access_token=…; refresh_token=…` from a jar.
 fn cookie_header(jar: &CookieJar) -> String {
     let mut pairs = Vec::new();
@@ -90,6 +99,15 @@ fn clears_session(resp: &Resp) -> bool {
     ["access_token", "refresh_token"]
         .iter()
         .all(|name| resp.set_cookie(name).is_some_and(|c| c.is_removal()))
+}
+
+/// Cookies of a session whose access token expired and whose refresh token is good.
+fn expired_session(backend: &Backend) -> String {
+    format!(
+        "access_token={}; refresh_token={}",
+        backend.mint_access(USER, -5),
+        backend.mint_refresh(USER)
+    )
 }
 
 /// A JWT's payload, unverified (tests read what they were issued).

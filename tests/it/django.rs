@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::support::django::{Django, EMAIL, PASSWORD};
@@ -14,48 +14,7 @@ use crate::support::{CookieJar, Req, TestKey};
 
 /// Portcullis configured for Django, as a user would write it.
 async fn proxy_for(key: &TestKey, django: &Django) -> Proxy {
-    let url = |path: &str| Value::from(format!("{}{path}", django.url));
-    proxy(&format!(
-        r#"[upstreams]
-django = {upstream}
-
-{jwt}leeway = "0s"
-claims = {{ token_type = "access" }}
-
-[backend]
-login = {login}
-refresh = {refresh}
-logout = {logout}
-profile = {profile}
-refresh_field = "refresh"
-timeout = "5s"
-
-[login]
-fields = {{ username = "email", password = "password" }}
-success_redirect = "/dashboard"
-attempts_per_minute = 0
-
-[session]
-refresh_ahead = "0s"
-
-[[routes]]
-path = "/api/:path*"
-auth = "required"
-on_unauthenticated = "status"
-upstream = "django"
-
-[[routes]]
-path = "/:path*"
-upstream = "django"
-"#,
-        upstream = Value::from(django.url.as_str()),
-        jwt = key.jwt_toml(),
-        login = url("/api/token/"),
-        refresh = url("/api/token/refresh/"),
-        logout = url("/api/logout/"),
-        profile = url("/api/me/"),
-    ))
-    .await
+    proxy(&django.proxy_toml(key, "", "", "")).await
 }
 
 fn api(proxy: &Proxy) -> Req {

@@ -16,45 +16,6 @@ use crate::support::proxy::proxy;
 use crate::support::redis::RedisServer;
 use crate::support::{CookieJar, Req, TestKey};
 
-/// Portcullis for Django, as in `tests/it/django.rs`, plus `extra` sections.
-fn config(key: &TestKey, django: &Django, extra: &str) -> String {
-    let url = |path: &str| Value::from(format!("{}{path}", django.url));
-    format!(
-        r#"[upstreams]
-app = {upstream}
-
-{jwt}leeway = "0s"
-claims = {{ token_type = "access" }}
-
-[backend]
-login = {login}
-refresh = {refresh}
-logout = {logout}
-refresh_field = "refresh"
-timeout = "5s"
-{extra}
-[login]
-fields = {{ username = "email", password = "password" }}
-attempts_per_minute = 0
-
-[[routes]]
-path = "/api/:path*"
-auth = "required"
-on_unauthenticated = "status"
-upstream = "app"
-
-[[routes]]
-path = "/:path*"
-upstream = "app"
-"#,
-        upstream = Value::from(django.url.as_str()),
-        jwt = key.jwt_toml(),
-        login = url("/api/token/"),
-        refresh = url("/api/token/refresh/"),
-        logout = url("/api/logout/"),
-    )
-}
-
 async fn sign_in(base: &str) -> CookieJar {
     let resp = Req::post(&format!("{base}/login"))
         .json(json!({ "email": EMAIL, "password": PASSWORD }))
@@ -107,10 +68,10 @@ async fn django_blocking_a_user_ends_the_session_within_check_every() {
     let key = TestKey::new("HS256");
     let django = Django::start(&key, 300).await;
     let check = format!(
-        "session_check = {}\n\n[session]\ncheck_every = \"1s\"\n",
+        "session_check = {}\n",
         Value::from(format!("{}/api/session/", django.url))
     );
-    let proxy = proxy(&config(&key, &django, &check)).await;
+    let proxy = proxy(&django.proxy_toml(&key, &check, "check_every = \"1s\"\n", "")).await;
     let base = proxy.url("");
     let jar = sign_in(&base).await;
     let session = cookie_header(&jar);
@@ -146,22 +107,13 @@ async fn django_blocking_a_user_ends_the_session_within_check_every() {
 async fn three_instances_spend_each_rotating_refresh_token_once() {
     let key = TestKey::new("HS256");
     let (django, redis) = tokio::join!(Django::start(&key, 3), RedisServer::start());
-    let toml = config(
+    let toml = django.proxy_toml(
         &key,
-        &django,
-        &format!(
-            "\n[session]\nrefresh_ahead = \"0s\"\n\n[cluster]\nredis = \"{}\"\n",
-            redis.url()
-        ),
+        "",
+        "",
+        &format!("[cluster]\nredis = \"{}\"\n", redis.url()),
     );
-    let instances = [
-        Instance::start(&toml).await,
-        Instance::start(&toml).await,
-        Instance::start(&toml).await,
-    ];
-    for instance in &instances {
-        instance.wait_connected(true).await;
-    }
+    let instances = Instance::start_connected::<3>(&toml).await;
     let base = |i: usize| instances[i].url("");
     let mut secrets: Vec<String> = Vec::new();
 

@@ -57,14 +57,7 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
         redis.url()
     );
     let toml = config(&key, &backend, &up, "", &cluster);
-    let instances = [
-        Instance::start(&toml).await,
-        Instance::start(&toml).await,
-        Instance::start(&toml).await,
-    ];
-    for instance in &instances {
-        instance.wait_connected(true).await;
-    }
+    let instances = Instance::start_connected::<3>(&toml).await;
     let base = |i: usize| instances[i].url("");
     let mut secrets = Vec::new();
     let mut remember = |jar: &CookieJar| {

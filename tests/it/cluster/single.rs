@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{api, claims, clears_session, config, cookie_header, sign_in, USER};
+use super::{api, claims, clears_session, config, cookie_header, expired_session, page, sign_in};
 use crate::support::proxy::{proxy, proxy_with_admin};
 use crate::support::{backend, upstream, Fault, Req, TestKey};
 
@@ -46,11 +46,7 @@ async fn logout_revokes_the_access_and_refresh_tokens() {
         "a revoked refresh token was sent to the backend"
     );
     // A page navigation goes to the login page.
-    let resp = Req::get(&proxy.url("/dashboard"))
-        .header("sec-fetch-mode", "navigate")
-        .cookie(&copied)
-        .send()
-        .await;
+    let resp = page(&proxy.url(""), &copied).await;
     assert_eq!(resp.status, 302);
     assert_eq!(
         up.requests(),
@@ -76,11 +72,7 @@ async fn an_expired_revoked_token_is_not_renewed() {
     ))
     .await;
     let base = proxy.url("");
-    let session = format!(
-        "access_token={}; refresh_token={}",
-        backend.mint_access(USER, -5),
-        backend.mint_refresh(USER)
-    );
+    let session = expired_session(&backend);
     let resp = Req::get(&proxy.url("/logout"))
         .cookie(&session)
         .send()
@@ -212,15 +204,7 @@ async fn each_client_has_a_refresh_budget() {
     ))
     .await;
     let base = proxy.url("");
-    let sessions: Vec<String> = (0..4)
-        .map(|_| {
-            format!(
-                "access_token={}; refresh_token={}",
-                backend.mint_access(USER, -5),
-                backend.mint_refresh(USER)
-            )
-        })
-        .collect();
+    let sessions: Vec<String> = (0..4).map(|_| expired_session(&backend)).collect();
     assert_eq!(api(&base, &sessions[0]).await.status, 200);
     assert_eq!(api(&base, &sessions[1]).await.status, 200);
     // The third new refresh this minute: the backend is not asked, the cookies are kept.
@@ -230,11 +214,7 @@ async fn each_client_has_a_refresh_budget() {
     assert!(resp.set_cookies().is_empty(), "cookies were touched");
     assert_eq!(backend.refreshes(), 2);
     // A page navigation over budget goes to the login page, cookies kept.
-    let resp = Req::get(&proxy.url("/dashboard"))
-        .header("sec-fetch-mode", "navigate")
-        .cookie(&sessions[3])
-        .send()
-        .await;
+    let resp = page(&proxy.url(""), &sessions[3]).await;
     assert_eq!(resp.status, 302);
     assert!(resp.set_cookies().is_empty());
     // Joining a refresh that just happened is free.
@@ -246,55 +226,34 @@ async fn each_client_has_a_refresh_budget() {
 #[tokio::test]
 async fn a_refresh_url_answering_404_or_405_keeps_the_session() {
     let key = TestKey::new("HS256");
-    for status in [404, 405, 410] {
+    for status in [404, 405, 410, 401] {
         let backend = backend(&key).fault(Fault::Status(status)).run().await;
         let up = upstream().run().await;
-        let proxy = proxy(&config(
+        let toml = config(
             &key,
             &backend,
             &up,
             "",
             "[session]\nrefresh_ahead = \"0s\"\n",
-        ))
-        .await;
-        let session = format!(
-            "access_token={}; refresh_token={}",
-            backend.mint_access(USER, -5),
-            backend.mint_refresh(USER)
         );
+        let proxy = proxy(&toml).await;
+        let session = expired_session(&backend);
         let resp = api(&proxy.url(""), &session).await;
+        if status == 401 {
+            // A refusal of the token still ends the session.
+            assert_eq!(resp.status, 401);
+            assert!(clears_session(&resp));
+            continue;
+        }
         assert_eq!(resp.status, 502, "{status}: {}", resp.text());
         assert_eq!(resp.json()["error"], "backend_unavailable", "{status}");
         assert!(
             resp.set_cookies().is_empty(),
             "{status}: the session was cleared"
         );
-        let resp = Req::get(&proxy.url("/dashboard"))
-            .header("sec-fetch-mode", "navigate")
-            .cookie(&session)
-            .send()
-            .await;
+        let resp = page(&proxy.url(""), &session).await;
         assert_eq!(resp.status, 302, "{status}");
         assert!(resp.set_cookies().is_empty(), "{status}");
         assert_eq!(up.requests(), 0);
     }
-    // A refusal of the token still ends the session.
-    let backend = backend(&key).fault(Fault::Status(401)).run().await;
-    let up = upstream().run().await;
-    let proxy = proxy(&config(
-        &key,
-        &backend,
-        &up,
-        "",
-        "[session]\nrefresh_ahead = \"0s\"\n",
-    ))
-    .await;
-    let session = format!(
-        "access_token={}; refresh_token={}",
-        backend.mint_access(USER, -5),
-        backend.mint_refresh(USER)
-    );
-    let resp = api(&proxy.url(""), &session).await;
-    assert_eq!(resp.status, 401);
-    assert!(clears_session(&resp));
 }

@@ -129,4 +129,52 @@ impl Django {
             .await;
         assert_eq!(resp.status, 200, "/_block/: {}", resp.text());
     }
+
+    /// Portcullis's configuration for this backend, as a user would write it: `backend`
+    /// and `session` are added to those sections, `extra` (more sections) at the end.
+    pub fn proxy_toml(&self, key: &TestKey, backend: &str, session: &str, extra: &str) -> String {
+        let url = |path: &str| Value::from(format!("{}{path}", self.url));
+        format!(
+            r#"[upstreams]
+django = {upstream}
+
+{jwt}leeway = "0s"
+claims = {{ token_type = "access" }}
+
+[backend]
+login = {login}
+refresh = {refresh}
+logout = {logout}
+profile = {profile}
+refresh_field = "refresh"
+timeout = "5s"
+{backend}
+[login]
+fields = {{ username = "email", password = "password" }}
+success_redirect = "/dashboard"
+attempts_per_minute = 0
+
+[session]
+refresh_ahead = "0s"
+{session}
+[[routes]]
+path = "/api/:path*"
+auth = "required"
+on_unauthenticated = "status"
+upstream = "django"
+
+[[routes]]
+path = "/:path*"
+upstream = "django"
+
+{extra}
+"#,
+            upstream = Value::from(self.url.as_str()),
+            jwt = key.jwt_toml(),
+            login = url("/api/token/"),
+            refresh = url("/api/token/refresh/"),
+            logout = url("/api/logout/"),
+            profile = url("/api/me/"),
+        )
+    }
 }

@@ -52,6 +52,21 @@ impl Instance {
         instance
     }
 
+    /// Starts `N` instances with `toml` (which has `[cluster]`), and waits until each
+    /// reaches Redis.
+    pub async fn start_connected<const N: usize>(toml: &str) -> [Instance; N] {
+        let mut started = Vec::with_capacity(N);
+        for _ in 0..N {
+            started.push(Instance::start(toml).await);
+        }
+        for instance in &started {
+            instance.wait_connected(true).await;
+        }
+        started
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("exactly N were started"))
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
