@@ -204,6 +204,14 @@ impl Revocations {
         if revocation.until() < now {
             return false;
         }
+        let new = self.insert_unlapsed(revocation, now);
+        if new {
+            crate::telemetry::revocations(self.len());
+        }
+        new
+    }
+
+    fn insert_unlapsed(&self, revocation: &Revocation, now: u64) -> bool {
         match *revocation {
             Revocation::Token { id, until } => {
                 let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());

@@ -87,6 +87,19 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
         assert!(took < Duration::from_secs(1), "{took:?}");
     }
 
+    // `portcullis explain` reads the shared revocations and names the token revoked.
+    let explained = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("explain")
+        .arg("--config")
+        .arg(instances[1].config_path())
+        .args(["--cookie", &session_a, "GET", "/api/items"])
+        .output()
+        .expect("run portcullis explain");
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.status.success(), "{text}");
+    assert!(text.contains("REVOKED"), "{text}");
+    assert!(text.contains("401"), "{text}");
+
     // Redis goes away: every instance notices, and keeps serving with local state.
     let b = sign_in(&base(1)).await;
     remember(&b);

@@ -100,6 +100,11 @@ impl Instance {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
+    /// The instance's configuration file.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
     /// Everything the instance logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("portcullis.log")).unwrap_or_default()
