@@ -146,6 +146,8 @@ pub struct Cluster {
     pub key_prefix: String,
     /// Deadline of each Redis call; past it the instance carries on with local state.
     pub timeout: Duration,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Cluster {
@@ -167,6 +169,7 @@ impl fmt::Debug for Cluster {
             .field("redis", &self.redis_redacted())
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
+            .field("ca_pem", &self.ca_pem.is_some())
             .finish()
     }
 }

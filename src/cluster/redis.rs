@@ -60,8 +60,17 @@ impl RedisStore {
         revocations: Arc<Revocations>,
     ) -> Result<RedisStore, String> {
         let shown = config.redis_redacted();
-        let client = redis::Client::open(config.redis.as_str())
-            .map_err(|err| format!("cluster.redis {shown}: {}", err.kind_text()))?;
+        let client = match &config.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                config.redis.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(config.redis.as_str()),
+        }
+        .map_err(|err| format!("cluster.redis {shown}: {}", err.kind_text()))?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout.max(Duration::from_secs(1))))
             .set_response_timeout(Some(config.timeout))

@@ -231,4 +231,6 @@ pub struct RawCluster {
     pub redis: Option<String>,
     pub key_prefix: Option<String>,
     pub timeout: Option<Quantity>,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_file: Option<String>,
 }

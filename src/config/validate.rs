@@ -614,10 +614,17 @@ impl Validator<'_> {
         if timeout.is_zero() || timeout > Duration::from_secs(10) {
             self.problem("cluster.timeout", "must be between 1ms and 10s");
         }
+        let ca_pem = raw
+            .ca_file
+            .and_then(|file| self.file("cluster.ca_file", &file));
+        if ca_pem.is_some() && !redis.starts_with("rediss://") {
+            self.problem("cluster.ca_file", "only applies to a rediss:// URL");
+        }
         well_formed.then_some(Cluster {
             redis,
             key_prefix,
             timeout,
+            ca_pem,
         })
     }
 

@@ -12,6 +12,7 @@
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
 //! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
+//! - [`pki`]: a test certificate authority and the certificates it signs.
 //! - [`redis`]: a real `redis-server` on a free port with its own directory.
 //! - [`instance`]: the built `portcullis` binary as a separate process (a replica).
 
@@ -24,6 +25,7 @@ pub mod cookies;
 pub mod django;
 pub mod instance;
 pub mod keys;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod redis;

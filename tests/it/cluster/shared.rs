@@ -181,3 +181,38 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
 
     assert_no_token_in(&redis, &secrets);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    let pki = crate::support::pki::Pki::new();
+    let (cert, key_file) = pki.issue("redis", &["127.0.0.1", "localhost"]);
+    let redis = RedisServer::start_with_tls(cert, key_file).await;
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).run().await;
+    let up = upstream().run().await;
+    let cluster = format!(
+        "[cluster]\nredis = \"{}\"\nca_file = {}\n",
+        redis.tls_url(),
+        serde_json::Value::from(pki.ca_path().to_string_lossy())
+    );
+    let [instance] =
+        Instance::start_connected::<1>(&config(&key, &backend, &up, "", &cluster)).await;
+    // A logout's revocation travels over TLS into Redis (read back on the plain port).
+    let session = cookie_header(&sign_in(&instance.url("")).await);
+    let resp = Req::post(&instance.url("/logout"))
+        .cookie(&session)
+        .send()
+        .await;
+    assert_eq!(resp.status, 303);
+    within(
+        Duration::from_secs(2),
+        "the revocation reaches Redis",
+        || async {
+            redis
+                .dump()
+                .iter()
+                .any(|(key, _)| key == b"portcullis:revoked")
+        },
+    )
+    .await;
+}

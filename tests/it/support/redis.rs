@@ -12,6 +12,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `(port, certificate chain, key)` of a TLS listener beside the plain one.
+    tls: Option<(u16, PathBuf, PathBuf)>,
 }
 
 impl RedisServer {
@@ -23,9 +25,30 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            tls: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// Like [`RedisServer::start`], plus a TLS listener (`rediss://`) with this certificate
+    /// chain and key; the plain port stays for the test's own inspection.
+    pub async fn start_with_tls(cert: PathBuf, key: PathBuf) -> RedisServer {
+        let dir = tempfile::tempdir().expect("a temporary directory for redis-server");
+        let mut server = RedisServer {
+            port: free_port(),
+            dir,
+            child: None,
+            tls: Some((free_port(), cert, key)),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/0`.
+    pub fn tls_url(&self) -> String {
+        let (port, _, _) = self.tls.as_ref().expect("started with TLS");
+        format!("rediss://127.0.0.1:{port}/0")
     }
 
     pub fn port(&self) -> u16 {
@@ -42,7 +65,17 @@ impl RedisServer {
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some((port, cert, key)) = &self.tls {
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
