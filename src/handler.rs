@@ -16,10 +16,11 @@ use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
 use crate::auth::{Admission, Authenticator};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
 use crate::path;
+use crate::response;
 use crate::rules::{self, Rule};
 use crate::upstream::{self, Forwarding, HttpClient};
 use crate::ConnInfo;
@@ -231,7 +232,7 @@ async fn pipeline<'a>(
     });
     let permit = match admission? {
         Admission::Forward(permit) => permit,
-        Admission::Redirect(location) => return Ok(redirect(http::StatusCode::FOUND, &location)),
+        Admission::Redirect(location) => return Ok(response::redirect(http::StatusCode::FOUND, &location)),
     };
 
     let request = Request::from_parts(parts, body);
@@ -293,20 +294,6 @@ fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
     Ok(length.unwrap_or(0))
 }
 
-/// A redirect to a same-site path the proxy chose (never one taken from the request as is).
-pub fn redirect(status: http::StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::try_from(location) {
-        response.headers_mut().insert(http::header::LOCATION, value);
-    }
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
 /// A short unique id for each request, for the access log and the upstream's `X-Request-Id`.
 fn next_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -332,7 +319,7 @@ mod tests {
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {
         let response = guarded(async { panic!("injected") }).await;
         assert_eq!(response.status(), 500);
-        let fine = guarded(async { Response::new(body::empty()) }).await;
+        let fine = guarded(async { Response::new(crate::body::empty()) }).await;
         assert_eq!(fine.status(), 200);
     }
 }

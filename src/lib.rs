@@ -12,7 +12,9 @@
 //! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
 //! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
-//! - [`error`]: the one error type and its one mapping to responses.
+//! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
+//!   redirects and JSON answers the proxy writes itself.
+//! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`explain`]: `portcullis explain`, the pipeline's decisions for one request, step by step.
@@ -23,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cookie_header;
 pub mod demo;
 pub mod error;
 pub mod explain;
@@ -30,6 +33,7 @@ pub mod handler;
 pub mod lint;
 pub mod live;
 pub mod path;
+pub mod response;
 pub mod rules;
 pub mod server;
 pub mod telemetry;

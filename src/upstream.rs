@@ -198,7 +198,7 @@ pub fn rewrite_request_headers(
     for name in spoofed {
         headers.remove(name);
     }
-    crate::auth::cookies::strip(headers, &fwd.own_cookies);
+    crate::cookie_header::strip(headers, &fwd.own_cookies);
 
     // From here on, only the proxy writes.
     if let Some(host) = host {

@@ -22,9 +22,9 @@ use tracing::{info, warn};
 use super::backend::{self, Tokens};
 use super::cookies;
 use super::Authenticator;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::Error;
-use crate::handler::redirect;
+use crate::response::{self, redirect};
 
 /// The largest login form or JSON body read.
 const MAX_LOGIN_BODY: usize = 16 << 10;
@@ -205,18 +205,6 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(body::json(value));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
 /// Whether the client wants a JSON answer rather than a redirect.
 fn wants_json(headers: &HeaderMap) -> bool {
     let text = |name| {
@@ -357,7 +345,7 @@ impl Authenticator {
                 let target = return_to.as_deref().unwrap_or(&self.login.success_redirect);
                 redirect(StatusCode::SEE_OTHER, target)
             }
-            Style::Json => json_response(StatusCode::OK, &serde_json::json!({ "ok": true })),
+            Style::Json => response::json(StatusCode::OK, &serde_json::json!({ "ok": true })),
         };
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
@@ -368,7 +356,7 @@ impl Authenticator {
     fn login_failed(&self, style: Style, _why: &str) -> Response<Body> {
         match style {
             Style::Form => redirect(StatusCode::SEE_OTHER, &self.login.failure_redirect),
-            Style::Json => json_response(
+            Style::Json => response::json(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({ "error": "invalid_credentials" }),
             ),
@@ -479,7 +467,7 @@ impl Authenticator {
             }
         }
         let mut response = if wants_json(&parts.headers) {
-            json_response(StatusCode::OK, &serde_json::json!({ "ok": true }))
+            response::json(StatusCode::OK, &serde_json::json!({ "ok": true }))
         } else {
             redirect(StatusCode::SEE_OTHER, &self.logout.redirect)
         };
