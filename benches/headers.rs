@@ -85,7 +85,7 @@ fn headers(c: &mut Criterion) {
     let parts = request(&token());
     let admit = || {
         app.auth
-            .admit(rule, &parts, "/api/v1/items?page=1")
+            .admit(rule, &parts, "/api/v1/items?page=1", &mut Vec::new())
             .now_or_never()
             .expect("a cached token needs no I/O")
             .expect("the token is admitted")
@@ -111,7 +111,7 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             || parts.headers.clone(),
             |mut headers| {
-                rewrite_request_headers(&mut headers, &permit, &forwarding, None);
+                rewrite_request_headers(&mut headers, &permit, &forwarding, None, true);
                 headers
             },
             BatchSize::SmallInput,

@@ -28,16 +28,15 @@ use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
 
-/// Proof that a request was admitted, and what admitting it adds to the upstream request and
-/// to the downstream response. Only this module can construct one.
+/// Proof that a request was admitted, and what admitting it adds to the upstream request.
+/// Only this module can construct one. (Renewed cookies are not part of it: they go out with
+/// whatever response the request gets, admitted or not; see [`Authenticator::admit`].)
 #[derive(Debug)]
 pub struct Permit {
     /// `Authorization` for the upstream; `None` leaves the client's header as it is (public rules).
     authorization: Option<HeaderValue>,
     /// Identity headers filled from verified claims.
     identity: Vec<(HeaderName, HeaderValue)>,
-    /// `Set-Cookie` values for the response (renewed tokens).
-    set_cookies: Vec<HeaderValue>,
 }
 
 impl Permit {
@@ -45,7 +44,6 @@ impl Permit {
         Permit {
             authorization: None,
             identity: Vec::new(),
-            set_cookies: Vec::new(),
         }
     }
 
@@ -58,7 +56,6 @@ impl Permit {
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("42"),
             )],
-            set_cookies: Vec::new(),
         }
     }
 
@@ -73,10 +70,13 @@ impl Permit {
         }
     }
 
-    /// Adds the permit's cookies to the downstream response.
+    /// Adjusts the upstream's response to a request the proxy authenticated. A shared cache
+    /// must not hand a response to an `Authorization` request to anyone else unless it says
+    /// `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5); behind the proxy the cache
+    /// only ever sees a cookie, so the proxy says `private` in the upstream's stead.
     pub fn apply_to_response(&self, headers: &mut HeaderMap) {
-        for cookie in &self.set_cookies {
-            headers.append(header::SET_COOKIE, cookie.clone());
+        if self.authorization.is_some() {
+            crate::response::keep_from_shared_caches(headers);
         }
     }
 }
@@ -241,11 +241,17 @@ impl Authenticator {
 
     /// Decides whether the request routed to `rule` may go upstream. `target` is the
     /// normalized path with the original query, used as the return path after login.
+    ///
+    /// A renewal spends the refresh token at the backend, so its cookies are handed to
+    /// `renewed` as soon as it succeeds, whatever is decided next: the caller sends them with
+    /// every response to this request (a `403`, an upstream `502`), or the browser would keep
+    /// a refresh token that no longer works.
     pub async fn admit(
         &self,
         rule: &Rule,
         request: &Parts,
         target: &str,
+        renewed: &mut Vec<HeaderValue>,
     ) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
@@ -257,10 +263,11 @@ impl Authenticator {
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let verified = match self.authenticate(&request.headers).await {
+                let mut verified = match self.authenticate(&request.headers).await {
                     Ok(verified) => verified,
                     Err(failure) => return Err(self.refuse(rule, request, target, failure)),
                 };
+                *renewed = std::mem::take(&mut verified.set_cookies);
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
                         return Err(Error::Forbidden(
@@ -285,7 +292,6 @@ impl Authenticator {
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
-                    set_cookies: verified.set_cookies,
                 }))
             }
         }
@@ -401,8 +407,13 @@ impl Authenticator {
     }
 
     /// `GET session.me_path`: the verified claims, or the backend's profile when configured.
-    pub async fn me(&self, headers: &HeaderMap) -> Result<http::Response<Body>, Error> {
-        let verified = self.authenticate(headers).await.map_err(|failure| {
+    /// Renewed cookies are handed to `renewed`, as in [`Authenticator::admit`].
+    pub async fn me(
+        &self,
+        headers: &HeaderMap,
+        renewed: &mut Vec<HeaderValue>,
+    ) -> Result<http::Response<Body>, Error> {
+        let mut verified = self.authenticate(headers).await.map_err(|failure| {
             let clear_cookies = match failure {
                 Failure::RefreshRejected => self.cleared_session(),
                 // The session may be fine; say the backend is the problem (502/504).
@@ -415,6 +426,7 @@ impl Authenticator {
                 clear_cookies,
             }
         })?;
+        *renewed = std::mem::take(&mut verified.set_cookies);
         let profile = match (
             &self.backend,
             self.backend
@@ -441,9 +453,6 @@ impl Authenticator {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        for cookie in verified.set_cookies {
-            headers.append(header::SET_COOKIE, cookie);
-        }
         Ok(response)
     }
 }

@@ -76,11 +76,13 @@ impl App {
     }
 }
 
-/// What the access log records about a request, filled in as the pipeline runs.
+/// What the pipeline learns about a request that outlives its result: what the access log
+/// records, and cookies renewed on the way, which every response to the request carries.
 #[derive(Default)]
 struct Trace<'a> {
     path: Option<String>,
     rule: Option<&'a Rule>,
+    renewed: Vec<HeaderValue>,
 }
 
 /// Runs `pipeline`, answering `500` if it panics: a bug in one request's handling costs that
@@ -115,7 +117,7 @@ pub async fn handle(
     let method = request.method().clone();
     let mut trace = Trace::default();
     let result = pipeline(&app, &conn, request, &request_id, &mut trace).await;
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             match err.source_of_fault() {
@@ -130,6 +132,7 @@ pub async fn handle(
             err.into_response()
         }
     };
+    session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
     let elapsed = started.elapsed();
     app.metrics.request(
         trace.rule.map(|r| r.index),
@@ -161,7 +164,9 @@ async fn pipeline<'a>(
     trace: &mut Trace<'a>,
 ) -> Result<Response<Body>, Error> {
     // Request filter: refuse what cannot be proxied before looking at anything else.
-    if request.method() == Method::CONNECT {
+    // CONNECT would open a tunnel past every rule; TRACE would echo the request back with
+    // the injected bearer token in it (nginx refuses it too).
+    if request.method() == Method::CONNECT || request.method() == Method::TRACE {
         return Err(Error::MethodNotAllowed);
     }
     let header_bytes: usize = request
@@ -212,7 +217,7 @@ async fn pipeline<'a>(
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed);
         }
-        return app.auth.me(request.headers()).await;
+        return app.auth.me(request.headers(), &mut trace.renewed).await;
     }
 
     // Route.
@@ -221,7 +226,10 @@ async fn pipeline<'a>(
 
     // Admit: authenticate and authorize; only an admitted request gets a permit.
     let (parts, body) = request.into_parts();
-    let admission = app.auth.admit(rule, &parts, &target).await;
+    let admission = app
+        .auth
+        .admit(rule, &parts, &target, &mut trace.renewed)
+        .await;
     crate::telemetry::auth(match &admission {
         Ok(Admission::Forward(_)) => "allow",
         Ok(Admission::Redirect(_)) => "guest_redirect",
@@ -232,7 +240,9 @@ async fn pipeline<'a>(
     });
     let permit = match admission? {
         Admission::Forward(permit) => permit,
-        Admission::Redirect(location) => return Ok(response::redirect(http::StatusCode::FOUND, &location)),
+        Admission::Redirect(location) => {
+            return Ok(response::redirect(http::StatusCode::FOUND, &location))
+        }
     };
 
     let request = Request::from_parts(parts, body);
@@ -257,6 +267,19 @@ async fn pipeline<'a>(
         &forwarding,
     )
     .await
+}
+
+/// Sends renewed cookies with the response, whatever its status, and keeps every response
+/// that carries a session cookie (set, renewed or cleared) out of every cache.
+fn session_cookies_out(app: &App, response: &mut Response<Body>, renewed: Vec<HeaderValue>) {
+    let headers = response.headers_mut();
+    for cookie in renewed {
+        headers.append(http::header::SET_COOKIE, cookie);
+    }
+    let session = &app.config.session;
+    if response::sets_cookie(headers, [&session.access_cookie, &session.refresh_cookie]) {
+        response::never_cache(headers);
+    }
 }
 
 /// The declared body length, refusing conflicting or unparsable `Content-Length` headers and

@@ -63,7 +63,12 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Facts about a connection from `peer`. An IPv4 client reaching a dual-stack (`[::]`)
+    /// listener arrives as `::ffff:a.b.c.d`; it is recorded as the IPv4 address it is, once,
+    /// here, so that limits, logs and `X-Forwarded-For` all see one client per address (and
+    /// never every IPv4 client as one IPv6 /64).
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        let peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
         let peer_ip = http::HeaderValue::try_from(peer.ip().to_string())
             .expect("an IP address is header-safe text");
         ConnInfo {
@@ -72,6 +77,14 @@ impl ConnInfo {
             tls,
             peer_ip,
         }
+    }
+}
+
+/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) stands for.
+pub fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -175,8 +175,9 @@ impl RateLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
         }
-        // An IPv6 client usually holds a whole /64: count it as one.
-        let key = match ip {
+        // An IPv6 client usually holds a whole /64: count it as one. An IPv4-mapped address
+        // is the IPv4 client it stands for, never part of a shared `::ffff:0:0/64`.
+        let key = match crate::unmapped(ip) {
             IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
                 u128::from(v6) & !((1u128 << 64) - 1),
             )),

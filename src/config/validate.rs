@@ -742,6 +742,15 @@ impl Validator<'_> {
             let mut headers = Vec::new();
             for (name, claim) in route.headers.unwrap_or_default() {
                 match HeaderName::try_from(name.as_str()) {
+                    // nginx and gunicorn drop header names with `_` by default, so the
+                    // application would only ever see a client's forged `-` spelling.
+                    Ok(_) if name.contains('_') => self.problem(
+                        at("headers"),
+                        format!(
+                            "{name:?} contains `_`: many servers (nginx, gunicorn) drop such headers; write {:?}",
+                            name.replace('_', "-")
+                        ),
+                    ),
                     Ok(header) if !crate::upstream::is_reserved_header(&header) => {
                         headers.push((header, claim))
                     }
