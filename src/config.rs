@@ -83,6 +83,9 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
     pub explain: bool,
+    /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
+    /// one, they answer only peers on the loopback interface.
+    pub token: Option<String>,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.

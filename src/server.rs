@@ -168,7 +168,8 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the
-/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout.
+/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout. Each
+/// request carries its peer's address as a `SocketAddr` extension.
 pub async fn serve_small<F, Fut>(listener: TcpListener, mut shutdown: Option<Shutdown>, respond: F)
 where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -182,13 +183,15 @@ where
             },
             None => listener.accept().await,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let peer = std::net::SocketAddr::new(crate::unmapped(peer.ip()), peer.port());
         let respond = respond.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
                 let answer = respond(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });

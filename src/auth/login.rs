@@ -384,6 +384,16 @@ impl Authenticator {
                 .unwrap_or(claims.exp().saturating_sub(now)),
         )
         .max(Duration::from_secs(1));
+        if lifetime <= self.session.refresh_ahead {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                warn!(
+                    token_lifetime_secs = lifetime.as_secs(),
+                    refresh_ahead_secs = self.session.refresh_ahead.as_secs(),
+                    "the backend's access tokens live no longer than session.refresh_ahead: every request will renew them; lower session.refresh_ahead"
+                );
+            });
+        }
         let mut set = Vec::with_capacity(2);
         let cookie_error = |name: &str, err: cookies::CookieError| {
             warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");

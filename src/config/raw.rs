@@ -124,6 +124,9 @@ pub struct RawUpstreamTable {
 pub struct RawAdmin {
     pub listen: String,
     pub explain: Option<bool>,
+    /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
+    /// must carry; without one they only answer loopback peers.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,10 +24,15 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     };
     let server = v.server(raw.server);
     let admin = raw.admin.and_then(|admin| {
+        let token = admin.token.filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            v.problem("admin.token", "must be at least 16 characters");
+        }
         v.socket_addr("admin.listen", &admin.listen)
             .map(|listen| Admin {
                 listen,
                 explain: admin.explain.unwrap_or(false),
+                token,
             })
     });
     let upstreams = v.upstreams(&raw.upstreams);
@@ -80,6 +85,19 @@ impl Validator<'_> {
                 default
             }
         }
+    }
+
+    /// A duration that bounds a wait: zero would fail every request (or spin), so it is refused.
+    fn timeout(&mut self, path: &str, value: Option<raw::Quantity>, default: Duration) -> Duration {
+        let timeout = self.duration(path, value, default);
+        if timeout.is_zero() {
+            self.problem(
+                path,
+                "must be more than 0s: a zero timeout fails every request",
+            );
+            return default;
+        }
+        timeout
     }
 
     fn size(&mut self, path: &str, value: Option<raw::Quantity>, default: u64) -> u64 {
@@ -228,17 +246,17 @@ impl Validator<'_> {
             trusted_proxies,
             max_body,
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
-            header_read_timeout: self.duration(
+            header_read_timeout: self.timeout(
                 "server.header_read_timeout",
                 raw.header_read_timeout,
                 Duration::from_secs(10),
             ),
-            upstream_timeout: self.duration(
+            upstream_timeout: self.timeout(
                 "server.upstream_timeout",
                 raw.upstream_timeout,
                 Duration::from_secs(60),
             ),
-            connect_timeout: self.duration(
+            connect_timeout: self.timeout(
                 "server.connect_timeout",
                 raw.connect_timeout,
                 Duration::from_secs(5),
@@ -379,7 +397,7 @@ impl Validator<'_> {
         if refresh_field.is_empty() {
             self.problem("backend.refresh_field", "must not be empty");
         }
-        let timeout = self.duration("backend.timeout", raw.timeout, Duration::from_secs(10));
+        let timeout = self.timeout("backend.timeout", raw.timeout, Duration::from_secs(10));
         let client = self.client_tls("backend", raw.ca_file, None, None, None);
         Some(Backend {
             login: login?,
@@ -501,6 +519,13 @@ impl Validator<'_> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             {
                 self.problem("session.domain", format!("{domain:?} is not a domain name"));
+            } else if is_public_suffix(domain) {
+                self.problem(
+                    "session.domain",
+                    format!(
+                        "{domain:?} is a public suffix: browsers refuse cookies for it, so no one could sign in; name your own domain (e.g. \"example.{domain}\")"
+                    ),
+                );
             }
             for (key, name) in [
                 ("access_cookie", &access_cookie),
@@ -837,4 +862,13 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Whether `domain` (a leading `.` ignored) is on the public suffix list (`com`, `co.uk`,
+/// `github.io`): a domain under which anyone can register names, for which browsers refuse
+/// to set cookies. Names the list does not know (`localhost`, an intranet's `corp`) are not.
+fn is_public_suffix(domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    let bytes = domain.as_bytes();
+    psl::domain(bytes).is_none() && psl::suffix(bytes).is_some_and(|suffix| suffix.is_known())
 }

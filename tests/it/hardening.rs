@@ -334,3 +334,41 @@ async fn trace_is_refused_and_handshake_headers_only_travel_with_a_handshake() {
         );
     }
 }
+
+// ------------------------------------------------------------------------------ admin
+
+#[tokio::test]
+async fn reload_needs_the_admin_token_when_one_is_set() {
+    let key = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let toml = site_toml(
+        &key,
+        &up.url(),
+        None,
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef-token\"\n",
+    );
+    let (_proxy, admin) = crate::support::proxy::proxy_with_admin(&toml).await;
+    let reload = format!("http://{admin}/reload");
+    let refused = Req::post(&reload).send().await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let forged = Req::post(&reload)
+        .header("authorization", "Bearer 0123456789abcdef-tokex")
+        .send()
+        .await;
+    assert_eq!(forged.status, 403);
+    // With the token the reload is attempted (and refused here only because this proxy was
+    // started from text, with no file to re-read).
+    let allowed = Req::post(&reload)
+        .header("authorization", "Bearer 0123456789abcdef-token")
+        .send()
+        .await;
+    assert_ne!(allowed.status, 403, "{}", allowed.text());
+    // Probes stay open.
+    assert_eq!(
+        Req::get(&format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .status,
+        200
+    );
+}
