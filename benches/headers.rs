@@ -85,7 +85,13 @@ fn headers(c: &mut Criterion) {
     let parts = request(&token());
     let admit = || {
         app.auth
-            .admit(rule, &parts, "/api/v1/items?page=1", &mut Vec::new())
+            .admit(
+                rule,
+                &parts,
+                "/api/v1/items?page=1",
+                portcullis::auth::Via::default(),
+                &mut Vec::new(),
+            )
             .now_or_never()
             .expect("a cached token needs no I/O")
             .expect("the token is admitted")

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cookies;
+pub mod csrf;
 pub mod jwks;
 pub mod jwt;
 pub mod login;
@@ -19,7 +20,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 
 use crate::body::Body;
-use crate::config::{Config, Session};
+use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
@@ -87,6 +88,83 @@ pub enum Admission {
     Forward(Permit),
     /// A signed-in user on a `guest` rule: send them here instead.
     Redirect(String),
+}
+
+/// How the request reached the proxy, as far as admission cares: under TLS or not, and
+/// whether its peer is a trusted proxy (whose `X-Forwarded-Proto`/`-Host` are believed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Via {
+    pub tls: bool,
+    pub trusted_peer: bool,
+}
+
+/// Where a request's access token comes from (`jwt.from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'h> {
+    /// The client's own `Authorization: Bearer` token: verified, never renewed, not subject
+    /// to the CSRF guard.
+    Header(&'h str),
+    /// The access cookie (and the refresh cookie to renew it).
+    Cookie,
+    /// Nothing this configuration reads.
+    Nothing,
+}
+
+/// Where a request's token is read from, per `jwt.from`: the client's own
+/// `Authorization: Bearer` when that is allowed and present, else the cookie.
+pub fn credential(from: TokenSources, headers: &HeaderMap) -> Credential<'_> {
+    if from.authorization {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(first) = values.next() {
+            // `Bearer <token>`, the scheme in any case (RFC 9110 §11.1); `Bearer` alone is a
+            // bearer credential without a token, which fails verification.
+            let bearer = first.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+            match (bearer, values.next()) {
+                // Two Authorization headers are ambiguous: an empty token fails verification.
+                (Some(_), Some(_)) => return Credential::Header(""),
+                (Some(token), None) => return Credential::Header(token.trim()),
+                // Another scheme (Basic) is not a token for the proxy; it is replaced.
+                (None, _) => {}
+            }
+        }
+    }
+    if from.cookie {
+        Credential::Cookie
+    } else {
+        Credential::Nothing
+    }
+}
+
+/// The CSRF guard's verdict on a request for a `required` route, and the site origin it was
+/// compared with. Only an unsafe request that the session cookies would authenticate is
+/// checked: one carrying its own bearer token, or no session at all, has nothing a forger
+/// could borrow.
+pub fn csrf_verdict(
+    session: &Session,
+    from: TokenSources,
+    request: &Parts,
+    via: Via,
+) -> (csrf::Verdict, Option<csrf::Origin>) {
+    if !session.csrf {
+        return (csrf::Verdict::Pass("session.csrf = \"off\""), None);
+    }
+    if !csrf::is_unsafe(&request.method) {
+        return (csrf::Verdict::Pass("a safe method"), None);
+    }
+    let has_session = cookies::find(&request.headers, &session.access_cookie).is_some()
+        || cookies::find(&request.headers, &session.refresh_cookie).is_some();
+    if credential(from, &request.headers) != Credential::Cookie || !has_session {
+        return (
+            csrf::Verdict::Pass("not authenticated by the session cookies"),
+            None,
+        );
+    }
+    let site = csrf::Origin::of_request(via.tls, &request.headers, &request.uri, via.trusted_peer);
+    let verdict = csrf::check(&request.headers, site.as_ref(), &session.allowed_origins);
+    (verdict, site)
 }
 
 /// A verified session: the access token and its claims, plus cookies to set if it was renewed.
@@ -166,6 +244,7 @@ pub struct Authenticator {
     backend: Option<Arc<BackendClient>>,
     refresher: Option<Refresher>,
     limiter: login::RateLimiter,
+    from: TokenSources,
 }
 
 impl Authenticator {
@@ -195,6 +274,7 @@ impl Authenticator {
             backend,
             refresher,
             limiter: login::RateLimiter::new(config.login.attempts_per_minute),
+            from: config.jwt.from,
         })
     }
 
@@ -251,6 +331,7 @@ impl Authenticator {
         rule: &Rule,
         request: &Parts,
         target: &str,
+        via: Via,
         renewed: &mut Vec<HeaderValue>,
     ) -> Result<Admission, Error> {
         match rule.auth {
@@ -263,7 +344,10 @@ impl Authenticator {
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let mut verified = match self.authenticate(&request.headers).await {
+                if let csrf::Verdict::Refuse(reason) = self.csrf(request, via) {
+                    return Err(Error::Csrf(reason));
+                }
+                let mut verified = match self.authenticate_request(&request.headers).await {
                     Ok(verified) => verified,
                     Err(failure) => return Err(self.refuse(rule, request, target, failure)),
                 };
@@ -294,6 +378,43 @@ impl Authenticator {
                     identity,
                 }))
             }
+        }
+    }
+
+    /// [`csrf_verdict`] for a request, logged when it refuses.
+    fn csrf(&self, request: &Parts, via: Via) -> csrf::Verdict {
+        let (verdict, site) = csrf_verdict(&self.session, self.from, request, via);
+        if let csrf::Verdict::Refuse(reason) = verdict {
+            // Origins are public; saying both tells an operator behind a TLS-terminating proxy
+            // what is missing (server.trusted_proxies, or session.allowed_origins).
+            let origin = request.headers.get("origin").and_then(|v| v.to_str().ok());
+            tracing::info!(
+                reason,
+                origin = origin.unwrap_or("-"),
+                site = %site.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                "refusing an unsafe cookie-authenticated request from another origin"
+            );
+        }
+        verdict
+    }
+
+    fn credential<'h>(&self, headers: &'h HeaderMap) -> Credential<'h> {
+        credential(self.from, headers)
+    }
+
+    /// Authenticates a request by the credential `jwt.from` picks for it.
+    async fn authenticate_request(&self, headers: &HeaderMap) -> Result<Verified, Failure> {
+        match self.credential(headers) {
+            Credential::Header(token) => match self.verify(token).await {
+                Ok(claims) => Ok(Verified {
+                    token: token.to_owned(),
+                    claims,
+                    set_cookies: Vec::new(),
+                }),
+                Err(rejection) => Err(Failure::Invalid(rejection)),
+            },
+            Credential::Cookie => self.authenticate(headers).await,
+            Credential::Nothing => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
     }
 
@@ -413,19 +534,22 @@ impl Authenticator {
         headers: &HeaderMap,
         renewed: &mut Vec<HeaderValue>,
     ) -> Result<http::Response<Body>, Error> {
-        let mut verified = self.authenticate(headers).await.map_err(|failure| {
-            let clear_cookies = match failure {
-                Failure::RefreshRejected => self.cleared_session(),
-                // The session may be fine; say the backend is the problem (502/504).
-                Failure::BackendDown(err) => return err,
-                Failure::Invalid(_) => Vec::new(),
-            };
-            Error::Unauthenticated {
-                reason: failure.to_string(),
-                login: None,
-                clear_cookies,
-            }
-        })?;
+        let mut verified = self
+            .authenticate_request(headers)
+            .await
+            .map_err(|failure| {
+                let clear_cookies = match failure {
+                    Failure::RefreshRejected => self.cleared_session(),
+                    // The session may be fine; say the backend is the problem (502/504).
+                    Failure::BackendDown(err) => return err,
+                    Failure::Invalid(_) => Vec::new(),
+                };
+                Error::Unauthenticated {
+                    reason: failure.to_string(),
+                    login: None,
+                    clear_cookies,
+                }
+            })?;
         *renewed = std::mem::take(&mut verified.set_cookies);
         let profile = match (
             &self.backend,

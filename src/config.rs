@@ -20,6 +20,7 @@ use figment::Figment;
 use http::Uri;
 use ipnet::IpNet;
 
+use crate::auth::csrf::Origin;
 use crate::auth::jwt::{Alg, KeyMaterial};
 use crate::rules::Rule;
 use raw::RawConfig;
@@ -156,6 +157,10 @@ pub struct Session {
     /// Lifetime of the refresh cookie when the refresh token carries no readable `exp`.
     pub refresh_max_age: Duration,
     pub me_path: String,
+    /// `session.csrf = "origin"`: unsafe requests on `required` routes authenticated by the
+    /// cookie must come from this site's origin or `allowed_origins`.
+    pub csrf: bool,
+    pub allowed_origins: Vec<Origin>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +176,28 @@ pub struct Jwt {
     pub claims: Vec<(String, Vec<String>)>,
     /// Entries in the verified-token cache; 0 turns it off.
     pub cache: usize,
+    /// Where `required` routes read the access token from.
+    pub from: TokenSources,
+}
+
+/// `jwt.from`: the places a request's access token is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSources {
+    /// The access cookie (renewed with the refresh cookie when it expires).
+    pub cookie: bool,
+    /// The client's own `Authorization: Bearer` (a mobile app, a script): verified like the
+    /// cookie, never renewed, and exempt from the CSRF guard, since a browser never attaches
+    /// it on its own.
+    pub authorization: bool,
+}
+
+impl Default for TokenSources {
+    fn default() -> TokenSources {
+        TokenSources {
+            cookie: true,
+            authorization: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

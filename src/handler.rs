@@ -15,7 +15,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
-use crate::auth::{Admission, Authenticator};
+use crate::auth::{Admission, Authenticator, Via};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
@@ -82,6 +82,8 @@ impl App {
 struct Trace<'a> {
     path: Option<String>,
     rule: Option<&'a Rule>,
+    /// The admission's outcome (`allow`, `unauthenticated`, `csrf`, …), once there is one.
+    auth: Option<&'static str>,
     renewed: Vec<HeaderValue>,
 }
 
@@ -150,6 +152,7 @@ pub async fn handle(
         status = response.status().as_u16(),
         rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
         upstream = upstream.unwrap_or("-"),
+        auth = trace.auth.unwrap_or("-"),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         peer = %conn.peer,
     );
@@ -226,18 +229,25 @@ async fn pipeline<'a>(
 
     // Admit: authenticate and authorize; only an admitted request gets a permit.
     let (parts, body) = request.into_parts();
+    let via = Via {
+        tls: conn.tls,
+        trusted_peer: upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies),
+    };
     let admission = app
         .auth
-        .admit(rule, &parts, &target, &mut trace.renewed)
+        .admit(rule, &parts, &target, via, &mut trace.renewed)
         .await;
-    crate::telemetry::auth(match &admission {
+    let outcome = match &admission {
         Ok(Admission::Forward(_)) => "allow",
         Ok(Admission::Redirect(_)) => "guest_redirect",
         Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
         Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
         Err(Error::Forbidden(_)) => "forbidden",
+        Err(Error::Csrf(_)) => "csrf",
         Err(_) => "error",
-    });
+    };
+    crate::telemetry::auth(outcome);
+    trace.auth = Some(outcome);
     let permit = match admission? {
         Admission::Forward(permit) => permit,
         Admission::Redirect(location) => {

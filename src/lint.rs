@@ -60,6 +60,12 @@ pub fn lint(config: &Config) -> Vec<Warning> {
             "false while TLS is on: the cookies would also be sent over plain HTTP".into(),
         );
     }
+    if !session.csrf && session.same_site != SameSite::Strict {
+        warn(
+            "session.csrf".into(),
+            "\"off\" with same_site other than \"strict\": another site can make a visitor's browser send a POST, PUT, PATCH or DELETE that the cookie turns into an authenticated API call".into(),
+        );
+    }
     if session.same_site == SameSite::None {
         warn(
             "session.same_site".into(),

@@ -183,6 +183,8 @@ pub struct RawSession {
     pub refresh_ahead: Option<Quantity>,
     pub refresh_max_age: Option<Quantity>,
     pub me_path: Option<String>,
+    pub csrf: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +203,7 @@ pub struct RawJwt {
     pub leeway: Option<Quantity>,
     pub claims: Option<BTreeMap<String, Allowed>>,
     pub cache: Option<u64>,
+    pub from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

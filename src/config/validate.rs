@@ -556,6 +556,33 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86_400),
             ),
             me_path: self.site_path("session.me_path", raw.me_path, "/auth/me"),
+            csrf: match raw.csrf.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("origin") => true,
+                Some("off") => false,
+                Some(other) => {
+                    self.problem(
+                        "session.csrf",
+                        format!("{other:?} is not one of: origin, off"),
+                    );
+                    true
+                }
+            },
+            allowed_origins: raw
+                .allowed_origins
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| match Origin::parse(text) {
+                    Some(origin) => Some(origin),
+                    None => {
+                        self.problem(
+                            format!("session.allowed_origins[{i}]"),
+                            format!("{text:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -674,7 +701,32 @@ impl Validator<'_> {
             leeway: self.duration("jwt.leeway", raw.leeway, Duration::from_secs(30)),
             claims,
             cache: usize::try_from(cache).unwrap_or(usize::MAX),
+            from: self.token_sources(raw.from),
         }
+    }
+
+    fn token_sources(&mut self, raw: Option<Vec<String>>) -> TokenSources {
+        let Some(names) = raw else {
+            return TokenSources::default();
+        };
+        let mut sources = TokenSources {
+            cookie: false,
+            authorization: false,
+        };
+        for (i, name) in names.iter().enumerate() {
+            match name.to_ascii_lowercase().as_str() {
+                "cookie" => sources.cookie = true,
+                "authorization" => sources.authorization = true,
+                _ => self.problem(
+                    format!("jwt.from[{i}]"),
+                    format!("{name:?} is not one of: cookie, authorization"),
+                ),
+            }
+        }
+        if names.is_empty() {
+            self.problem("jwt.from", "needs at least one of: cookie, authorization");
+        }
+        sources
     }
 
     fn claims(

@@ -86,6 +86,7 @@ fn one_finding_per_warning() {
         ("server.trusted_proxies", base("trusted_proxies = [\"11.0.0.0/8\", \"12.0.0.0/8\"]", "", secret, guarded)),
         ("session.secure", base("", "secure = false", secret, guarded).replace("127.0.0.1:18998", "0.0.0.0:18998")),
         ("session.refresh_ahead", base("", "refresh_ahead = \"1h\"", secret, guarded)),
+        ("session.csrf", base("", "csrf = \"off\"\nsame_site = \"lax\"", secret, guarded)),
         ("admin.listen", base("", "", secret, guarded) + "[admin]\nlisten = \"0.0.0.0:9090\"\n"),
         ("backend.login", base("", "", secret, guarded) + "[backend]\nlogin = \"http://auth.internal.example/login\"\n"),
         ("backend.refresh", base("", "", secret, guarded) + "[backend]\nlogin = \"https://auth.example/login\"\nrefresh = \"http://auth.example/refresh\"\n"),

@@ -5,6 +5,7 @@ mod bench_smoke;
 mod browser;
 mod configs;
 mod core;
+mod csrf;
 mod django;
 mod exhaustion;
 mod guard;
