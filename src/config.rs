@@ -49,6 +49,9 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// A plain-HTTP address that only redirects to HTTPS.
     pub redirect_http: Option<SocketAddr>,
+    /// The host names the server answers for (lower-case; `*.example.com` stands for one
+    /// label). The HTTPS redirect goes only to these, or to the certificates' names when empty.
+    pub hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.

@@ -33,6 +33,9 @@ pub struct App {
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The names the server answers for (`server.hosts`, else its certificates' names): the
+    /// only hosts the plain-HTTP listener redirects to.
+    pub served_names: Vec<String>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
     /// Request counters per rule, registered once.
@@ -56,6 +59,11 @@ impl App {
             Some(files) => Some(crate::tls::acceptor(files).map_err(Error::Internal)?),
             None => None,
         };
+        let served_names = match &config.server.tls {
+            _ if !config.server.hosts.is_empty() => config.server.hosts.clone(),
+            Some(files) => crate::tls::served_names(files).map_err(Error::Internal)?,
+            None => Vec::new(),
+        };
         let auth = Authenticator::new(&config, backend_client)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
@@ -70,6 +78,7 @@ impl App {
             clients,
             auth,
             tls,
+            served_names,
             identity_headers,
             metrics,
         })

@@ -222,18 +222,33 @@ pub async fn redirect_to_https(
         .map_or(443, |a| a.port());
     info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
     serve_small(listener, Some(shutdown), move |request| {
-        std::future::ready(https_redirect(&request, https_port))
+        let app = live.app();
+        std::future::ready(https_redirect(&request, https_port, &app.served_names))
     })
     .await;
     Ok(())
 }
 
-fn https_redirect<B>(request: &http::Request<B>, https_port: u16) -> http::Response<Body> {
+/// The permanent redirect to `https://` for one plain-HTTP request, or `400` when its `Host`
+/// is not a name the server answers for: reflecting any `Host` would let a forged one send
+/// the browser to another site (the redirect is cacheable).
+fn https_redirect<B>(
+    request: &http::Request<B>,
+    https_port: u16,
+    served: &[String],
+) -> http::Response<Body> {
     let host = request
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|authority| {
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            crate::tls::is_served(host, served)
+        });
     let mut response = http::Response::new(body::empty());
     let Some(host) = host else {
         *response.status_mut() = http::StatusCode::BAD_REQUEST;

@@ -71,6 +71,7 @@ pub struct RawServer {
     pub listen: Option<OneOrMany<String>>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,

@@ -214,6 +214,31 @@ impl Validator<'_> {
                 "redirects to HTTPS, so it needs server.tls",
             );
         }
+        let hosts = raw
+            .hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, host)| {
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid = !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid || host.parse::<std::net::IpAddr>().is_ok() {
+                    Some(host.to_ascii_lowercase())
+                } else {
+                    self.problem(
+                        format!("server.hosts[{i}]"),
+                        format!("{host:?} is not a host name (\"app.example.com\", \"*.example.com\") or an IP address"),
+                    );
+                    None
+                }
+            })
+            .collect();
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -243,6 +268,7 @@ impl Validator<'_> {
             listen,
             tls,
             redirect_http,
+            hosts,
             trusted_proxies,
             max_body,
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
