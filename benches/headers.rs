@@ -89,7 +89,8 @@ fn headers(c: &mut Criterion) {
                 rule,
                 &parts,
                 "/api/v1/items?page=1",
-                std::net::Ipv4Addr::LOCALHOST.into(),
+                portcullis::auth::Via::default(),
+                &mut Vec::new(),
             )
             .now_or_never()
             .expect("a cached token needs no I/O")
@@ -116,7 +117,7 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             || parts.headers.clone(),
             |mut headers| {
-                rewrite_request_headers(&mut headers, &permit, &forwarding, None);
+                rewrite_request_headers(&mut headers, &permit, &forwarding, None, true);
                 headers
             },
             BatchSize::SmallInput,

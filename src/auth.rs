@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cookies;
+pub mod csrf;
 pub mod jwks;
 pub mod jwt;
 pub mod login;
@@ -22,7 +23,7 @@ use http::request::Parts;
 
 use crate::body::Body;
 use crate::cluster::{Cluster, Revocation, Revoked, TokenFacts};
-use crate::config::{Config, Session};
+use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
@@ -32,16 +33,15 @@ use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
 use session_check::{SessionCheck, Verdict};
 
-/// Proof that a request was admitted, and what admitting it adds to the upstream request and
-/// to the downstream response. Only this module can construct one.
+/// Proof that a request was admitted, and what admitting it adds to the upstream request.
+/// Only this module can construct one. (Renewed cookies are not part of it: they go out with
+/// whatever response the request gets, admitted or not; see [`Authenticator::admit`].)
 #[derive(Debug)]
 pub struct Permit {
     /// `Authorization` for the upstream; `None` leaves the client's header as it is (public rules).
     authorization: Option<HeaderValue>,
     /// Identity headers filled from verified claims.
     identity: Vec<(HeaderName, HeaderValue)>,
-    /// `Set-Cookie` values for the response (renewed tokens).
-    set_cookies: Vec<HeaderValue>,
 }
 
 impl Permit {
@@ -49,7 +49,6 @@ impl Permit {
         Permit {
             authorization: None,
             identity: Vec::new(),
-            set_cookies: Vec::new(),
         }
     }
 
@@ -62,7 +61,6 @@ impl Permit {
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("42"),
             )],
-            set_cookies: Vec::new(),
         }
     }
 
@@ -77,10 +75,13 @@ impl Permit {
         }
     }
 
-    /// Adds the permit's cookies to the downstream response.
+    /// Adjusts the upstream's response to a request the proxy authenticated. A shared cache
+    /// must not hand a response to an `Authorization` request to anyone else unless it says
+    /// `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5); behind the proxy the cache
+    /// only ever sees a cookie, so the proxy says `private` in the upstream's stead.
     pub fn apply_to_response(&self, headers: &mut HeaderMap) {
-        for cookie in &self.set_cookies {
-            headers.append(header::SET_COOKIE, cookie.clone());
+        if self.authorization.is_some() {
+            crate::response::keep_from_shared_caches(headers);
         }
     }
 }
@@ -91,6 +92,97 @@ pub enum Admission {
     Forward(Permit),
     /// A signed-in user on a `guest` rule: send them here instead.
     Redirect(String),
+}
+
+/// How the request reached the proxy, as far as admission cares: under TLS or not, and
+/// whether its peer is a trusted proxy (whose `X-Forwarded-Proto`/`-Host` are believed).
+#[derive(Debug, Clone, Copy)]
+pub struct Via {
+    pub tls: bool,
+    pub trusted_peer: bool,
+    /// The client's address (`X-Forwarded-For` from a trusted peer): what its refresh
+    /// budget is counted under.
+    pub client: IpAddr,
+}
+
+impl Default for Via {
+    /// Plain HTTP from an unknown, untrusted client (`0.0.0.0`).
+    fn default() -> Via {
+        Via {
+            tls: false,
+            trusted_peer: false,
+            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        }
+    }
+}
+
+/// Where a request's access token comes from (`jwt.from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'h> {
+    /// The client's own `Authorization: Bearer` token: verified, never renewed, not subject
+    /// to the CSRF guard.
+    Header(&'h str),
+    /// The access cookie (and the refresh cookie to renew it).
+    Cookie,
+    /// Nothing this configuration reads.
+    Nothing,
+}
+
+/// Where a request's token is read from, per `jwt.from`: the client's own
+/// `Authorization: Bearer` when that is allowed and present, else the cookie.
+pub fn credential(from: TokenSources, headers: &HeaderMap) -> Credential<'_> {
+    if from.authorization {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(first) = values.next() {
+            // `Bearer <token>`, the scheme in any case (RFC 9110 §11.1); `Bearer` alone is a
+            // bearer credential without a token, which fails verification.
+            let bearer = first.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+            match (bearer, values.next()) {
+                // Two Authorization headers are ambiguous: an empty token fails verification.
+                (Some(_), Some(_)) => return Credential::Header(""),
+                (Some(token), None) => return Credential::Header(token.trim()),
+                // Another scheme (Basic) is not a token for the proxy; it is replaced.
+                (None, _) => {}
+            }
+        }
+    }
+    if from.cookie {
+        Credential::Cookie
+    } else {
+        Credential::Nothing
+    }
+}
+
+/// The CSRF guard's verdict on a request for a `required` route, and the site origin it was
+/// compared with. Only an unsafe request that the session cookies would authenticate is
+/// checked: one carrying its own bearer token, or no session at all, has nothing a forger
+/// could borrow.
+pub fn csrf_verdict(
+    session: &Session,
+    from: TokenSources,
+    request: &Parts,
+    via: Via,
+) -> (csrf::Verdict, Option<csrf::Origin>) {
+    if !session.csrf {
+        return (csrf::Verdict::Pass("session.csrf = \"off\""), None);
+    }
+    if !csrf::is_unsafe(&request.method) {
+        return (csrf::Verdict::Pass("a safe method"), None);
+    }
+    let has_session = cookies::find(&request.headers, &session.access_cookie).is_some()
+        || cookies::find(&request.headers, &session.refresh_cookie).is_some();
+    if credential(from, &request.headers) != Credential::Cookie || !has_session {
+        return (
+            csrf::Verdict::Pass("not authenticated by the session cookies"),
+            None,
+        );
+    }
+    let site = csrf::Origin::of_request(via.tls, &request.headers, &request.uri, via.trusted_peer);
+    let verdict = csrf::check(&request.headers, site.as_ref(), &session.allowed_origins);
+    (verdict, site)
 }
 
 /// A verified session: the access token and its claims, plus cookies to set if it was renewed.
@@ -177,6 +269,7 @@ pub struct Authenticator {
     /// Revocations and counters, shared with other instances under `[cluster]`; outlives
     /// this `Authenticator` across reloads.
     cluster: Arc<Cluster>,
+    from: TokenSources,
 }
 
 impl Authenticator {
@@ -222,6 +315,7 @@ impl Authenticator {
             refresher,
             session_check,
             cluster,
+            from: config.jwt.from,
         })
     }
 
@@ -273,12 +367,18 @@ impl Authenticator {
 
     /// Decides whether the request routed to `rule` may go upstream. `target` is the
     /// normalized path with the original query, used as the return path after login.
+    ///
+    /// A renewal spends the refresh token at the backend, so its cookies are handed to
+    /// `renewed` as soon as it succeeds, whatever is decided next: the caller sends them with
+    /// every response to this request (a `403`, an upstream `502`), or the browser would keep
+    /// a refresh token that no longer works.
     pub async fn admit(
         &self,
         rule: &Rule,
         request: &Parts,
         target: &str,
-        client: IpAddr,
+        via: Via,
+        renewed: &mut Vec<HeaderValue>,
     ) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
@@ -290,10 +390,17 @@ impl Authenticator {
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let verified = match self.authenticate(&request.headers, client).await {
+                if let csrf::Verdict::Refuse(reason) = self.csrf(request, via) {
+                    return Err(Error::Csrf(reason));
+                }
+                let mut verified = match self
+                    .authenticate_request(&request.headers, via.client)
+                    .await
+                {
                     Ok(verified) => verified,
                     Err(failure) => return Err(self.refuse(rule, request, target, failure)),
                 };
+                *renewed = std::mem::take(&mut verified.set_cookies);
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
                         return Err(Error::Forbidden(
@@ -318,9 +425,54 @@ impl Authenticator {
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
-                    set_cookies: verified.set_cookies,
                 }))
             }
+        }
+    }
+
+    /// [`csrf_verdict`] for a request, logged when it refuses.
+    fn csrf(&self, request: &Parts, via: Via) -> csrf::Verdict {
+        let (verdict, site) = csrf_verdict(&self.session, self.from, request, via);
+        if let csrf::Verdict::Refuse(reason) = verdict {
+            // Origins are public; saying both tells an operator behind a TLS-terminating proxy
+            // what is missing (server.trusted_proxies, or session.allowed_origins).
+            let origin = request.headers.get("origin").and_then(|v| v.to_str().ok());
+            tracing::info!(
+                reason,
+                origin = origin.unwrap_or("-"),
+                site = %site.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                "refusing an unsafe cookie-authenticated request from another origin"
+            );
+        }
+        verdict
+    }
+
+    fn credential<'h>(&self, headers: &'h HeaderMap) -> Credential<'h> {
+        credential(self.from, headers)
+    }
+
+    /// Authenticates a request by the credential `jwt.from` picks for it.
+    async fn authenticate_request(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Verified, Failure> {
+        match self.credential(headers) {
+            Credential::Header(token) => match self.verify(token).await {
+                Ok(claims) => {
+                    // A client's own bearer token is revoked and checked like a cookie's.
+                    self.check_revoked(token, &claims, now())?;
+                    self.confirm_session(token, &claims).await?;
+                    Ok(Verified {
+                        token: token.to_owned(),
+                        claims,
+                        set_cookies: Vec::new(),
+                    })
+                }
+                Err(rejection) => Err(Failure::Invalid(rejection)),
+            },
+            Credential::Cookie => self.authenticate(headers, client).await,
+            Credential::Nothing => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
     }
 
@@ -587,13 +739,15 @@ impl Authenticator {
     }
 
     /// `GET session.me_path`: the verified claims, or the backend's profile when configured.
+    /// Renewed cookies are handed to `renewed`, as in [`Authenticator::admit`].
     pub async fn me(
         &self,
         headers: &HeaderMap,
         client: IpAddr,
+        renewed: &mut Vec<HeaderValue>,
     ) -> Result<http::Response<Body>, Error> {
-        let verified = self
-            .authenticate(headers, client)
+        let mut verified = self
+            .authenticate_request(headers, client)
             .await
             .map_err(|failure| {
                 let clear_cookies = match failure {
@@ -608,6 +762,7 @@ impl Authenticator {
                     clear_cookies,
                 }
             })?;
+        *renewed = std::mem::take(&mut verified.set_cookies);
         let profile = match (
             &self.backend,
             self.backend
@@ -634,9 +789,6 @@ impl Authenticator {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        for cookie in verified.set_cookies {
-            headers.append(header::SET_COOKIE, cookie);
-        }
         Ok(response)
     }
 }

@@ -335,7 +335,9 @@ fn unix_now() -> u64 {
 /// The key a client is counted under: its address, or for IPv6 its /64 (a client usually
 /// holds a whole /64, and counting each address would hand it 2^64 budgets).
 pub fn client_key(ip: std::net::IpAddr) -> String {
-    match ip {
+    // An IPv4-mapped address is the IPv4 client it stands for, never part of a shared
+    // `::ffff:0:0/64`.
+    match crate::unmapped(ip) {
         std::net::IpAddr::V6(v6) => {
             let network = std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1));
             format!("{network}/64")
@@ -355,6 +357,8 @@ mod tests {
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
         assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:2"));
         assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_ne!(key("::ffff:192.0.2.1"), key("::ffff:192.0.2.2"));
     }
 
     #[tokio::test]

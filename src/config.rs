@@ -20,6 +20,7 @@ use figment::Figment;
 use http::Uri;
 use ipnet::IpNet;
 
+use crate::auth::csrf::Origin;
 use crate::auth::jwt::{Alg, KeyMaterial};
 use crate::rules::Rule;
 use raw::RawConfig;
@@ -50,6 +51,9 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// A plain-HTTP address that only redirects to HTTPS.
     pub redirect_http: Option<SocketAddr>,
+    /// The host names the server answers for (lower-case; `*.example.com` stands for one
+    /// label). The HTTPS redirect goes only to these, or to the certificates' names when empty.
+    pub hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
@@ -85,6 +89,9 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
     pub explain: bool,
+    /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
+    /// one, they answer only peers on the loopback interface.
+    pub token: Option<String>,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.
@@ -215,6 +222,10 @@ pub struct Session {
     /// With `backend.session_check`: how long the backend's answer about a token is kept.
     pub check_every: Duration,
     pub check_fail: CheckFail,
+    /// `session.csrf = "origin"`: unsafe requests on `required` routes authenticated by the
+    /// cookie must come from this site's origin or `allowed_origins`.
+    pub csrf: bool,
+    pub allowed_origins: Vec<Origin>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +241,28 @@ pub struct Jwt {
     pub claims: Vec<(String, Vec<String>)>,
     /// Entries in the verified-token cache; 0 turns it off.
     pub cache: usize,
+    /// Where `required` routes read the access token from.
+    pub from: TokenSources,
+}
+
+/// `jwt.from`: the places a request's access token is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSources {
+    /// The access cookie (renewed with the refresh cookie when it expires).
+    pub cookie: bool,
+    /// The client's own `Authorization: Bearer` (a mobile app, a script): verified like the
+    /// cookie, never renewed, and exempt from the CSRF guard, since a browser never attaches
+    /// it on its own.
+    pub authorization: bool,
+}
+
+impl Default for TokenSources {
+    fn default() -> TokenSources {
+        TokenSources {
+            cookie: true,
+            authorization: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,11 +15,12 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
-use crate::auth::{Admission, Authenticator};
-use crate::body::{self, Body};
+use crate::auth::{Admission, Authenticator, Via};
+use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
 use crate::path;
+use crate::response;
 use crate::rules::{self, Rule};
 use crate::upstream::{self, Forwarding, HttpClient};
 use crate::ConnInfo;
@@ -32,6 +33,9 @@ pub struct App {
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The names the server answers for (`server.hosts`, else its certificates' names): the
+    /// only hosts the plain-HTTP listener redirects to.
+    pub served_names: Vec<String>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
     /// Request counters per rule, registered once.
@@ -64,6 +68,11 @@ impl App {
             Some(files) => Some(crate::tls::acceptor(files).map_err(Error::Internal)?),
             None => None,
         };
+        let served_names = match &config.server.tls {
+            _ if !config.server.hosts.is_empty() => config.server.hosts.clone(),
+            Some(files) => crate::tls::served_names(files).map_err(Error::Internal)?,
+            None => Vec::new(),
+        };
         let auth = Authenticator::new(&config, backend_client, cluster)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
@@ -78,17 +87,22 @@ impl App {
             clients,
             auth,
             tls,
+            served_names,
             identity_headers,
             metrics,
         })
     }
 }
 
-/// What the access log records about a request, filled in as the pipeline runs.
+/// What the pipeline learns about a request that outlives its result: what the access log
+/// records, and cookies renewed on the way, which every response to the request carries.
 #[derive(Default)]
 struct Trace<'a> {
     path: Option<String>,
     rule: Option<&'a Rule>,
+    /// The admission's outcome (`allow`, `unauthenticated`, `csrf`, …), once there is one.
+    auth: Option<&'static str>,
+    renewed: Vec<HeaderValue>,
 }
 
 /// Runs `pipeline`, answering `500` if it panics: a bug in one request's handling costs that
@@ -123,7 +137,7 @@ pub async fn handle(
     let method = request.method().clone();
     let mut trace = Trace::default();
     let result = pipeline(&app, &conn, request, &request_id, &mut trace).await;
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             match err.source_of_fault() {
@@ -138,6 +152,7 @@ pub async fn handle(
             err.into_response()
         }
     };
+    session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
     let elapsed = started.elapsed();
     app.metrics.request(
         trace.rule.map(|r| r.index),
@@ -155,6 +170,7 @@ pub async fn handle(
         status = response.status().as_u16(),
         rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
         upstream = upstream.unwrap_or("-"),
+        auth = trace.auth.unwrap_or("-"),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         peer = %conn.peer,
     );
@@ -169,7 +185,9 @@ async fn pipeline<'a>(
     trace: &mut Trace<'a>,
 ) -> Result<Response<Body>, Error> {
     // Request filter: refuse what cannot be proxied before looking at anything else.
-    if request.method() == Method::CONNECT {
+    // CONNECT would open a tunnel past every rule; TRACE would echo the request back with
+    // the injected bearer token in it (nginx refuses it too).
+    if request.method() == Method::CONNECT || request.method() == Method::TRACE {
         return Err(Error::MethodNotAllowed);
     }
     let header_bytes: usize = request
@@ -224,7 +242,10 @@ async fn pipeline<'a>(
         }
         let client_ip =
             upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
-        return app.auth.me(request.headers(), client_ip).await;
+        return app
+            .auth
+            .me(request.headers(), client_ip, &mut trace.renewed)
+            .await;
     }
 
     // Route.
@@ -235,18 +256,31 @@ async fn pipeline<'a>(
     let client_ip =
         upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
     let (parts, body) = request.into_parts();
-    let admission = app.auth.admit(rule, &parts, &target, client_ip).await;
-    crate::telemetry::auth(match &admission {
+    let via = Via {
+        tls: conn.tls,
+        trusted_peer: upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies),
+        client: client_ip,
+    };
+    let admission = app
+        .auth
+        .admit(rule, &parts, &target, via, &mut trace.renewed)
+        .await;
+    let outcome = match &admission {
         Ok(Admission::Forward(_)) => "allow",
         Ok(Admission::Redirect(_)) => "guest_redirect",
         Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
         Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
         Err(Error::Forbidden(_)) => "forbidden",
+        Err(Error::Csrf(_)) => "csrf",
         Err(_) => "error",
-    });
+    };
+    crate::telemetry::auth(outcome);
+    trace.auth = Some(outcome);
     let permit = match admission? {
         Admission::Forward(permit) => permit,
-        Admission::Redirect(location) => return Ok(redirect(http::StatusCode::FOUND, &location)),
+        Admission::Redirect(location) => {
+            return Ok(response::redirect(http::StatusCode::FOUND, &location))
+        }
     };
 
     let request = Request::from_parts(parts, body);
@@ -271,6 +305,19 @@ async fn pipeline<'a>(
         &forwarding,
     )
     .await
+}
+
+/// Sends renewed cookies with the response, whatever its status, and keeps every response
+/// that carries a session cookie (set, renewed or cleared) out of every cache.
+fn session_cookies_out(app: &App, response: &mut Response<Body>, renewed: Vec<HeaderValue>) {
+    let headers = response.headers_mut();
+    for cookie in renewed {
+        headers.append(http::header::SET_COOKIE, cookie);
+    }
+    let session = &app.config.session;
+    if response::sets_cookie(headers, [&session.access_cookie, &session.refresh_cookie]) {
+        response::never_cache(headers);
+    }
 }
 
 /// The declared body length, refusing conflicting or unparsable `Content-Length` headers and
@@ -308,20 +355,6 @@ fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
     Ok(length.unwrap_or(0))
 }
 
-/// A redirect to a same-site path the proxy chose (never one taken from the request as is).
-pub fn redirect(status: http::StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::try_from(location) {
-        response.headers_mut().insert(http::header::LOCATION, value);
-    }
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
 /// A short unique id for each request, for the access log and the upstream's `X-Request-Id`.
 fn next_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -347,7 +380,7 @@ mod tests {
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {
         let response = guarded(async { panic!("injected") }).await;
         assert_eq!(response.status(), 500);
-        let fine = guarded(async { Response::new(body::empty()) }).await;
+        let fine = guarded(async { Response::new(crate::body::empty()) }).await;
         assert_eq!(fine.status(), 200);
     }
 }

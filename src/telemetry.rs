@@ -30,12 +30,13 @@ struct Fixed {
 static FIXED: OnceLock<Fixed> = OnceLock::new();
 
 /// The decisions [`auth`] counts through a registered handle; any other name still counts.
-const AUTH_DECISIONS: [&str; 12] = [
+const AUTH_DECISIONS: [&str; 13] = [
     "allow",
     "guest_redirect",
     "redirect",
     "unauthenticated",
     "forbidden",
+    "csrf",
     "error",
     "refresh_ok",
     "refresh_failed",
@@ -154,7 +155,7 @@ pub fn upstream_error(kind: &'static str) {
     counter!("portcullis_upstream_errors_total", "kind" => kind).increment(1);
 }
 
-/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`,
+/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`, `csrf`,
 /// `refresh_ok`, `refresh_failed`, `login_ok`, `login_failed`, `login_rate_limited`, `logout`.
 pub fn auth(decision: &'static str) {
     let registered = FIXED.get().and_then(|fixed| {

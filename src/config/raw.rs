@@ -72,6 +72,7 @@ pub struct RawServer {
     pub listen: Option<OneOrMany<String>>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,
@@ -125,6 +126,9 @@ pub struct RawUpstreamTable {
 pub struct RawAdmin {
     pub listen: String,
     pub explain: Option<bool>,
+    /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
+    /// must carry; without one they only answer loopback peers.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,6 +190,8 @@ pub struct RawSession {
     pub refreshes_per_minute: Option<u64>,
     pub check_every: Option<Quantity>,
     pub check_fail: Option<String>,
+    pub csrf: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +210,7 @@ pub struct RawJwt {
     pub leeway: Option<Quantity>,
     pub claims: Option<BTreeMap<String, Allowed>>,
     pub cache: Option<u64>,
+    pub from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,10 +12,12 @@
 //! - [`attacks`]: the table itself, token kinds, sizes, and where the token is read from.
 //! - [`routes`]: redirect / 401 / 403, guest rules, what the upstream receives, `/auth/me`.
 //! - [`jwks`]: keys from `jwks_file` and `jwks_url`.
+//! - [`kid`]: a backend that stamps a `kid` on tokens of one static key.
 
 mod attacks;
 mod forge;
 mod jwks;
+mod kid;
 mod routes;
 
 use futures_util::future::join_all;

@@ -9,6 +9,7 @@
 //! - [`backend`]: [`backend()`], the credential service; issues, refreshes and revokes tokens.
 //! - [`client`]: [`Req`]/[`Resp`], an HTTP/1.1 and h2c client that never follows redirects.
 //! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris.
+//! - [`raw_upstream`]: an upstream that records the exact bytes of every request head.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
 //! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
@@ -28,6 +29,7 @@ pub mod keys;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
+pub mod raw_upstream;
 pub mod redis;
 mod serve;
 pub mod upstream;

@@ -145,7 +145,54 @@ async fn plain_http_listener_redirects_to_https() {
         .await;
     assert_eq!(resp.status, 308);
     assert_eq!(resp.location(), Some("https://a.test:8080/dashboard?x=1"));
+    // A Host the certificate is not for is never reflected into a redirect.
+    for forged in [
+        "evil.example",
+        "a.test.evil.example",
+        "x.a.test",
+        "",
+        "a.test@evil.example",
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/dashboard"))
+            .header("Host", forged)
+            .send()
+            .await;
+        assert_eq!(resp.status, 400, "Host {forged:?}");
+        assert_eq!(resp.location(), None, "Host {forged:?}");
+    }
     assert_eq!(up.requests(), 0);
+    let _ = tx.send(());
+
+    // server.hosts names the hosts instead of the certificate.
+    let hosts = text.replace(
+        "[server]\n",
+        "[server]\nhosts = [\"app.example.com\", \"*.apps.example.com\"]\n",
+    );
+    let config = portcullis::Config::from_toml_str(&hosts).expect("config");
+    let redirect = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect_addr = redirect.local_addr().expect("addr");
+    let listeners = portcullis::Listeners {
+        main: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind")],
+        redirect_http: Some(redirect),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    for (host, status) in [
+        ("app.example.com", 308),
+        ("APP.example.com:80", 308),
+        ("one.apps.example.com", 308),
+        ("a.test", 400),
+        ("two.one.apps.example.com", 400),
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/"))
+            .header("Host", host)
+            .send()
+            .await;
+        assert_eq!(resp.status, status, "Host {host:?}");
+    }
     let _ = tx.send(());
 }
 
