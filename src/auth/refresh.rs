@@ -5,8 +5,9 @@
 //!
 //! Inside one process the flight table does this. With `[cluster]`, [`Cluster::once`] does
 //! it across instances: one instance claims the call, the others wait for its published
-//! (sealed) outcome. Each flight that would start a backend call first counts against the
-//! client's refresh budget (`session.refreshes_per_minute`); joining a flight is free.
+//! (sealed) outcome. A backend call about to start first counts against the client's refresh
+//! budget (`session.refreshes_per_minute`); joining a flight, here or on another instance, is
+//! free.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -195,22 +196,23 @@ struct Call {
 }
 
 impl Call {
-    /// The budget, then one call across every instance: made here, or reused from the
-    /// instance that made it.
+    /// One call across every instance: made here (if the client's budget allows), or
+    /// reused from the instance that made it, which costs no budget.
     async fn coordinated(self, cluster: &Cluster, client: IpAddr, per_minute: u32) -> Outcome {
-        if per_minute > 0 {
-            let count = cluster.hit("refresh", &client_key(client)).await;
-            if count.events > per_minute {
-                warn!(%client, "token refresh refused: the client's refresh budget is spent");
-                return Err(RefreshFailure::OverBudget {
-                    retry_after: count.resets_in.as_secs().max(1),
-                });
-            }
-        }
         let within = self.backend.config.timeout;
         let token = self.refresh_token.clone();
         let shared = cluster
             .once(&token, REUSE_FOR, within, || async {
+                if per_minute > 0 {
+                    let count = cluster.hit("refresh", &client_key(client)).await;
+                    if count.events > per_minute {
+                        warn!(%client, "token refresh refused: the client's refresh budget is spent");
+                        let over = RefreshFailure::OverBudget {
+                            retry_after: count.resets_in.as_secs().max(1),
+                        };
+                        return (Err(over), None);
+                    }
+                }
                 let outcome = self.run().await;
                 let share = shareable(&outcome);
                 (outcome, share)
