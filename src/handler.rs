@@ -81,7 +81,8 @@ impl App {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
-        let metrics = crate::telemetry::RequestMetrics::new(config.rules.len());
+        let patterns: Vec<String> = config.rules.iter().map(|r| r.pattern.to_string()).collect();
+        let metrics = crate::telemetry::RequestMetrics::new(&patterns);
         Ok(App {
             config,
             clients,

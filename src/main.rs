@@ -141,6 +141,14 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            // Certificates are parsed where TLS is built; build it here too, as a start would.
+            let tls = portcullis::tls::problems(&config);
+            if !tls.is_empty() {
+                for (path, problem) in tls {
+                    println!("{path}: {problem}");
+                }
+                return ExitCode::from(1);
+            }
             let warnings = portcullis::lint::lint(&config);
             for warning in &warnings {
                 println!("warning: {warning}");

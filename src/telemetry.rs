@@ -1,8 +1,10 @@
 //! Metrics: the Prometheus recorder and the names of everything Portcullis counts.
 //!
 //! One process-wide recorder (the `metrics` facade allows one), rendered by the admin
-//! listener's `/metrics`. Label values are bounded (rule indexes, status classes, fixed
-//! decision and error names), never paths or user input, so cardinality cannot explode.
+//! listener's `/metrics`. Label values are bounded (one per configured rule, status classes,
+//! fixed decision and error names), never request paths or other user input, so cardinality
+//! cannot explode. Every metric is described ([`DESCRIPTIONS`]), so `/metrics` has a `# HELP`
+//! line for each.
 //!
 //! What every request records goes through handles registered once ([`RequestMetrics`] per
 //! `App`, the fixed-label ones when the recorder is installed): recording is then an atomic
@@ -65,6 +67,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Another recorder may already be installed (an embedding application's): then
             // Portcullis's metrics go there and `/metrics` reports what this handle sees.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             let _ = FIXED.set(Fixed {
                 request_duration: histogram!("portcullis_request_duration_seconds"),
                 upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
@@ -76,6 +79,79 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// Every metric's `# HELP` text. A test renders `/metrics` and checks that no family lacks one.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "portcullis_requests_total",
+        "Downstream requests answered, by route (its path pattern; none when no rule matched) and status class.",
+    ),
+    (
+        "portcullis_request_duration_seconds",
+        "Time from a request's arrival to its response head, in seconds.",
+    ),
+    (
+        "portcullis_upstream_duration_seconds",
+        "Time until an upstream's response head arrived, in seconds.",
+    ),
+    (
+        "portcullis_upstream_errors_total",
+        "Upstream failures, by kind: connect, timeout, request, bad_upgrade.",
+    ),
+    (
+        "portcullis_auth_decisions_total",
+        "Authentication decisions: allow, guest_redirect, redirect, unauthenticated, forbidden, csrf, error, refresh_ok, refresh_failed, login_ok, login_failed, login_rate_limited, logout.",
+    ),
+    (
+        "portcullis_token_cache_total",
+        "Verified-token cache lookups, by result: hit or miss.",
+    ),
+    (
+        "portcullis_open_connections",
+        "Downstream connections open now.",
+    ),
+    (
+        "portcullis_config_reloads_total",
+        "Configuration reload attempts, by result: ok or failed.",
+    ),
+    (
+        "portcullis_config_last_reload_success",
+        "1 when the last configuration reload succeeded, 0 when it was refused.",
+    ),
+    (
+        "portcullis_jwks_last_refresh_timestamp_seconds",
+        "Unix time of the last successful fetch of jwt.jwks_url.",
+    ),
+    (
+        "portcullis_cluster_connected",
+        "1 while this instance reaches the Redis of [cluster], 0 while it serves with local state.",
+    ),
+    (
+        "portcullis_cluster_call_duration_seconds",
+        "Time of each Redis call, by operation, in seconds.",
+    ),
+    (
+        "portcullis_cluster_call_failures_total",
+        "Redis calls that failed or outlasted cluster.timeout, by operation.",
+    ),
+    (
+        "portcullis_revocations",
+        "Revocations in force on this instance (tokens and subjects).",
+    ),
+];
+
+/// Registers every metric's `# HELP` text with the recorder.
+fn describe() {
+    for &(name, help) in DESCRIPTIONS {
+        if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else if name.ends_with("_total") {
+            metrics::describe_counter!(name, help);
+        } else {
+            metrics::describe_gauge!(name, help);
+        }
+    }
 }
 
 /// Folds histogram samples into buckets every few seconds, until `shutdown` completes.
@@ -117,14 +193,16 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn new(rules: usize) -> RequestMetrics {
-        let row = |rule: String| {
+    /// Counters labelled by each rule's name (its path pattern, see [`route_labels`]).
+    pub fn new(routes: &[String]) -> RequestMetrics {
+        let row = |route: String| {
             CLASSES.map(|status| {
-                counter!("portcullis_requests_total", "rule" => rule.clone(), "status" => status)
+                counter!("portcullis_requests_total", "route" => route.clone(), "status" => status)
             })
         };
-        let requests = (0..rules)
-            .map(|r| row(r.to_string()))
+        let requests = route_labels(routes)
+            .into_iter()
+            .map(row)
             .chain(std::iter::once(row("none".to_owned())))
             .collect();
         RequestMetrics { requests }
@@ -140,6 +218,24 @@ impl RequestMetrics {
             None => histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64()),
         }
     }
+}
+
+/// The `route` label of each rule: its path pattern, which a dashboard reader recognizes and
+/// which stays put when rules are reordered. One value per rule, so cardinality is bounded by
+/// the configuration; a pattern that repeats (rules told apart by something else) gets its
+/// index added.
+pub fn route_labels(patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            if patterns.iter().filter(|p| *p == pattern).count() > 1 {
+                format!("{pattern} (routes[{i}])")
+            } else {
+                pattern.clone()
+            }
+        })
+        .collect()
 }
 
 /// Time until an upstream's response head arrived.

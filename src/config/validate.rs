@@ -202,9 +202,21 @@ impl Validator<'_> {
                 .collect(),
         });
         if let Some(files) = &tls {
-            // Certificates load here too, so `check` and a reload catch a bad one.
-            if let Err(err) = crate::tls::acceptor(files) {
-                self.problem("server.tls", err);
+            // The files must be there; whether they hold a usable certificate and key is
+            // decided where TLS is built (`App::new`, and `portcullis check`), so a start, a
+            // reload and a check all refuse a bad one, and configuration knows nothing of TLS.
+            let mut paths = vec![
+                ("server.tls.cert", &files.cert),
+                ("server.tls.key", &files.key),
+            ];
+            for (_, cert, key) in &files.sni {
+                paths.push(("server.tls.sni", cert));
+                paths.push(("server.tls.sni", key));
+            }
+            for (path, file) in paths {
+                if let Err(err) = std::fs::metadata(file) {
+                    self.problem(path, format!("cannot read {}: {err}", file.display()));
+                }
             }
         }
         let redirect_http = raw
@@ -364,15 +376,13 @@ impl Validator<'_> {
                 None
             }
         };
-        let tls = ClientTls {
+        // Whether the PEM holds usable certificates and keys is decided where TLS is built
+        // (`App::new`, `portcullis check`: `tls::problems`).
+        ClientTls {
             ca_pem,
             client_pem,
             http2: http2.unwrap_or(false),
-        };
-        if let Err(err) = crate::tls::client_config(&tls) {
-            self.problem(path, err);
         }
-        tls
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<Backend> {

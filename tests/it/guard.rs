@@ -1,4 +1,4 @@
-//! Route guards over real sockets: every row of SECURITY.md's JWT table for HS256, RS256,
+//! Route guards over real sockets: every row of the token table of docs/security.md for HS256, RS256,
 //! ES256 and EdDSA, the redirect / 401 / 403 decisions, what the upstream receives on an
 //! admitted request, `/auth/me`, and keys from `jwks_file` and `jwks_url` (rotation, refresh,
 //! outage, readiness).

@@ -693,7 +693,7 @@ async fn login_attempts_are_limited_per_client() {
     assert_eq!(s.backend.logins(), 15);
 }
 
-/// Return paths SECURITY.md refuses, as the value the proxy sees after one decoding.
+/// Return paths docs/security.md lists as refused, as the value the proxy sees after one decoding.
 const OFF_SITE: &[&str] = &[
     "//evil.com",
     "//evil.com/dashboard",

@@ -494,6 +494,30 @@ async fn metrics_parse_and_move() {
     assert!(metric(proxy.admin, "portcullis_requests_total").await >= requests + 6.0);
     assert!(metric(proxy.admin, "portcullis_auth_decisions_total").await >= denied + 6.0);
     assert!(metric(proxy.admin, "portcullis_request_duration_seconds_count").await >= 6.0);
+
+    // Every family has a # HELP line, and requests are labelled by the route's pattern.
+    let text = Req::get(&format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 5, "{text}");
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} "))),
+            "{family} has no # HELP line:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"portcullis_requests_total{route="/private/:path*",status="4xx"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("rule=\""), "{text}");
     let health = Req::get(&format!("http://{}/healthz", proxy.admin))
         .send()
         .await;

@@ -1,4 +1,4 @@
-//! Unit tests for JWT verification: the SECURITY.md JWT table for every supported key family,
+//! Unit tests for JWT verification: the token table of docs/security.md for every supported key family,
 //! key loading, the cache and the explain trace. Keys are generated at test time.
 
 use std::sync::OnceLock;

@@ -179,6 +179,20 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
         .await;
     assert_eq!(resp.status, 429, "the limit holds on every instance");
 
+    // The cluster's metrics are described like every other family.
+    let metrics = Req::get(&instances[0].admin_url("/metrics")).send().await.text();
+    for family in [
+        "portcullis_cluster_connected",
+        "portcullis_cluster_call_duration_seconds",
+        "portcullis_cluster_call_failures_total",
+        "portcullis_revocations",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "{family} has no # HELP line:\n{metrics}"
+        );
+    }
+
     assert_no_token_in(&redis, &secrets);
 }
 

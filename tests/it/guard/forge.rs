@@ -1,4 +1,4 @@
-//! Hand-made tokens: every attack of SECURITY.md's JWT table (and its variants) for one
+//! Hand-made tokens: every attack of the token table of docs/security.md (and its variants) for one
 //! key, the controls built the same way with nothing wrong, and the signing helpers they need.
 
 use josekit::jwk::alg::rsa::RsaKeyPair;
@@ -110,7 +110,7 @@ pub(super) fn segments(token: &str) -> [&str; 3] {
 }
 
 /// Every forged, malformed, mistyped or otherwise unacceptable token for `g`'s key: one entry
-/// per case of SECURITY.md's JWT table and its variants.
+/// per case of the token table of docs/security.md and its variants.
 pub(super) fn attacks(g: &Guard, jwks_url: &str, up_url: &str) -> Vec<(String, String)> {
     let key = &g.key;
     let alg = key.alg();
