@@ -180,7 +180,10 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
     assert_eq!(resp.status, 429, "the limit holds on every instance");
 
     // The cluster's metrics are described like every other family.
-    let metrics = Req::get(&instances[0].admin_url("/metrics")).send().await.text();
+    let metrics = Req::get(&instances[0].admin_url("/metrics"))
+        .send()
+        .await
+        .text();
     for family in [
         "portcullis_cluster_connected",
         "portcullis_cluster_call_duration_seconds",
