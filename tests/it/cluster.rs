@@ -54,6 +54,7 @@ fn config(
 }
 
 /// Signs in with a JSON login at `base` (a proxy's URL without path) and returns the jar.
+/// The fake backend's default user is Django's too (alice@example.com, "secret").
 async fn sign_in(base: &str) -> CookieJar {
     let resp = Req::post(&format!("{base}/login"))
         .json(serde_json::json!({ "email": USER, "password": PASSWORD }))
@@ -63,6 +64,16 @@ async fn sign_in(base: &str) -> CookieJar {
     let mut jar = CookieJar::new();
     jar.apply(&resp);
     jar
+}
+
+/// A JSON logout at `base` with `cookies`; asserts it succeeded.
+async fn log_out(base: &str, cookies: &str) {
+    let resp = Req::post(&format!("{base}/logout"))
+        .header("accept", "application/json")
+        .cookie(cookies)
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "logout: {}", resp.text());
 }
 
 /// An API call at `base` with `cookies`.

@@ -9,23 +9,12 @@ use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use super::shared::assert_no_token_in;
-use super::{claims, clears_session, cookie_header};
-use crate::support::django::{Django, EMAIL, PASSWORD};
+use super::{claims, clears_session, cookie_header, log_out, sign_in};
+use crate::support::django::Django;
 use crate::support::instance::Instance;
 use crate::support::proxy::proxy;
 use crate::support::redis::RedisServer;
 use crate::support::{CookieJar, Req, TestKey};
-
-async fn sign_in(base: &str) -> CookieJar {
-    let resp = Req::post(&format!("{base}/login"))
-        .json(json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await;
-    assert_eq!(resp.status, 200, "login: {}", resp.text());
-    let mut jar = CookieJar::new();
-    jar.apply(&resp);
-    jar
-}
 
 fn items(base: &str, cookies: &str) -> Req {
     Req::get(&format!("{base}/api/items/"))
@@ -184,12 +173,7 @@ async fn three_instances_spend_each_rotating_refresh_token_once() {
 
     // A logout on one instance: the old access cookie is refused on the others within 1 s.
     let session_a = cookie_header(&renewed_jar);
-    let resp = Req::post(&instances[0].url("/logout"))
-        .header("accept", "application/json")
-        .cookie(&session_a)
-        .send()
-        .await;
-    assert_eq!(resp.status, 200);
+    log_out(&instances[0].url(""), &session_a).await;
     let access_a = format!(
         "access_token={}",
         renewed_jar.get("access_token").expect("a")

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{api, claims, clears_session, config, cookie_header, expired_session, page, sign_in};
+use super::{
+    api, claims, clears_session, config, cookie_header, expired_session, log_out, page, sign_in,
+};
 use crate::support::proxy::{proxy, proxy_with_admin};
 use crate::support::{backend, upstream, Fault, Req, TestKey};
 
@@ -23,12 +25,7 @@ async fn logout_revokes_the_access_and_refresh_tokens() {
     assert_eq!(api(&base, &copied).await.status, 200);
     let other = cookie_header(&sign_in(&base).await);
 
-    let resp = Req::post(&proxy.url("/logout"))
-        .header("accept", "application/json")
-        .cookie(&copied)
-        .send()
-        .await;
-    assert_eq!(resp.status, 200);
+    log_out(&proxy.url(""), &copied).await;
     let forwarded = up.requests();
 
     // The copied cookies, replayed: refused by the proxy itself, cookies cleared.
