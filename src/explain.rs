@@ -8,6 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::auth::{self, cookies, jwt};
+use crate::cluster::{Revocations, TokenFacts};
 use crate::config::Config;
 use crate::path;
 use crate::rules::Auth;
@@ -66,8 +67,20 @@ pub struct CheckReport {
     pub detail: String,
 }
 
-/// Explains `request` under `config`, with the clock at `now` (unix seconds).
+/// Explains `request` under `config`, with the clock at `now` (unix seconds), without
+/// knowing what was revoked.
 pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Explanation, String> {
+    explain_with(config, request, now, None)
+}
+
+/// Explains `request`, checking tokens against `revocations` (the running proxy's, or the
+/// ones read from Redis) when given.
+pub fn explain_with(
+    config: &Config,
+    request: &Request<'_>,
+    now: u64,
+    revocations: Option<&Revocations>,
+) -> Result<Explanation, String> {
     let uri: http::Uri = request
         .url
         .parse()
@@ -181,20 +194,47 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         ),
         auth::Credential::Nothing => (None, None, String::new()),
     };
+    let mut revoked = None;
     let verdict = access.map(|token| {
         let (checks, result) = verifier.explain(token, now);
+        let mut checks: Vec<CheckReport> = checks
+            .into_iter()
+            .map(|c| CheckReport {
+                check: c.name.to_owned(),
+                ok: c.ok,
+                detail: c.detail,
+            })
+            .collect();
+        // Revocation applies to expired tokens too: a revoked one is never renewed.
+        if let Ok(claims) = verifier.verify_ignoring_exp(token, now) {
+            let detail = match revocations {
+                None => "not checked: revocations live in the running proxy (ask the admin listener's /explain, or set [cluster] to read them from Redis)".to_owned(),
+                Some(set) => {
+                    let subject = auth::subject(claims.as_json());
+                    let facts = TokenFacts {
+                        token,
+                        jti: claims.get("jti").and_then(serde_json::Value::as_str),
+                        sub: subject.as_deref(),
+                        iat: claims.iat(),
+                    };
+                    revoked = set.check(facts, now);
+                    match revoked {
+                        Some(why) => format!("REVOKED: {why}"),
+                        None => "not revoked".to_owned(),
+                    }
+                }
+            };
+            checks.push(CheckReport {
+                check: "revoked".to_owned(),
+                ok: revoked.is_none(),
+                detail,
+            });
+        }
         out.token = Some(TokenReport {
             cookie: source_name,
             length: token.len(),
-            checks: checks
-                .into_iter()
-                .map(|c| CheckReport {
-                    check: c.name.to_owned(),
-                    ok: c.ok,
-                    detail: c.detail,
-                })
-                .collect(),
-            valid: result.is_ok(),
+            checks,
+            valid: result.is_ok() && revoked.is_none(),
             claims: result
                 .as_ref()
                 .ok()
@@ -205,6 +245,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     let can_refresh =
         refresh_cookie.is_some() && config.backend.as_ref().is_some_and(|b| b.refresh.is_some());
     let claims = match verdict {
+        _ if revoked.is_some() => None,
         Some(Ok(claims)) => {
             if claims.exp() < now.saturating_add(config.session.refresh_ahead.as_secs())
                 && can_refresh
@@ -271,6 +312,17 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         }
         Auth::Required if csrf_refused(config, request.method, &uri, &headers, &mut out) => {}
         Auth::Required => match claims {
+            None if revoked.is_some() => {
+                out.action = if navigation {
+                    format!(
+                        "refuse a revoked token: clear the cookies, 302 to {}",
+                        auth::login_redirect(&config.login, &target)
+                    )
+                } else {
+                    "refuse a revoked token: clear the cookies, 401 Unauthorized".to_owned()
+                };
+                out.status = if navigation { 302 } else { 401 };
+            }
             None if out.refresh.is_some() => {
                 out.action =
                     format!("renew the session, then forward to upstream {upstream:?} as {target}");
@@ -344,7 +396,7 @@ fn csrf_refused(
     let (parts, ()) = request.into_parts();
     let via = auth::Via {
         tls: uri.scheme_str() == Some("https"),
-        trusted_peer: false,
+        ..auth::Via::default()
     };
     match auth::csrf_verdict(&config.session, config.jwt.from, &parts, via).0 {
         auth::csrf::Verdict::Pass(why) => {

@@ -43,7 +43,16 @@ pub struct App {
 }
 
 impl App {
+    /// An `App` with shared state of its own (a single instance, no `[cluster]`).
     pub fn new(config: Config) -> Result<App, Error> {
+        App::with_cluster(config, Arc::new(crate::cluster::Cluster::local()))
+    }
+
+    /// An `App` over `cluster`, the shared state that outlives configuration reloads.
+    pub fn with_cluster(
+        config: Config,
+        cluster: Arc<crate::cluster::Cluster>,
+    ) -> Result<App, Error> {
         let clients = config
             .upstreams
             .iter()
@@ -64,7 +73,7 @@ impl App {
             Some(files) => crate::tls::served_names(files).map_err(Error::Internal)?,
             None => Vec::new(),
         };
-        let auth = Authenticator::new(&config, backend_client)?;
+        let auth = Authenticator::new(&config, backend_client, cluster)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
             .iter()
@@ -224,13 +233,20 @@ async fn pipeline<'a>(
             return Err(Error::MethodNotAllowed);
         }
         let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
-        return app.auth.logout(request, trusted).await;
+        let client_ip =
+            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
+        return app.auth.logout(request, trusted, client_ip).await;
     }
     if own == app.config.session.me_path {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed);
         }
-        return app.auth.me(request.headers(), &mut trace.renewed).await;
+        let client_ip =
+            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
+        return app
+            .auth
+            .me(request.headers(), client_ip, &mut trace.renewed)
+            .await;
     }
 
     // Route.
@@ -238,10 +254,13 @@ async fn pipeline<'a>(
     trace.rule = Some(rule);
 
     // Admit: authenticate and authorize; only an admitted request gets a permit.
+    let client_ip =
+        upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
     let (parts, body) = request.into_parts();
     let via = Via {
         tls: conn.tls,
         trusted_peer: upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies),
+        client: client_ip,
     };
     let admission = app
         .auth

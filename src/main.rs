@@ -169,6 +169,26 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     }
 }
 
+/// With `[cluster]`, the revocations every instance shares, read once from Redis, so that
+/// `explain` can tell a revoked token; `None` without `[cluster]` or when Redis cannot be read.
+fn shared_revocations(config: &Config) -> Option<portcullis::cluster::Cluster> {
+    let settings = config.cluster.as_ref()?;
+    let runtime = runtime().ok()?;
+    runtime.block_on(async {
+        let cluster = portcullis::cluster::Cluster::new(Some(settings)).ok()?;
+        match cluster.load_revocations().await {
+            Some(_) => Some(cluster),
+            None => {
+                eprintln!(
+                    "portcullis: cannot read the revocations from Redis ({}); revocation is not checked",
+                    settings.redis_redacted()
+                );
+                None
+            }
+        }
+    })
+}
+
 fn explain(
     path: &std::path::Path,
     cookie: Option<&str>,
@@ -193,7 +213,13 @@ fn explain(
         cookies: cookie,
         headers,
     };
-    match portcullis::explain::explain(&config, &request, portcullis::auth::now()) {
+    let revocations = shared_revocations(&config);
+    match portcullis::explain::explain_with(
+        &config,
+        &request,
+        portcullis::auth::now(),
+        revocations.as_ref().map(|c| c.revocations()),
+    ) {
         Ok(explanation) if json => {
             println!(
                 "{}",
