@@ -15,6 +15,7 @@
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
 //!   redirects and JSON answers the proxy writes itself.
 //! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
+//! - [`single_flight`]: one call per key however many callers want it at once.
 //! - [`cluster`]: state shared by every instance (revocations, counters, one refresh per
 //!   token) through Redis, with local state as the fallback.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, `POST /sessions/revoke`
@@ -40,6 +41,7 @@ pub mod path;
 pub mod response;
 pub mod rules;
 pub mod server;
+pub mod single_flight;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
@@ -54,6 +56,20 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use error::Error;
 pub use handler::App;
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Unix milliseconds now.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone)]
