@@ -266,9 +266,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `(channel, payload)` of each message heard.
+type Heard = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
 /// Messages published on any channel while it lives (see [`RedisServer::record_pubsub`]).
 pub struct PubSubRecorder {
-    messages: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    messages: Heard,
     stop: Arc<AtomicBool>,
     subscribed: Arc<AtomicBool>,
 }
