@@ -22,6 +22,7 @@
 //! - `cluster/revocations.rs`: the in-memory revocation set the request path checks.
 //! - `cluster/local.rs`: this process's counters.
 //! - `cluster/redis.rs`: the Redis store: commands, pub/sub, health, catch-up.
+//! - `cluster/memory.rs` (tests): an in-memory store that injects faults.
 
 mod local;
 #[cfg(test)]

@@ -273,7 +273,10 @@ async fn answers_are_shared_between_instances_and_still_expire() {
     after(2200).await;
     assert_eq!(at(0).await, 200);
     let asked = backend.session_checks();
-    assert!(asked >= 2, "asked {asked} times in 2.2 s with check_every = 1s");
+    assert!(
+        asked >= 2,
+        "asked {asked} times in 2.2 s with check_every = 1s"
+    );
     // The backend ends the session: obeyed on both instances within check_every (and the
     // time one check takes).
     backend.end_sessions(USER);
@@ -283,5 +286,9 @@ async fn answers_are_shared_between_instances_and_still_expire() {
         let resp = eventually(401, || api(&base, &minted)).await;
         assert_eq!(resp.status, 401, "{}", resp.text());
     }
-    assert!(ended.elapsed() < Duration::from_millis(2500), "{:?}", ended.elapsed());
+    assert!(
+        ended.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        ended.elapsed()
+    );
 }
