@@ -13,7 +13,7 @@ use super::{api, clears_session, cluster_toml, config, cookie_header, sign_in, U
 use crate::support::instance::Instance;
 use crate::support::proxy::proxy;
 use crate::support::redis::RedisServer;
-use crate::support::{backend, upstream, Backend, Resp, TestKey};
+use crate::support::{backend, upstream, Backend, Resp, TestKey, Upstream};
 
 /// Polls `attempt` every 50 ms until it gives a response with `status` (5 s at most).
 async fn eventually<F, Fut>(status: u16, mut attempt: F) -> Resp
@@ -29,6 +29,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A fake backend with a bearer session check, and the configuration of an instance in front
+/// of it (with `session`, more sections after it, and `jwt.leeway` as given).
+async fn bearer_checked(session: &str, leeway: &str) -> (Backend, Upstream, String) {
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).run().await;
+    let up = upstream().run().await;
+    let toml = config(
+        &key,
+        &backend,
+        &up,
+        &check_toml(&backend.session_url(), "bearer"),
+        &format!("[session]\ncheck_every = \"1s\"\n{session}"),
+    )
+    .replace("leeway = \"0s\"", &format!("leeway = \"{leeway}\""));
+    (backend, up, toml)
 }
 
 fn check_toml(url: &str, format: &str) -> String {
@@ -96,18 +113,10 @@ async fn introspection_session_check() {
 
 #[tokio::test]
 async fn a_backend_that_cannot_be_asked_fails_open_or_closed() {
-    let key = TestKey::new("HS256");
     for fail in ["open", "closed"] {
-        let backend = backend(&key).run().await;
-        let up = upstream().run().await;
-        let proxy = proxy(&config(
-            &key,
-            &backend,
-            &up,
-            &check_toml(&backend.session_url(), "bearer"),
-            &format!("[session]\ncheck_every = \"1s\"\ncheck_fail = \"{fail}\"\n"),
-        ))
-        .await;
+        let (backend, _up, toml) =
+            bearer_checked(&format!("check_fail = \"{fail}\"\n"), "0s").await;
+        let proxy = proxy(&toml).await;
         let base = proxy.url("");
         // A token the backend confirms while it can.
         let confirmed = format!("access_token={}", backend.mint_access(USER, 600));
@@ -142,17 +151,8 @@ async fn a_backend_that_cannot_be_asked_fails_open_or_closed() {
 
 #[tokio::test]
 async fn a_slow_session_check_never_stalls_a_confirmed_session() {
-    let key = TestKey::new("HS256");
-    let backend = backend(&key).run().await;
-    let up = upstream().run().await;
-    let proxy = proxy(&config(
-        &key,
-        &backend,
-        &up,
-        &check_toml(&backend.session_url(), "bearer"),
-        "[session]\ncheck_every = \"1s\"\n",
-    ))
-    .await;
+    let (backend, _up, toml) = bearer_checked("", "0s").await;
+    let proxy = proxy(&toml).await;
     let base = proxy.url("");
     let session = cookie_header(&sign_in(&base).await);
     backend.set_check_delay(Some(Duration::from_secs(3)));
@@ -184,20 +184,8 @@ async fn a_slow_session_check_never_stalls_a_confirmed_session() {
 
 #[tokio::test]
 async fn an_ended_session_is_asked_about_once_and_takes_its_refresh_cookie_along() {
-    let key = TestKey::new("HS256");
-    let backend = backend(&key).run().await;
-    let up = upstream().run().await;
-    let proxy = proxy(
-        &config(
-            &key,
-            &backend,
-            &up,
-            &check_toml(&backend.session_url(), "bearer"),
-            "[session]\ncheck_every = \"1s\"\nrefresh_ahead = \"0s\"\n",
-        )
-        .replace("leeway = \"0s\"", "leeway = \"30s\""),
-    )
-    .await;
+    let (backend, _up, toml) = bearer_checked("refresh_ahead = \"0s\"\n", "30s").await;
+    let proxy = proxy(&toml).await;
     let base = proxy.url("");
     backend.end_sessions(USER);
     // Expired, but within the leeway: it still verifies, and is asked about once.
@@ -236,19 +224,8 @@ async fn an_ended_session_is_asked_about_once_and_takes_its_refresh_cookie_along
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_shared_between_instances_and_still_expire() {
     let redis = RedisServer::start().await;
-    let key = TestKey::new("HS256");
-    let backend = backend(&key).run().await;
-    let up = upstream().run().await;
-    let toml = config(
-        &key,
-        &backend,
-        &up,
-        &check_toml(&backend.session_url(), "bearer"),
-        &format!(
-            "[session]\ncheck_every = \"1s\"\n\n{}",
-            cluster_toml(&redis.url())
-        ),
-    );
+    let (backend, _up, toml) =
+        bearer_checked(&format!("\n{}", cluster_toml(&redis.url())), "0s").await;
     let instances = Instance::start_connected::<2>(&toml).await;
     let minted = format!("access_token={}", backend.mint_access(USER, 600));
     let at = |i: usize| {

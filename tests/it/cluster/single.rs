@@ -15,6 +15,50 @@ use crate::support::instance::Instance;
 use crate::support::proxy::{proxy, proxy_with_admin};
 use crate::support::{backend, upstream, Fault, Req, TestKey};
 
+/// One instance in front of `backend` with an admin listener and `jwt.leeway`; `session`
+/// opens `[session]`.
+async fn with_admin(
+    key: &TestKey,
+    backend: &crate::support::Backend,
+    up: &crate::support::Upstream,
+    session: &str,
+    leeway: &str,
+) -> (crate::support::proxy::Proxy, std::net::SocketAddr) {
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\nexplain = true\n\n{}",
+        config(key, backend, up, "", session)
+    )
+    .replace("leeway = \"0s\"", &format!("leeway = \"{leeway}\""));
+    proxy_with_admin(&toml).await
+}
+
+/// A backend issuing opaque refresh tokens, and an instance with an admin listener in front.
+async fn opaque_refresh_site() -> (
+    crate::support::Backend,
+    crate::support::Upstream,
+    crate::support::proxy::Proxy,
+    std::net::SocketAddr,
+) {
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).opaque_refresh().run().await;
+    let up = upstream().run().await;
+    let session = "[session]\nrefresh_ahead = \"0s\"\n";
+    let (proxy, admin) = with_admin(&key, &backend, &up, session, "0s").await;
+    (backend, up, proxy, admin)
+}
+
+/// `POST /sessions/revoke {"sub": sub}` on `admin`; without `[cluster]` there is no one to
+/// share it with.
+async fn revoke_subject(admin: std::net::SocketAddr, sub: &str) {
+    let resp = Req::post(&format!("http://{admin}/sessions/revoke"))
+        .json(json!({ "sub": sub }))
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["ok"], true);
+    assert_eq!(resp.json()["shared"], Value::Null);
+}
+
 #[tokio::test]
 async fn logout_revokes_the_access_and_refresh_tokens() {
     let key = TestKey::new("HS256");
@@ -62,26 +106,9 @@ async fn logout_revokes_the_access_and_refresh_tokens() {
 async fn an_expired_token_of_a_revoked_subject_is_not_renewed() {
     // An opaque refresh token shows nothing to refuse it by: the expired access token beside
     // it, revoked by its subject, is what stops the renewal before the backend is asked.
-    let key = TestKey::new("HS256");
-    let backend = backend(&key).opaque_refresh().run().await;
-    let up = upstream().run().await;
-    let toml = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        config(
-            &key,
-            &backend,
-            &up,
-            "",
-            "[session]\nrefresh_ahead = \"0s\"\n"
-        )
-    );
-    let (proxy, admin) = proxy_with_admin(&toml).await;
+    let (backend, _up, proxy, admin) = opaque_refresh_site().await;
     let session = expired_session(&backend);
-    let resp = Req::post(&format!("http://{admin}/sessions/revoke"))
-        .json(json!({ "sub": super::USER }))
-        .send()
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    revoke_subject(admin, super::USER).await;
     let resp = api(&proxy.url(""), &session).await;
     assert_eq!(resp.status, 401, "{}", resp.text());
     assert!(clears_session(&resp));
@@ -140,27 +167,10 @@ async fn a_logout_flood_cannot_fill_the_revocation_set() {
 
 #[tokio::test]
 async fn an_opaque_refresh_token_does_not_outlive_its_subjects_revocation() {
-    let key = TestKey::new("HS256");
-    let backend = backend(&key).opaque_refresh().run().await;
-    let up = upstream().run().await;
-    let toml = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        config(
-            &key,
-            &backend,
-            &up,
-            "",
-            "[session]\nrefresh_ahead = \"0s\"\n"
-        )
-    );
-    let (proxy, admin) = proxy_with_admin(&toml).await;
+    let (_backend, _up, proxy, admin) = opaque_refresh_site().await;
     let base = proxy.url("");
     let stolen = sign_in(&base).await;
-    let revoke = Req::post(&format!("http://{admin}/sessions/revoke"))
-        .json(json!({ "sub": super::USER }))
-        .send()
-        .await;
-    assert_eq!(revoke.status, 200, "{}", revoke.text());
+    revoke_subject(admin, super::USER).await;
     // More than a second later the backend issues tokens with a later `iat`: a stolen opaque
     // refresh token alone must not get one admitted.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -189,20 +199,11 @@ async fn a_backend_clock_ahead_cannot_slip_a_token_past_a_revocation() {
     let key = TestKey::new("HS256");
     let backend = backend(&key).clock_ahead(3).run().await;
     let up = upstream().run().await;
-    let toml = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}",
-        config(&key, &backend, &up, "", "")
-    )
-    .replace("leeway = \"0s\"", "leeway = \"5s\"");
-    let (proxy, admin) = proxy_with_admin(&toml).await;
+    let (proxy, admin) = with_admin(&key, &backend, &up, "", "5s").await;
     let session = cookie_header(&sign_in(&proxy.url("")).await);
     assert_eq!(api(&proxy.url(""), &session).await.status, 200);
     // Its `iat` is 3 s ahead of the proxy's clock: "issued up to now" must cover it.
-    let resp = Req::post(&format!("http://{admin}/sessions/revoke"))
-        .json(json!({ "sub": super::USER }))
-        .send()
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
+    revoke_subject(admin, super::USER).await;
     let resp = api(&proxy.url(""), &session).await;
     assert_eq!(resp.status, 401, "{}", resp.text());
 }
@@ -216,11 +217,7 @@ async fn an_operator_revokes_every_token_of_a_subject() {
         .run()
         .await;
     let up = upstream().run().await;
-    let toml = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\nexplain = true\n\n{}",
-        config(&key, &backend, &up, "", "")
-    );
-    let (proxy, admin) = proxy_with_admin(&toml).await;
+    let (proxy, admin) = with_admin(&key, &backend, &up, "", "0s").await;
     let base = proxy.url("");
     let login = |user: &'static str| {
         let url = proxy.url("/login");
@@ -259,12 +256,7 @@ async fn an_operator_revokes_every_token_of_a_subject() {
         405
     );
 
-    let resp = Req::post(&admin_url("/sessions/revoke"))
-        .json(json!({ "sub": "alice@example.com" }))
-        .send()
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.json()["ok"], true);
+    revoke_subject(admin, "alice@example.com").await;
 
     let resp = api(&base, &super::cookie_header(&alice)).await;
     assert_eq!(resp.status, 401);
