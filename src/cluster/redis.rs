@@ -407,9 +407,10 @@ impl RedisStore {
         let channels = [revoked_channel.clone(), self.key("refreshed")];
         let mut backoff = Duration::from_millis(200);
         let mut warned_start = false;
-        let mut first = true;
+        // Whether the command connection may be the one that went silent.
+        let mut suspect = false;
         loop {
-            if !first {
+            if std::mem::take(&mut suspect) {
                 // Whatever ended the last subscription may have silenced the command
                 // connection too, and a silent one may never fail on its own: start anew.
                 match ConnectionManager::new_lazy_with_config(
@@ -420,7 +421,6 @@ impl RedisStore {
                     Err(err) => self.failed(&format!("connect: {}", err.kind_text())),
                 }
             }
-            first = false;
             let started = std::time::Instant::now();
             let subscribed = tokio::time::timeout(self.background, self.subscribe(&channels)).await;
             let ok = matches!(subscribed, Ok(Ok(_)));
@@ -446,6 +446,7 @@ impl RedisStore {
                 continue;
             };
             if self.catch_up().await.is_err() {
+                suspect = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
@@ -485,6 +486,7 @@ impl RedisStore {
                     }
                 }
             }
+            suspect = true;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -163,6 +163,14 @@ fn secrets_of(jar: &CookieJar) -> Vec<String> {
         .collect()
 }
 
+/// The values of a `Cookie` header's pairs (the secrets it carries).
+fn values_of(cookies: &str) -> Vec<String> {
+    cookies
+        .split("; ")
+        .filter_map(|pair| Some(pair.split_once('=')?.1.to_owned()))
+        .collect()
+}
+
 /// The `[cluster]` section for `redis_url`, with a short call deadline.
 fn cluster_toml(redis_url: &str) -> String {
     format!("[cluster]\nredis = \"{redis_url}\"\nkey_prefix = \"it:\"\ntimeout = \"200ms\"\n")

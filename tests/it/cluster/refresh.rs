@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{api, cluster_toml, config, expired_session};
+use super::{api, cluster_toml, config, expired_session, values_of};
 use crate::support::instance::Instance;
 use crate::support::redis::RedisServer;
 use crate::support::{backend, upstream, Backend, Resp, TestKey, Upstream};
@@ -40,19 +40,21 @@ fn send(requests: &mut JoinSet<Resp>, base: String, cookies: &str) {
     requests.spawn(async move { api(&base, &cookies).await });
 }
 
-/// Every response is 200 with the same renewed access token.
-async fn all_renewed_alike(mut requests: JoinSet<Resp>) {
+/// Every response is 200 with the same renewed tokens; returns them.
+async fn all_renewed_alike(mut requests: JoinSet<Resp>) -> Vec<String> {
     let mut renewed = std::collections::HashSet::new();
     while let Some(resp) = requests.join_next().await {
         let resp = resp.expect("request task");
         assert_eq!(resp.status, 200, "{}", resp.text());
-        renewed.insert(resp.set_cookie("access_token").expect("renewed").value);
+        let cookie = |name: &str| resp.set_cookie(name).expect("renewed").value;
+        renewed.insert(vec![cookie("access_token"), cookie("refresh_token")]);
     }
     assert_eq!(
         renewed.len(),
         1,
         "the instances handed out different tokens"
     );
+    renewed.into_iter().next().expect("one")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,6 +76,7 @@ async fn a_refresh_slower_than_the_lease_is_made_once_across_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_never_makes_a_second_instance_refresh() {
     let redis = RedisServer::start().await;
+    let heard = redis.record_pubsub();
     let (backend, _up, instances) =
         cluster_of::<3>(&redis, Duration::from_millis(1500), "5s").await;
     let session = expired_session(&backend);
@@ -88,13 +91,16 @@ async fn a_slow_redis_never_makes_a_second_instance_refresh() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     redis.pause(Duration::from_millis(800));
     send(&mut requests, instances[2].url(""), &session);
-    all_renewed_alike(requests).await;
+    let mut secrets = all_renewed_alike(requests).await;
     assert_eq!(backend.refreshes(), 1);
     // A second later, with the old cookies, anywhere: the shared outcome, no second call.
     for instance in &instances {
         assert_eq!(api(&instance.url(""), &session).await.status, 200);
     }
     assert_eq!(backend.refreshes(), 1);
+    // The outcome went through Redis sealed: no token there, nor in what was published.
+    secrets.extend(values_of(&session));
+    redis.assert_no_token(Some(&heard), &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{
     api, cluster_toml, config, cookie_header, expired_session, log_out, secrets_of, sign_in,
-    within, PASSWORD, USER,
+    values_of, within, PASSWORD, USER,
 };
 use crate::support::cutter::Cutter;
 use crate::support::instance::Instance;
@@ -52,11 +52,7 @@ async fn three_instances_share_limits_and_revocations_and_survive_redis() {
 
     // A refresh on one instance, reused on another: its outcome passes through Redis.
     let expired = expired_session(&backend);
-    secrets.extend(
-        expired
-            .split("; ")
-            .map(|c| c.split_once('=').expect("a cookie").1.to_owned()),
-    );
+    secrets.extend(values_of(&expired));
     let resp = api(&base(0), &expired).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     let renewed = resp.set_cookie("access_token").expect("renewed").value;
