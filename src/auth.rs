@@ -229,7 +229,8 @@ impl Authenticator {
         let generation = self.jwks.as_ref().map(Jwks::generation);
         match (self.verifier.verify(token, now()), &self.jwks, generation) {
             (Err(Rejection::UnknownKey), Some(jwks), Some(seen)) => {
-                if jwks.refetch_for_unknown_key(&self.verifier, seen).await {
+                // Boxed, as every rare path that calls out: the request's future stays small.
+                if Box::pin(jwks.refetch_for_unknown_key(&self.verifier, seen)).await {
                     self.verifier.verify(token, now())
                 } else {
                     Err(Rejection::UnknownKey)
@@ -314,7 +315,7 @@ impl Authenticator {
                     claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
                 if let (true, Some(refresh)) = (expiring, refresh) {
                     // Renewal ahead of expiry is best effort: the current token is still good.
-                    if let Ok(renewed) = self.renew(refresh).await {
+                    if let Ok(renewed) = Box::pin(self.renew(refresh)).await {
                         return Ok(renewed);
                     }
                 }
@@ -326,9 +327,9 @@ impl Authenticator {
             }
             // Expired (and otherwise genuine), or gone because its cookie lapsed: renew.
             (Some((_, Err(rejection))), Some(refresh)) if rejection.is_expired_only() => {
-                self.renew(refresh).await
+                Box::pin(self.renew(refresh)).await
             }
-            (None, Some(refresh)) => self.renew(refresh).await,
+            (None, Some(refresh)) => Box::pin(self.renew(refresh)).await,
             (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
             (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }

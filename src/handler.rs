@@ -21,14 +21,14 @@ use crate::config::Config;
 use crate::error::{Error, Source};
 use crate::path;
 use crate::rules::{self, Rule};
-use crate::upstream::{self, Forwarding, HttpClient};
+use crate::upstream::{self, Forwarding, Pool};
 use crate::ConnInfo;
 
 /// Everything a request needs, built once from a validated configuration.
 pub struct App {
     pub config: Config,
-    /// One pooled client per upstream, in `config.upstreams` order.
-    pub clients: Vec<HttpClient>,
+    /// One connection pool per upstream, in `config.upstreams` order.
+    pub pools: Vec<Pool>,
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -40,10 +40,10 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config) -> Result<App, Error> {
-        let clients = config
+        let pools = config
             .upstreams
             .iter()
-            .map(|u| upstream::client(&config.server, &u.client))
+            .map(|u| upstream::pool(&config.server, u))
             .collect::<Result<Vec<_>, _>>()?;
         let backend_tls = config
             .backend
@@ -66,7 +66,7 @@ impl App {
         let metrics = crate::telemetry::RequestMetrics::new(config.rules.len());
         Ok(App {
             config,
-            clients,
+            pools,
             auth,
             tls,
             identity_headers,
@@ -198,20 +198,22 @@ async fn pipeline<'a>(
         let client_ip =
             upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
         let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
-        return app.auth.login(request, client_ip, trusted).await;
+        // The own endpoints' futures are boxed: they call the backend, and unboxed they would
+        // make every request's future (which hyper keeps per connection) as large as theirs.
+        return Box::pin(app.auth.login(request, client_ip, trusted)).await;
     }
     if own == app.config.logout.path {
         if method != Method::POST && method != Method::GET {
             return Err(Error::MethodNotAllowed);
         }
         let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
-        return app.auth.logout(request, trusted).await;
+        return Box::pin(app.auth.logout(request, trusted)).await;
     }
     if own == app.config.session.me_path {
         if method != Method::GET && method != Method::HEAD {
             return Err(Error::MethodNotAllowed);
         }
-        return app.auth.me(request.headers()).await;
+        return Box::pin(app.auth.me(request.headers())).await;
     }
 
     // Route.
@@ -247,7 +249,7 @@ async fn pipeline<'a>(
     };
     let upstream = app.config.upstream(rule.upstream);
     upstream::forward(
-        &app.clients[rule.upstream],
+        &app.pools[rule.upstream],
         &app.config,
         upstream,
         permit,
