@@ -4,13 +4,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -20,7 +20,11 @@ use crate::body::{self, Body};
 use crate::config::Server;
 use crate::handler;
 use crate::live::Live;
-use crate::{telemetry, ConnInfo};
+use crate::{telemetry, ConnInfo, Slot};
+
+mod activity;
+
+use activity::{Activity, Limits, Supervised, Tracked, Watched};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone)]
@@ -54,13 +58,18 @@ pub async fn serve(
     let app = live.app();
     let settings = &app.config.server;
     let builder = Arc::new(connection_builder(settings));
-    let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let handshake_timeout = settings.header_read_timeout;
+    let limits = Limits {
+        header_read: settings.header_read_timeout,
+        keepalive: settings.keepalive_timeout,
+        idle: settings.idle_timeout,
+    };
     let grace = settings.shutdown_grace;
     let local = listener.local_addr()?;
     info!(address = %local, tls = app.tls.is_some(), "listening");
     drop(app);
+    // Every connection's task holds a receiver; all of them gone means all connections are.
+    let (drained, draining) = watch::channel(());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,30 +90,42 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let tls = live.app().tls.clone();
-        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
+        // The slot is released when the last holder of the `ConnInfo` is gone: the
+        // connection's task, its requests, and a WebSocket tunnel that outlives them.
+        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()).holding(Slot::new(slot)));
         let live = live.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let draining = draining.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _draining = draining;
             telemetry::connection_opened();
             match tls {
-                // hyper's header timeout starts with the first byte; a connection that never
-                // sends one would otherwise hold its slot for ever.
-                None => match tokio::time::timeout(handshake_timeout, stream.peek(&mut [0u8; 1]))
-                    .await
-                {
-                    Ok(Ok(1..)) => serve_connection(live, conn, &builder, stream, watcher).await,
-                    _ => debug!(%peer, "connection closed: nothing sent within the header timeout"),
-                },
+                None => {
+                    let activity = Activity::new(Instant::now(), limits.header_read);
+                    let stream = Watched::new(stream, activity.clone());
+                    serve_connection(live, conn, &builder, stream, activity, limits, shutdown)
+                        .await;
+                }
                 // Boxed: the TLS state would otherwise be part of every connection's task,
                 // TLS or not (each idle connection costs its task's size in memory).
                 Some(acceptor) => {
                     Box::pin(async move {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        match tokio::time::timeout(limits.header_read, acceptor.accept(stream))
+                            .await
                         {
                             Ok(Ok(stream)) => {
-                                serve_connection(live, conn, &builder, stream, watcher).await
+                                // A handshake paid for may wait for its first request as
+                                // long as any idle connection (browsers open them ahead).
+                                let activity = Activity::new(Instant::now(), limits.idle);
+                                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                    activity.set_http2();
+                                }
+                                let stream = Watched::new(stream, activity.clone());
+                                serve_connection(
+                                    live, conn, &builder, stream, activity, limits, shutdown,
+                                )
+                                .await;
                             }
                             Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -117,35 +138,64 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drop(draining);
     tokio::select! {
-        () = graceful.shutdown() => info!(address = %local, "all connections closed"),
+        () = drained.closed() => info!(address = %local, "all connections closed"),
         () = tokio::time::sleep(grace) => warn!(address = %local, "shutdown grace period over; closing remaining connections"),
     }
     Ok(())
 }
 
+/// Serves one connection until it ends, it has been quiet past its limit
+/// ([`Activity::check`]), or shutdown (then gracefully: in-flight requests finish).
 async fn serve_connection<S>(
     live: Arc<Live>,
     conn: Arc<ConnInfo>,
     builder: &auto::Builder<TokioExecutor>,
-    stream: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    stream: Watched<S>,
+    activity: Arc<Activity>,
+    limits: Limits,
+    mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let requests = activity.clone();
     let service = service_fn(move |request| {
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
         let conn = conn.clone();
+        let in_flight = requests.begin();
         // Boxed per request: hyper keeps room for one service future in every connection,
         // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
         let handling = Box::pin(handler::guarded(handler::handle(app, conn, request)));
-        async move { Ok::<_, Infallible>(handling.await) }
+        async move {
+            let response = handling.await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection.into_owned()).await {
-        debug!(%peer, error = %err, "connection ended with an error");
+    let supervised = Supervised::new(
+        connection,
+        |connection: Pin<&mut _>| connection.graceful_shutdown(),
+        activity,
+        limits,
+    );
+    let mut supervised = std::pin::pin!(supervised);
+    let mut stopping = false;
+    let ended = loop {
+        tokio::select! {
+            ended = supervised.as_mut() => break ended,
+            () = shutdown.wait(), if !stopping => {
+                stopping = true;
+                supervised.as_mut().shutdown();
+            }
+        }
+    };
+    match ended {
+        Ok(None) => {}
+        Ok(Some(why)) => debug!(%peer, ?why, "closed a quiet connection"),
+        Err(err) => debug!(%peer, error = %err, "connection ended with an error"),
     }
 }
 
@@ -154,8 +204,9 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // hyper's header timer would also close connections idle between requests: the
+        // connection's own `Activity` applies the header, keep-alive and idle limits.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_size)
         .max_headers(128);
     builder

@@ -131,6 +131,11 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
                 .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
     };
     let equals = |other: &str| name.len() == other.len() && starts(other);
+    let configured = || configured.iter().any(|h| equals(h.as_str()));
+    // Every built-in name starts with `x`, `f` or `r`: most headers are cleared by one byte.
+    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b'r')) {
+        return configured();
+    }
     const PREFIXES: [&str; 4] = ["x-user-", "x-auth-", "x-forwarded-", "x-remote-"];
     const NAMES: [&str; 8] = [
         "x-user",
@@ -142,9 +147,7 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
         "x-real-ip",
         "x-request-id",
     ];
-    PREFIXES.iter().any(|p| starts(p))
-        || NAMES.iter().any(|n| equals(n))
-        || configured.iter().any(|h| equals(h.as_str()))
+    PREFIXES.iter().any(|p| starts(p)) || NAMES.iter().any(|n| equals(n)) || configured()
 }
 
 /// What the rewrite needs to know about the downstream request and its connection.
@@ -416,7 +419,11 @@ pub async fn forward(
         let mut upstream_response = Response::from_parts(parts, body);
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
         let (parts, _) = upstream_response.into_parts();
+        // The tunnel keeps the downstream connection's slot: it counts against
+        // `server.max_connections` until both sides have closed.
+        let slot = fwd.conn.slot.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::try_join!(downstream_upgrade, upstream_upgrade) {
                 Ok((downstream, upstream)) => {
                     let mut downstream = TokioIo::new(downstream);

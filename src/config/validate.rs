@@ -217,6 +217,14 @@ impl Validator<'_> {
         if !(8 << 10..=1 << 20).contains(&max_header_size) {
             self.problem("server.max_header_size", "must be between 8KiB and 1MiB");
         }
+        for (path, value) in [
+            ("server.keepalive_timeout", &raw.keepalive_timeout),
+            ("server.idle_timeout", &raw.idle_timeout),
+        ] {
+            if let Some(Ok(Duration::ZERO)) = value.as_ref().map(units::duration) {
+                self.problem(path, "must be more than 0");
+            }
+        }
         let max_connections = raw.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
             self.problem("server.max_connections", "must be at least 1");
@@ -232,6 +240,16 @@ impl Validator<'_> {
                 "server.header_read_timeout",
                 raw.header_read_timeout,
                 Duration::from_secs(10),
+            ),
+            keepalive_timeout: self.duration(
+                "server.keepalive_timeout",
+                raw.keepalive_timeout,
+                Duration::from_secs(75),
+            ),
+            idle_timeout: self.duration(
+                "server.idle_timeout",
+                raw.idle_timeout,
+                Duration::from_secs(60),
             ),
             upstream_timeout: self.duration(
                 "server.upstream_timeout",

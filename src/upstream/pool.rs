@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ use tower_service::Service as _;
 use tracing::debug;
 
 use crate::body::BoxError;
+use crate::clock;
 
 /// How long an unused connection stays open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -131,7 +132,7 @@ struct IdleConn {
 #[derive(Default)]
 struct Usage {
     in_flight: AtomicU32,
-    /// Milliseconds since `epoch()` when the last exchange on it ended.
+    /// When the last exchange on it ended (`clock::millis`).
     last_used: AtomicU64,
 }
 
@@ -141,18 +142,9 @@ impl Usage {
     }
 
     fn end(&self, now: Instant) {
-        self.last_used.store(millis(now), Ordering::Relaxed);
+        self.last_used.store(clock::millis(now), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn millis(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 enum Sender {
@@ -410,7 +402,7 @@ where
             }
             () = &mut sleep => {
                 let now = Instant::now();
-                let last = epoch() + Duration::from_millis(usage.last_used.load(Ordering::Relaxed));
+                let last = clock::instant(usage.last_used.load(Ordering::Relaxed));
                 let idle_until = last + IDLE_TIMEOUT;
                 if usage.in_flight.load(Ordering::Relaxed) == 0 && idle_until <= now {
                     debug!("closing an idle upstream connection");

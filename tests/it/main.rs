@@ -8,6 +8,7 @@ mod core;
 mod django;
 mod exhaustion;
 mod guard;
+mod lifecycle;
 mod session;
 mod storm;
 mod support;
