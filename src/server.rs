@@ -168,7 +168,8 @@ async fn serve_connection<S>(
         let in_flight = requests.begin();
         // Boxed per request: hyper keeps room for one service future in every connection,
         // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
-        let handling = Box::pin(handler::guarded(handler::handle(app, conn, request)));
+        // Boxed where it is made, so that the several-KiB future is copied once.
+        let handling = handler::guarded(Box::pin(handler::handle(app, conn, request)));
         async move {
             let response = handling.await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))

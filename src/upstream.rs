@@ -311,7 +311,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .map(str::trim)
+        // `close` names no header and `keep-alive` is removed below anyway: the usual
+        // `Connection` values build no list.
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::try_from(token).ok())
         // The framing of the request is the proxy's business, not the client's to remove.
         .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
         .collect();

@@ -1,7 +1,8 @@
 //! How long downstream connections live, over real sockets: HTTP/1.1 keep-alive outlives the
 //! header timeout and ends at `server.keepalive_timeout`; an idle HTTP/2 connection that
 //! only answers PINGs ends at `server.idle_timeout`; a WebSocket tunnel keeps its
-//! connection's slot under `server.max_connections`.
+//! connection's slot under `server.max_connections`. Upstream side: a pooled connection the
+//! upstream closed under a request is retried once, for idempotent requests only.
 
 use std::time::{Duration, Instant};
 
@@ -156,4 +157,90 @@ async fn a_websocket_tunnel_holds_its_connection_slot() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An upstream that answers the first request on each connection and closes the connection
+/// when a second one arrives on it, unanswered: what an upstream closing an idle keep-alive
+/// connection looks like when the proxy's request crosses its close. Returns its address and
+/// the number of request heads it has read.
+async fn closing_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut answered = false;
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+                        let body: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                        if seen.len() < end + 4 + body {
+                            break;
+                        }
+                        seen.drain(..end + 4 + body);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        if answered {
+                            return; // closes the connection, unanswered
+                        }
+                        answered = true;
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn a_reused_upstream_connection_found_closed_is_retried_once_for_idempotent_requests() {
+    use std::sync::atomic::Ordering;
+    let (addr, heads) = closing_upstream().await;
+    let key = TestKey::new("HS256");
+    let p = proxy(&proxy::config(
+        &format!("http://{addr}"),
+        &key.jwt_toml(),
+        ROUTES,
+    ))
+    .await;
+    let mut conn = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut conn, "/first").await, 200);
+    // Idle long enough for an upstream's keep-alive timeout to be a suspect.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        get(&mut conn, "/again").await,
+        200,
+        "the GET was not sent again on a new connection"
+    );
+    assert_eq!(
+        heads.load(Ordering::SeqCst),
+        3,
+        "one request, then the lost one and its retry"
+    );
+    // A POST may have been acted on: it is never sent twice.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    conn.write(b"POST /post HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .expect("write");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert_eq!(raw::status_codes(&head), [502], "{head}");
+    assert_eq!(heads.load(Ordering::SeqCst), 4, "the POST was sent twice");
 }
