@@ -462,6 +462,10 @@ pub fn policy(config: &Config) -> Policy {
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::try_from(format!("Bearer {token}"))
+    // Built by hand: `format!` would run the formatting machinery on every request.
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    HeaderValue::try_from(value)
         .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))
 }

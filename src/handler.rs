@@ -5,7 +5,6 @@
 //! every error becomes a response in exactly one place, `Error::into_response`.
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -319,16 +318,45 @@ fn next_request_id() -> HeaderValue {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Formatted on the stack: the header value is then the one allocation.
-    let mut text = std::io::Cursor::new([0u8; 8 + 1 + 16]);
-    write!(text, "{:08x}-{n:x}", boot as u32).expect("25 bytes hold 8 + 1 + 16 hex digits");
-    let len = usize::try_from(text.position()).expect("at most 25");
-    HeaderValue::from_bytes(&text.get_ref()[..len]).expect("hex digits are header-safe")
+    // `{boot:08x}-{n:x}`, written by hand on the stack (no formatting machinery): the header
+    // value is then the one allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 8 + 1 + 16];
+    let boot = boot as u32;
+    for (i, byte) in text[..8].iter_mut().enumerate() {
+        *byte = HEX[((boot >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    text[8] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        text[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text[..9 + digits]).expect("hex digits are header-safe")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_boot_and_counter_in_hex() {
+        let first = next_request_id();
+        let second = next_request_id();
+        let (boot, n) = first
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert_eq!(boot.len(), 8);
+        assert!(boot.bytes().all(|b| b.is_ascii_hexdigit()));
+        let n = u64::from_str_radix(n, 16).expect("hex counter");
+        let (_, m) = second
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert!(u64::from_str_radix(m, 16).expect("hex counter") > n);
+    }
 
     #[tokio::test]
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {
