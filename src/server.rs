@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -24,7 +24,7 @@ use crate::{telemetry, ConnInfo, Slot};
 
 mod activity;
 
-use activity::{Activity, Limits, Supervised, Tracked, Watched};
+use activity::{Activity, Expired, Limits, Supervised, Tracked, Watched};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone)]
@@ -57,7 +57,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
-    let builder = Arc::new(connection_builder(settings));
+    let builders = Arc::new(connection_builders(settings));
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let limits = Limits {
         header_read: settings.header_read_timeout,
@@ -94,7 +94,7 @@ pub async fn serve(
         // connection's task, its requests, and a WebSocket tunnel that outlives them.
         let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()).holding(Slot::new(slot)));
         let live = live.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let draining = draining.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -102,10 +102,20 @@ pub async fn serve(
             telemetry::connection_opened();
             match tls {
                 None => {
-                    let activity = Activity::new(Instant::now(), limits.header_read);
-                    let stream = Watched::new(stream, activity.clone());
-                    serve_connection(live, conn, &builder, stream, activity, limits, shutdown)
-                        .await;
+                    // As for a slow head: the first bytes within the header timeout.
+                    match tokio::time::timeout(limits.header_read, sniff_http2(&stream)).await {
+                        Ok(Ok(Some(http2))) => {
+                            let activity = Activity::new(Instant::now(), limits.header_read);
+                            serve_connection(
+                                live, conn, &builders, stream, http2, activity, limits, shutdown,
+                            )
+                            .await;
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            debug!(%peer, "connection closed: nothing sent within the header timeout")
+                        }
+                    }
                 }
                 // Boxed: the TLS state would otherwise be part of every connection's task,
                 // TLS or not (each idle connection costs its task's size in memory).
@@ -118,12 +128,10 @@ pub async fn serve(
                                 // A handshake paid for may wait for its first request as
                                 // long as any idle connection (browsers open them ahead).
                                 let activity = Activity::new(Instant::now(), limits.idle);
-                                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                                    activity.set_http2();
-                                }
-                                let stream = Watched::new(stream, activity.clone());
+                                let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                                 serve_connection(
-                                    live, conn, &builder, stream, activity, limits, shutdown,
+                                    live, conn, &builders, stream, http2, activity, limits,
+                                    shutdown,
                                 )
                                 .await;
                             }
@@ -148,14 +156,16 @@ pub async fn serve(
 
 /// Serves one connection until it ends, it has been quiet past its limit
 /// ([`Activity::check`]), or shutdown (then gracefully: in-flight requests finish).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     live: Arc<Live>,
     conn: Arc<ConnInfo>,
-    builder: &auto::Builder<TokioExecutor>,
-    stream: Watched<S>,
+    builders: &Builders,
+    stream: S,
+    http2: bool,
     activity: Arc<Activity>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -166,32 +176,37 @@ async fn serve_connection<S>(
         let app = live.app();
         let conn = conn.clone();
         let in_flight = requests.begin();
-        // Boxed per request: hyper keeps room for one service future in every connection,
-        // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
-        // Boxed where it is made, so that the several-KiB future is copied once.
+        // Boxed where it is made, so that the several-KiB future is copied once, and so that
+        // hyper's per-connection slot for the service's future stays small.
         let handling = handler::guarded(Box::pin(handler::handle(app, conn, request)));
         async move {
             let response = handling.await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
         }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    let supervised = Supervised::new(
-        connection,
-        |connection: Pin<&mut _>| connection.graceful_shutdown(),
-        activity,
-        limits,
-    );
-    let mut supervised = std::pin::pin!(supervised);
-    let mut stopping = false;
-    let ended = loop {
-        tokio::select! {
-            ended = supervised.as_mut() => break ended,
-            () = shutdown.wait(), if !stopping => {
-                stopping = true;
-                supervised.as_mut().shutdown();
-            }
-        }
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let ended = if http2 {
+        activity.set_http2();
+        let connection = builders.http2.serve_connection(io, service);
+        let graceful =
+            |connection: Pin<&mut http2::Connection<_, _, _>>| connection.graceful_shutdown();
+        // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
+        // would otherwise make room for it.
+        Box::pin(supervise(
+            Supervised::new(connection, graceful, activity, limits),
+            shutdown,
+        ))
+        .await
+    } else {
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        let graceful = |connection: Pin<&mut http1::UpgradeableConnection<_, _>>| {
+            connection.graceful_shutdown()
+        };
+        supervise(
+            Supervised::new(connection, graceful, activity, limits),
+            shutdown,
+        )
+        .await
     };
     match ended {
         Ok(None) => {}
@@ -200,23 +215,78 @@ async fn serve_connection<S>(
     }
 }
 
-/// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or ALPN under TLS) with the configured limits.
-fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+/// Runs a supervised connection to its end, shutting it down gracefully on `shutdown`.
+async fn supervise<C, F>(
+    supervised: Supervised<C, F>,
+    mut shutdown: Shutdown,
+) -> hyper::Result<Option<Expired>>
+where
+    C: std::future::Future<Output = hyper::Result<()>>,
+    F: FnMut(Pin<&mut C>),
+{
+    let mut supervised = std::pin::pin!(supervised);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            ended = supervised.as_mut() => return ended,
+            () = shutdown.wait(), if !stopping => {
+                stopping = true;
+                supervised.as_mut().shutdown();
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 connection builders with the configured limits. Each connection
+/// gets the one its protocol needs (ALPN under TLS, the client's first bytes in plain text),
+/// not hyper-util's auto builder: sniffing inside hyper-util hands hyper a 24-byte prefix
+/// first, which makes hyper regrow its read buffer to 16 KiB on every connection.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn connection_builders(settings: &Server) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1
         // hyper's header timer would also close connections idle between requests: the
         // connection's own `Activity` applies the header, keep-alive and idle limits.
         .header_read_timeout(None)
         .max_buf_size(settings.max_header_size)
         .max_headers(128);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
-    builder
+    Builders { http1, http2 }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection opens with the HTTP/2 preface (h2c by prior knowledge), read
+/// with `MSG_PEEK` so that hyper reads the bytes itself. Waits for the first bytes; `None`
+/// when the peer closed first.
+async fn sniff_http2(stream: &TcpStream) -> io::Result<Option<bool>> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A preface cut short. Peeking again would return at once with the same bytes, so
+        // wait a moment (this only happens to HTTP/2 clients whose first segment was split,
+        // and the caller's deadline bounds it).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the

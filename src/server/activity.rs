@@ -278,26 +278,18 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
     }
 }
 
-/// The HTTP/2 connection preface's first bytes.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
 pin_project_lite::pin_project! {
     /// A downstream socket that tells its [`Activity`] when bytes arrive.
     pub struct Watched<S> {
         #[pin]
         inner: S,
         activity: Arc<Activity>,
-        first_read: bool,
     }
 }
 
 impl<S> Watched<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
-        Watched {
-            inner,
-            activity,
-            first_read: true,
-        }
+        Watched { inner, activity }
     }
 }
 
@@ -311,14 +303,7 @@ impl<S: AsyncRead> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                if *this.first_read {
-                    *this.first_read = false;
-                    if read.starts_with(H2_PREFACE) {
-                        this.activity.set_http2();
-                    }
-                }
+            if buf.filled().len() > before {
                 this.activity.bytes_arrived();
             }
         }
