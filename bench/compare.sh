@@ -93,7 +93,7 @@ if [ ! -f "$CLUSTER_CONF" ]; then
   log "portcullis-hs256-cluster skipped: $CLUSTER_CONF is missing"
 elif ! command -v redis-server >/dev/null; then
   log "portcullis-hs256-cluster skipped: redis-server is not installed"
-elif "$OURS_BIN" check --config "$CLUSTER_CONF" 2>&1 | grep -qi "unknown.*cluster"; then
+elif grep -qi "unknown.*cluster" <<<"$("$OURS_BIN" check --config "$CLUSTER_CONF" 2>&1 || true)"; then
   log "portcullis-hs256-cluster skipped: this binary does not know [cluster]"
 else
   redis-server --port 18120 --bind 127.0.0.1 --save '' --appendonly no --dir "$BENCH/run" \
