@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 
 use crate::body::Body;
 use crate::config::{Config, Session};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
+use crate::view::RequestView;
 use backend::{BackendClient, Tokens};
 use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
@@ -38,6 +38,8 @@ pub struct Permit {
     identity: Vec<(HeaderName, HeaderValue)>,
     /// `Set-Cookie` values for the response (renewed tokens).
     set_cookies: Vec<HeaderValue>,
+    /// The verified claims (`required` rules).
+    claims: Option<Arc<Claims>>,
 }
 
 impl Permit {
@@ -46,6 +48,7 @@ impl Permit {
             authorization: None,
             identity: Vec::new(),
             set_cookies: Vec::new(),
+            claims: None,
         }
     }
 
@@ -59,6 +62,7 @@ impl Permit {
                 HeaderValue::from_static("42"),
             )],
             set_cookies: Vec::new(),
+            claims: None,
         }
     }
 
@@ -78,6 +82,25 @@ impl Permit {
         for cookie in &self.set_cookies {
             headers.append(header::SET_COOKIE, cookie.clone());
         }
+    }
+
+    /// Whether the permit carries a bearer token (a `required` rule admitted it).
+    pub fn is_authenticated(&self) -> bool {
+        self.authorization.is_some()
+    }
+
+    /// A verified claim as a header value (strings as they are, other JSON as its text).
+    pub fn claim_header(&self, claim: &str) -> Option<HeaderValue> {
+        claim_value(self.claims.as_ref()?, claim)
+    }
+}
+
+/// `claim` of `claims` as a header value; `None` when absent, null or not header-safe.
+fn claim_value(claims: &Claims, claim: &str) -> Option<HeaderValue> {
+    match claims.get(claim)? {
+        serde_json::Value::String(s) => HeaderValue::try_from(s.as_str()).ok(),
+        serde_json::Value::Null => None,
+        other => HeaderValue::try_from(other.to_string()).ok(),
     }
 }
 
@@ -239,27 +262,22 @@ impl Authenticator {
         }
     }
 
-    /// Decides whether the request routed to `rule` may go upstream. `target` is the
-    /// normalized path with the original query, used as the return path after login.
-    pub async fn admit(
-        &self,
-        rule: &Rule,
-        request: &Parts,
-        target: &str,
-    ) -> Result<Admission, Error> {
+    /// Decides whether the request routed to `rule` may go upstream. The view's `target` (the
+    /// normalized path with the original query) is the return path after login.
+    pub async fn admit(&self, rule: &Rule, request: &RequestView<'_>) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
             // Only a token that is valid as it stands counts as signed in here. Renewing one
             // would spend the refresh token on a redirect that cannot carry the new cookies;
             // the page redirected to renews it properly.
-            Auth::Guest if self.has_valid_token(&request.headers) => {
+            Auth::Guest if self.has_valid_token(request.headers) => {
                 Ok(Admission::Redirect(self.login.success_redirect.clone()))
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let verified = match self.authenticate(&request.headers).await {
+                let verified = match self.authenticate(request.headers).await {
                     Ok(verified) => verified,
-                    Err(failure) => return Err(self.refuse(rule, request, target, failure)),
+                    Err(failure) => return Err(self.refuse(rule, request, failure)),
                 };
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
@@ -272,20 +290,14 @@ impl Authenticator {
                     .headers
                     .iter()
                     .filter_map(|(name, claim)| {
-                        let value = match verified.claims.get(claim)? {
-                            serde_json::Value::String(s) => {
-                                HeaderValue::try_from(s.as_str()).ok()?
-                            }
-                            serde_json::Value::Null => return None,
-                            other => HeaderValue::try_from(other.to_string()).ok()?,
-                        };
-                        Some((name.clone(), value))
+                        Some((name.clone(), claim_value(&verified.claims, claim)?))
                     })
                     .collect();
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
                     set_cookies: verified.set_cookies,
+                    claims: Some(verified.claims),
                 }))
             }
         }
@@ -379,8 +391,8 @@ impl Authenticator {
 
     /// The refusal for an unauthenticated request on `rule`: a redirect to the login page for
     /// page navigations, `401` for API calls.
-    fn refuse(&self, rule: &Rule, request: &Parts, target: &str, failure: Failure) -> Error {
-        let navigation = redirects_to_login(rule, &request.headers);
+    fn refuse(&self, rule: &Rule, request: &RequestView<'_>, failure: Failure) -> Error {
+        let navigation = redirects_to_login(rule, request.headers);
         let clear_cookies = match &failure {
             Failure::RefreshRejected => self.cleared_session(),
             Failure::BackendDown(_) if !navigation => {
@@ -392,7 +404,7 @@ impl Authenticator {
             }
             _ => Vec::new(),
         };
-        let login = navigation.then(|| login_redirect(&self.login, target));
+        let login = navigation.then(|| login_redirect(&self.login, &request.target));
         Error::Unauthenticated {
             reason: failure.to_string(),
             login,

@@ -32,6 +32,7 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
+    pub forward_auth: Option<ForwardAuth>,
     pub upstreams: Vec<Upstream>,
     pub backend: Option<Backend>,
     pub login: Login,
@@ -83,6 +84,15 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
     pub explain: bool,
+}
+
+/// `[forward_auth]`: where an ingress asks whether a request may go through.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    /// Removed from the path of a request without `X-Forwarded-Uri`/`X-Original-URI` (Envoy
+    /// `ext_authz`): `""` or a path like `/authz`, without a trailing `/`.
+    pub path_prefix: String,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.

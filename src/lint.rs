@@ -25,19 +25,27 @@ pub fn lint(config: &Config) -> Vec<Warning> {
     let mut warn = |path: String, message: String| warnings.push(Warning { path, message });
 
     for (i, later) in config.rules.iter().enumerate() {
-        if let Some(earlier) = config.rules[..i]
-            .iter()
-            .find(|e| e.pattern.covers(&later.pattern))
-        {
+        // Host and path together: a rule is shadowed only when an earlier one takes every
+        // host and every path it does.
+        if let Some(earlier) = config.rules[..i].iter().find(|e| e.covers(later)) {
+            let what = match &earlier.host {
+                Some(host) => format!("{host} {}", earlier.pattern),
+                None => earlier.pattern.to_string(),
+            };
+            let span = if later.host.is_some() {
+                "host and path"
+            } else {
+                "path"
+            };
             let message = if later.auth == Auth::Required && earlier.auth == Auth::Public {
                 format!(
-                    "this required rule can never match: public rule routes[{}] ({}) before it covers every path it does, so those paths are NOT protected",
-                    earlier.index, earlier.pattern
+                    "this required rule can never match: public rule routes[{}] ({what}) before it covers every {span} it does, so those paths are NOT protected",
+                    earlier.index
                 )
             } else {
                 format!(
-                    "never matches: routes[{}] ({}) before it covers every path it does",
-                    earlier.index, earlier.pattern
+                    "never matches: routes[{}] ({what}) before it covers every {span} it does",
+                    earlier.index
                 )
             };
             warn(format!("routes[{}]", later.index), message);
@@ -218,6 +226,9 @@ mod tests {
             ("jwt.secret", base("", "", "secret = \"passwordpasswordpasswordpassword\"", guarded)),
             ("server.trusted_proxies[0]", base("trusted_proxies = [\"::/0\"]", "", secret, guarded)),
             ("upstreams.app", base("", "", secret, guarded).replace("127.0.0.1:3000", "127.0.0.1:18998")),
+            // A host rule behind a rule for every subdomain, and one behind a rule without host.
+            ("routes[1]", base("", "", secret, "[[routes]]\nhost = \"*.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"Admin.example.com\"\npath = \"/x\"\nauth = \"required\"\nupstream = \"app\"\n")),
+            ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),
         ];
         for (path, text) in cases {
             let config = Config::from_toml_str(&text).unwrap_or_else(|p| panic!("{path}: {p}"));
@@ -225,6 +236,22 @@ mod tests {
             assert_eq!(paths(&warnings), vec![path], "{path}: {warnings:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn host_rules_shadow_only_what_they_cover() {
+        let routes = "[[routes]]\nhost = \"app.example.com\"\npath = \"/:path*\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n";
+        let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{routes}");
+        assert_eq!(
+            lint(&Config::from_toml_str(&text).expect("valid")),
+            Vec::new()
+        );
+        let shadowed = routes.replace("host = \"app.example.com\"\n", "");
+        let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{shadowed}");
+        let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
+        assert_eq!(paths(&warnings), vec!["routes[1]", "routes[2]"]);
+        assert!(warnings[0].message.contains("NOT protected"), "{}", warnings[0]);
+        assert!(warnings[0].message.contains("host and path"), "{}", warnings[0]);
     }
 
     #[test]

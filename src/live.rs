@@ -90,6 +90,13 @@ impl Live {
                     .to_owned(),
             );
         }
+        let forward_auth = |config: &Config| config.forward_auth.as_ref().map(|f| f.listen);
+        if forward_auth(&config) != forward_auth(&old.config) {
+            return Err(
+                "forward_auth.listen changed: listeners are bound at start-up; restart to move it"
+                    .to_owned(),
+            );
+        }
         let app = Arc::new(App::new(config).map_err(|err| err.to_string())?);
         // A new `App` fetches its JWKS afresh; it takes over only once it can admit requests.
         let maintenance = maintain(&app);

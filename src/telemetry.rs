@@ -21,7 +21,6 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Handles for the metrics whose labels are fixed, registered with the recorder once.
 struct Fixed {
-    request_duration: Histogram,
     upstream_duration: Histogram,
     /// One counter per name in [`AUTH_DECISIONS`], in that order.
     auth: Vec<Counter>,
@@ -65,7 +64,6 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Portcullis's metrics go there and `/metrics` reports what this handle sees.
             let _ = metrics::set_global_recorder(recorder);
             let _ = FIXED.set(Fixed {
-                request_duration: histogram!("portcullis_request_duration_seconds"),
                 upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
                 auth: AUTH_DECISIONS
                     .iter()
@@ -108,36 +106,48 @@ fn class(status: u16) -> usize {
     }
 }
 
-/// The request counters of one configuration, one per (rule, status class), registered when
-/// the `App` is built.
+/// The `mode` label values: requests served by the public listener, and forward-auth
+/// decisions.
+const MODES: [&str; 2] = ["proxy", "forward_auth"];
+
+/// The request counters of one configuration, one per (mode, rule, status class), registered
+/// when the `App` is built.
 pub struct RequestMetrics {
-    /// `[rule index][status class]`; the last row counts requests no rule matched.
-    requests: Vec<[Counter; 5]>,
+    /// `[mode][rule index][status class]`; each mode's last row counts requests no rule
+    /// matched.
+    requests: [Vec<[Counter; 5]>; 2],
+    /// Request durations per mode.
+    durations: [Histogram; 2],
 }
 
 impl RequestMetrics {
     pub fn new(rules: usize) -> RequestMetrics {
-        let row = |rule: String| {
-            CLASSES.map(|status| {
-                counter!("portcullis_requests_total", "rule" => rule.clone(), "status" => status)
-            })
+        let rows = |mode: &'static str| {
+            let row = |rule: String| {
+                CLASSES.map(|status| {
+                    counter!("portcullis_requests_total", "mode" => mode, "rule" => rule.clone(), "status" => status)
+                })
+            };
+            (0..rules)
+                .map(|r| row(r.to_string()))
+                .chain(std::iter::once(row("none".to_owned())))
+                .collect()
         };
-        let requests = (0..rules)
-            .map(|r| row(r.to_string()))
-            .chain(std::iter::once(row("none".to_owned())))
-            .collect();
-        RequestMetrics { requests }
+        RequestMetrics {
+            requests: MODES.map(rows),
+            durations: MODES
+                .map(|mode| histogram!("portcullis_request_duration_seconds", "mode" => mode)),
+        }
     }
 
-    /// One downstream request finished.
-    pub fn request(&self, rule: Option<usize>, status: u16, elapsed: Duration) {
-        let none = self.requests.len() - 1;
+    /// One request finished; `mode` is `"proxy"` or `"forward_auth"`.
+    pub fn request(&self, mode: &str, rule: Option<usize>, status: u16, elapsed: Duration) {
+        let mode = usize::from(mode == MODES[1]);
+        let requests = &self.requests[mode];
+        let none = requests.len() - 1;
         let row = rule.filter(|&r| r < none).unwrap_or(none);
-        self.requests[row][class(status)].increment(1);
-        match FIXED.get() {
-            Some(fixed) => fixed.request_duration.record(elapsed.as_secs_f64()),
-            None => histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64()),
-        }
+        requests[row][class(status)].increment(1);
+        self.durations[mode].record(elapsed.as_secs_f64());
     }
 }
 

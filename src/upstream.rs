@@ -6,7 +6,6 @@
 //! cookies, *then* inject `Authorization`, identity and `X-Forwarded-*` headers — so nothing a
 //! client sends can remove or forge what the proxy injects.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +24,7 @@ use crate::auth::Permit;
 use crate::body::Body;
 use crate::config::{self, Config};
 use crate::error::Error;
+pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
 /// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
@@ -131,43 +131,9 @@ pub struct Forwarding<'a> {
     /// Every header name any rule fills from claims: always stripped from client requests.
     pub identity_headers: &'a [HeaderName],
     pub request_id: &'a HeaderValue,
-}
-
-/// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
-pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
-    trusted.iter().any(|net| net.contains(&peer))
-}
-
-/// The client's address: the peer, or — behind trusted proxies — the nearest untrusted
-/// address in `X-Forwarded-For`, read from the right.
-pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    if !is_trusted(conn.peer.ip(), trusted) {
-        return conn.peer.ip();
-    }
-    let mut client = conn.peer.ip();
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(ip, trusted) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    client
+    /// The request's own host ([`crate::view::authority`]): the upstream's `Host`, whatever
+    /// `Host` headers the client sent.
+    pub host: &'a HeaderValue,
 }
 
 /// Rewrites the downstream request headers into the upstream's. Returns whether this is a
@@ -176,7 +142,6 @@ pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     permit: &Permit,
     fwd: &Forwarding<'_>,
-    host: Option<HeaderValue>,
 ) -> bool {
     let upgrade = upgrade_protocol(headers);
     strip_hop_by_hop(headers);
@@ -201,9 +166,7 @@ pub fn rewrite_request_headers(
     crate::auth::cookies::strip(headers, &fwd.own_cookies);
 
     // From here on, only the proxy writes.
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, fwd.host.clone());
     permit.apply(headers);
     let peer = &fwd.conn.peer_ip;
     match forwarded_for {
@@ -325,16 +288,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Error> {
     let downstream_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
-    // HTTP/2 requests carry the host in the URI's authority, not in a Host header.
-    let host = if parts.headers.contains_key(header::HOST) {
-        None
-    } else {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    };
-    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, host)
+    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd)
         && parts.version == Version::HTTP_11
         && parts.method == http::Method::GET;
     let websocket_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();

@@ -48,6 +48,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub admin: Option<RawAdmin>,
+    pub forward_auth: Option<RawForwardAuth>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub backend: Option<RawBackend>,
@@ -124,6 +125,15 @@ pub struct RawUpstreamTable {
 pub struct RawAdmin {
     pub listen: String,
     pub explain: Option<bool>,
+}
+
+/// `[forward_auth]`: answer an ingress's auth subrequests on a listener of their own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: String,
+    /// Stripped from the path of a request that describes itself (Envoy's `path_prefix`).
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +213,7 @@ pub struct RawJwt {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub host: Option<String>,
     pub path: Option<String>,
     pub auth: Option<String>,
     pub upstream: Option<String>,
