@@ -89,7 +89,8 @@ fn headers(c: &mut Criterion) {
         false,
     );
     let mut path = None;
-    let (view, host) = RequestView::proxied(&parts, &conn, &[], &mut path).expect("a valid request");
+    let (view, host) =
+        RequestView::proxied(&parts, &conn, &[], &mut path).expect("a valid request");
     let admit = || {
         app.auth
             .admit(rule, &view)

@@ -40,6 +40,10 @@ pub const X_AUTH_SET_COOKIE_ACCESS: HeaderName =
     HeaderName::from_static("x-auth-set-cookie-access");
 pub const X_AUTH_SET_COOKIE_REFRESH: HeaderName =
     HeaderName::from_static("x-auth-set-cookie-refresh");
+/// On a `401` for a page navigation that the ingress cannot redirect itself (nginx): where
+/// the login page is, with the original path as its return parameter, for the ingress's
+/// `error_page` to redirect to.
+pub const X_AUTH_REDIRECT: HeaderName = HeaderName::from_static("x-auth-redirect");
 /// Envoy removes the request headers named here before forwarding an allowed request.
 const X_ENVOY_AUTH_HEADERS_TO_REMOVE: HeaderName =
     HeaderName::from_static("x-envoy-auth-headers-to-remove");
@@ -110,7 +114,10 @@ pub fn view<'r>(
     let text = |name: &HeaderName, what: &'static str| -> Result<Option<&'r str>, Error> {
         match headers.get(name) {
             None => Ok(None),
-            Some(value) => value.to_str().map(Some).map_err(|_| Error::BadRequest(what)),
+            Some(value) => value
+                .to_str()
+                .map(Some)
+                .map_err(|_| Error::BadRequest(what)),
         }
     };
     let mut scheme = None;
@@ -143,7 +150,10 @@ pub fn view<'r>(
         }
         Ingress::Direct => {
             let own = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let prefix = &config.forward_auth.as_ref().map_or("", |f| f.path_prefix.as_str());
+            let prefix = &config
+                .forward_auth
+                .as_ref()
+                .map_or("", |f| f.path_prefix.as_str());
             let rest = own.strip_prefix(prefix).ok_or(Error::NotFound)?;
             let target = match rest.as_bytes().first() {
                 None => Cow::Borrowed("/"),
@@ -184,11 +194,7 @@ pub fn view<'r>(
         path,
         target,
         headers,
-        client_ip: view::forwarded_client(
-            conn.peer.ip(),
-            headers,
-            &config.server.trusted_proxies,
-        ),
+        client_ip: view::forwarded_client(conn.peer.ip(), headers, &config.server.trusted_proxies),
         trusted_peer: true,
     })
 }
@@ -242,7 +248,19 @@ pub fn answer(
         }
         // A signed-in user on a `guest` page: the page is public, let it through.
         Ok(Decision::Admitted(Admission::Redirect(_))) => allowed(None, asked, config, ingress),
-        Err(err) => refusal(ingress, err).into_response(),
+        Err(err) => {
+            let login = match &err {
+                Error::Unauthenticated {
+                    login: Some(login), ..
+                } if !ingress.relays_redirects() => HeaderValue::try_from(login.as_str()).ok(),
+                _ => None,
+            };
+            let mut response = refusal(ingress, err).into_response();
+            if let Some(login) = login {
+                response.headers_mut().insert(X_AUTH_REDIRECT, login);
+            }
+            response
+        }
     };
     mirror_cookies(response.headers_mut(), &config.session);
     // The answer may carry a bearer token: no cache may keep it.
@@ -268,8 +286,10 @@ fn allowed(
             permit.apply(headers);
             permit.apply_to_response(headers);
             if permit.is_authenticated() {
-                for (name, claim) in [(X_AUTH_REQUEST_USER, "sub"), (X_AUTH_REQUEST_EMAIL, "email")]
-                {
+                for (name, claim) in [
+                    (X_AUTH_REQUEST_USER, "sub"),
+                    (X_AUTH_REQUEST_EMAIL, "email"),
+                ] {
                     if let Some(value) = permit.claim_header(claim) {
                         headers.insert(name, value);
                     }

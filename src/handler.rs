@@ -197,8 +197,12 @@ async fn proxy<'a>(
     // The target as received, shared rather than copied: what goes upstream when normalizing
     // changed nothing (the usual case).
     let original = parts.uri.path_and_query().cloned();
-    let (view, authority) =
-        RequestView::proxied(&parts, conn, &app.config.server.trusted_proxies, &mut trace.path)?;
+    let (view, authority) = RequestView::proxied(
+        &parts,
+        conn,
+        &app.config.server.trusted_proxies,
+        &mut trace.path,
+    )?;
     trace.method = Some(view.method.clone());
 
     // The proxy's own endpoints, before any rule.
@@ -262,7 +266,9 @@ async fn forward_auth<'a>(
     let ingress = match Ingress::detect(&parts.headers) {
         Ok(ingress) => ingress,
         // Refused as nginx would need it: the stricter answer fits every ingress.
-        Err(err) => return forward_auth::answer(Ingress::Original, Err(err), &parts.headers, &app.config),
+        Err(err) => {
+            return forward_auth::answer(Ingress::Original, Err(err), &parts.headers, &app.config)
+        }
     };
     let decision = decide(app, conn, &parts, ingress, trace).await;
     if let Err(err) = &decision {

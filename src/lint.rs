@@ -250,8 +250,16 @@ mod tests {
         let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{shadowed}");
         let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
         assert_eq!(paths(&warnings), vec!["routes[1]", "routes[2]"]);
-        assert!(warnings[0].message.contains("NOT protected"), "{}", warnings[0]);
-        assert!(warnings[0].message.contains("host and path"), "{}", warnings[0]);
+        assert!(
+            warnings[0].message.contains("NOT protected"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[0].message.contains("host and path"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[test]

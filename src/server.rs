@@ -113,8 +113,7 @@ pub async fn serve(
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(stream)) => {
-                                serve_connection(live, conn, &builder, stream, watcher, door)
-                                    .await
+                                serve_connection(live, conn, &builder, stream, watcher, door).await
                             }
                             Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),

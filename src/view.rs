@@ -149,9 +149,7 @@ impl Host {
 
     /// `host[:port]` as received.
     pub fn as_str(&self) -> &str {
-        self.value
-            .to_str()
-            .expect("a parsed Host is visible ASCII")
+        self.value.to_str().expect("a parsed Host is visible ASCII")
     }
 
     /// The host without its port, case kept (`[::1]` keeps its brackets).
@@ -218,8 +216,8 @@ pub fn forwarded_host(headers: &HeaderMap) -> Result<Option<Host>, Error> {
     if first.is_empty() {
         return Ok(None);
     }
-    let value =
-        HeaderValue::from_str(first).map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))?;
+    let value = HeaderValue::from_str(first)
+        .map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))?;
     Host::parse(value)
         .map(Some)
         .map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))
@@ -339,7 +337,11 @@ impl<'r> RequestView<'r> {
         };
         let view = RequestView {
             method: parts.method.clone(),
-            scheme: scheme.unwrap_or(if conn.tls { Scheme::Https } else { Scheme::Http }),
+            scheme: scheme.unwrap_or(if conn.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            }),
             host: host.unwrap_or_else(|| authority.clone()),
             path,
             target,

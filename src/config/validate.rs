@@ -835,13 +835,20 @@ impl Validator<'_> {
         let Some(forward_auth) = forward_auth else {
             return;
         };
+        // Port 0 asks the system for a free port: never the same one twice.
         let clash = |other: &SocketAddr| {
-            other.port() == forward_auth.listen.port()
+            other.port() != 0
+                && other.port() == forward_auth.listen.port()
                 && (other.ip() == forward_auth.listen.ip()
                     || other.ip().is_unspecified()
                     || forward_auth.listen.ip().is_unspecified())
         };
-        if server.listen.iter().chain(server.redirect_http.iter()).any(clash) {
+        if server
+            .listen
+            .iter()
+            .chain(server.redirect_http.iter())
+            .any(clash)
+        {
             self.problem(
                 "forward_auth.listen",
                 "must differ from server.listen and server.redirect_http (its answers carry bearer tokens)",

@@ -16,9 +16,15 @@ fn the_ingress_is_told_by_its_headers_and_two_conventions_are_refused() {
     let cases: [(&[(&str, &str)], Option<Ingress>); 5] = [
         (&[("x-forwarded-uri", "/a")], Some(Ingress::Forwarded)),
         (&[("x-original-uri", "/a")], Some(Ingress::Original)),
-        (&[("x-original-url", "https://a.test/a")], Some(Ingress::Original)),
+        (
+            &[("x-original-url", "https://a.test/a")],
+            Some(Ingress::Original),
+        ),
         (&[], Some(Ingress::Direct)),
-        (&[("x-forwarded-uri", "/public"), ("x-original-uri", "/admin")], None),
+        (
+            &[("x-forwarded-uri", "/public"), ("x-original-uri", "/admin")],
+            None,
+        ),
     ];
     for (lines, want) in cases {
         assert_eq!(Ingress::detect(&headers(lines)).ok(), want, "{lines:?}");
@@ -83,11 +89,15 @@ fn each_session_cookie_is_mirrored_in_its_own_header() {
     ]);
     mirror_cookies(&mut answer, &session);
     assert_eq!(
-        answer.get(X_AUTH_SET_COOKIE_ACCESS).expect("access mirrored"),
+        answer
+            .get(X_AUTH_SET_COOKIE_ACCESS)
+            .expect("access mirrored"),
         "access_token=a1; Path=/; HttpOnly"
     );
     assert_eq!(
-        answer.get(X_AUTH_SET_COOKIE_REFRESH).expect("refresh mirrored"),
+        answer
+            .get(X_AUTH_SET_COOKIE_REFRESH)
+            .expect("refresh mirrored"),
         "refresh_token=r1; Path=/; HttpOnly"
     );
     let mut none = headers(&[("set-cookie", "theme=dark")]);

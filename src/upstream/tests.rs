@@ -28,11 +28,7 @@ fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {
         request_id: &request_id,
         host: &host,
     };
-    rewrite_request_headers(
-        &mut headers,
-        &Permit::for_tests(Some("Bearer good")),
-        &fwd,
-    );
+    rewrite_request_headers(&mut headers, &Permit::for_tests(Some("Bearer good")), &fwd);
     headers
 }
 

@@ -74,18 +74,30 @@ fn the_host_of_a_request_follows_the_rfcs() {
         (V::HTTP_11, "/x", &["evil@app.test"], None),
         (V::HTTP_11, "/x", &["bad host"], None),
         // RFC 9112 §3.2.2: the absolute-form target's authority replaces Host.
-        (V::HTTP_11, "http://app.test/x", &["evil.test"], Some("app.test")),
+        (
+            V::HTTP_11,
+            "http://app.test/x",
+            &["evil.test"],
+            Some("app.test"),
+        ),
         (V::HTTP_11, "http://evil@app.test/x", &["app.test"], None),
         (V::HTTP_10, "/x", &[], None),
         // RFC 9113 §8.3.1: :authority wins over a host header.
-        (V::HTTP_2, "http://app.test/x", &["evil.test"], Some("app.test")),
+        (
+            V::HTTP_2,
+            "http://app.test/x",
+            &["evil.test"],
+            Some("app.test"),
+        ),
         (V::HTTP_2, "http://evil@app.test/x", &[], None),
         (V::HTTP_2, "/x", &["app.test"], Some("app.test")),
     ];
     for (version, target, hosts, want) in cases {
         let got = authority(&parts(version, target, hosts));
         match (want, got) {
-            (Some(want), Ok(got)) => assert_eq!(got.as_str(), want, "{version:?} {target} {hosts:?}"),
+            (Some(want), Ok(got)) => {
+                assert_eq!(got.as_str(), want, "{version:?} {target} {hosts:?}")
+            }
             (None, Err(Error::BadRequest(_))) => {}
             (want, got) => panic!("{version:?} {target} {hosts:?}: want {want:?}, got {got:?}"),
         }
@@ -98,7 +110,10 @@ fn the_host_of_a_request_follows_the_rfcs() {
 fn forwarded_host_and_proto_take_the_first_of_a_chain() {
     let mut headers = HeaderMap::new();
     assert_eq!(forwarded_host(&headers).expect("absent is fine"), None);
-    headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("App.test:8443, inner.test"));
+    headers.insert(
+        X_FORWARDED_HOST,
+        HeaderValue::from_static("App.test:8443, inner.test"),
+    );
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("HTTPS, http"));
     let host = forwarded_host(&headers).expect("valid").expect("present");
     assert_eq!((host.name(), host.port()), ("App.test", Some(8443)));

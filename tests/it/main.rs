@@ -8,6 +8,8 @@ mod core;
 mod django;
 mod exhaustion;
 mod guard;
+mod hosts;
+mod ingress;
 mod session;
 mod storm;
 mod support;

@@ -66,6 +66,49 @@ pub async fn proxy_with_admin(toml: &str) -> (Proxy, SocketAddr) {
     (proxy, admin_addr)
 }
 
+/// The listeners of [`proxy_with_forward_auth`] besides `server.listen`.
+#[derive(Clone, Copy, Debug)]
+pub struct Doors {
+    pub forward_auth: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts Portcullis with `toml`, a forward-auth listener and an admin listener; returns the
+/// proxy (its `addr` is `server.listen`) and the other two addresses.
+pub async fn proxy_with_forward_auth(toml: &str) -> (Proxy, Doors) {
+    let config = match portcullis::Config::from_toml_str(toml) {
+        Ok(config) => config,
+        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
+    };
+    let bind = || async {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0")
+    };
+    let (listener, forward_auth, admin) = (bind().await, bind().await, bind().await);
+    let addr = listener.local_addr().expect("proxy address");
+    let doors = Doors {
+        forward_auth: forward_auth.local_addr().expect("forward-auth address"),
+        admin: admin.local_addr().expect("admin address"),
+    };
+    let (tx, rx) = oneshot::channel::<()>();
+    let listeners = portcullis::Listeners {
+        main: vec![listener],
+        forward_auth: Some(forward_auth),
+        admin: Some(admin),
+        ..Default::default()
+    };
+    let task = tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    let proxy = Proxy {
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+    };
+    (proxy, doors)
+}
+
 impl Proxy {
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -209,3 +209,151 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     }
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// An upstream that records the exact bytes of every request it receives (head and body,
+/// framed by `Content-Length` or chunked) and answers each `200 ok`, keeping the connection
+/// open. What a proxy sends, duplicates and spelling included, is what [`RawUpstream::requests`]
+/// shows. Stops when dropped.
+#[derive(Debug)]
+pub struct RawUpstream {
+    addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a [`RawUpstream`] on `127.0.0.1:0`.
+pub async fn upstream() -> RawUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0 for the raw upstream");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let log = log.clone();
+        async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.spawn(serve_raw(stream, log.clone()));
+            }
+        }
+    });
+    RawUpstream { addr, log, task }
+}
+
+impl RawUpstream {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received, oldest first, as text (lossy UTF-8).
+    pub fn requests(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("raw upstream log")
+            .iter()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .collect()
+    }
+
+    /// The header lines of the last request whose name is `name` (any case), values trimmed.
+    pub fn last_header_all(&self, name: &str) -> Vec<String> {
+        let requests = self.requests();
+        let Some(last) = requests.last() else {
+            return Vec::new();
+        };
+        let head = last.split("\r\n\r\n").next().unwrap_or_default();
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_raw(mut stream: TcpStream, log: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        // A head, then its body.
+        let head_end = loop {
+            if let Some(at) = find(&pending, b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut buf).await {
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+        let header = |name: &str| {
+            head.split("\r\n").skip(1).find_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                (n.trim() == name).then(|| v.trim().to_owned())
+            })
+        };
+        let mut end = head_end;
+        if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            loop {
+                if let Some(len) = chunked_len(&pending[head_end..]) {
+                    end = head_end + len;
+                    break;
+                }
+                match stream.read(&mut buf).await {
+                    Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+        } else if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+            while pending.len() < head_end + len {
+                match stream.read(&mut buf).await {
+                    Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            end = head_end + len;
+        }
+        let rest = pending.split_off(end);
+        log.lock()
+            .expect("raw upstream log")
+            .push(std::mem::replace(&mut pending, rest));
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends `request` over a fresh HTTP/2 (h2c, prior knowledge) connection with the `h2`
+/// crate, which writes pseudo-headers and headers exactly as given: a `host` header beside
+/// `:authority`, userinfo in `:authority`, or no `:authority` at all (a request whose version
+/// says HTTP/1.1 is sent with `:scheme http` and no authority). Returns the status.
+pub async fn h2(addr: SocketAddr, request: http::Request<()>) -> u16 {
+    let tcp = TcpStream::connect(addr).await.expect("connecting for h2");
+    let (client, connection) = ::h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let (response, _) = client
+        .send_request(request, true)
+        .expect("the h2 client accepts the request");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an h2 answer within 10 s")
+        .expect("an h2 response");
+    response.status().as_u16()
+}
