@@ -281,22 +281,19 @@ fn allowed(
 ) -> Response<Body> {
     let mut response = Response::new(body::empty());
     let headers = response.headers_mut();
-    match permit {
-        Some(permit) => {
-            permit.apply(headers);
-            permit.apply_to_response(headers);
-            if permit.is_authenticated() {
-                for (name, claim) in [
-                    (X_AUTH_REQUEST_USER, "sub"),
-                    (X_AUTH_REQUEST_EMAIL, "email"),
-                ] {
-                    if let Some(value) = permit.claim_header(claim) {
-                        headers.insert(name, value);
-                    }
+    if let Some(permit) = permit {
+        permit.apply(headers);
+        permit.apply_to_response(headers);
+        if permit.is_authenticated() {
+            for (name, claim) in [
+                (X_AUTH_REQUEST_USER, "sub"),
+                (X_AUTH_REQUEST_EMAIL, "email"),
+            ] {
+                if let Some(value) = permit.claim_header(claim) {
+                    headers.insert(name, value);
                 }
             }
         }
-        None => {}
     }
     // On a public rule the client's own `Authorization` goes upstream as in proxy mode; an
     // ingress that replaces the header with the answer's would otherwise drop it.

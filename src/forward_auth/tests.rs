@@ -13,7 +13,8 @@ fn headers(lines: &[(&str, &str)]) -> HeaderMap {
 
 #[test]
 fn the_ingress_is_told_by_its_headers_and_two_conventions_are_refused() {
-    let cases: [(&[(&str, &str)], Option<Ingress>); 5] = [
+    type Case = (&'static [(&'static str, &'static str)], Option<Ingress>);
+    let cases: [Case; 5] = [
         (&[("x-forwarded-uri", "/a")], Some(Ingress::Forwarded)),
         (&[("x-original-uri", "/a")], Some(Ingress::Original)),
         (
@@ -35,7 +36,8 @@ fn the_ingress_is_told_by_its_headers_and_two_conventions_are_refused() {
 #[test]
 fn refusals_per_ingress() {
     // (the pipeline's error, Forwarded, Original, Direct)
-    let cases: [(fn() -> Error, u16, u16, u16); 9] = [
+    type Case = (fn() -> Error, u16, u16, u16);
+    let cases: [Case; 9] = [
         (
             || Error::Unauthenticated {
                 reason: "no token".into(),

@@ -68,3 +68,36 @@ impl Stack {
         self.backend.mint_access(login, 900)
     }
 }
+
+/// The recipes in docs/ingress.md are the files in examples/ (the nginx and Caddy ones are
+/// the files the tests above run), and the YAML ones parse.
+#[test]
+fn the_documented_recipes_are_the_example_files() {
+    let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ingress.md");
+    let doc = std::fs::read_to_string(doc_path).expect("docs/ingress.md");
+    for name in [
+        "forward-auth.toml",
+        "ingress/nginx.conf",
+        "ingress/Caddyfile",
+        "ingress/ingress-nginx.yaml",
+        "ingress/traefik.yml",
+        "ingress/traefik-compose.yml",
+        "ingress/envoy.yaml",
+    ] {
+        let text = recipe(name);
+        assert!(
+            doc.contains(text.trim_end()),
+            "docs/ingress.md does not show examples/{name} as it is"
+        );
+        if name.ends_with(".yml") || name.ends_with(".yaml") {
+            // Every document of a multi-document file.
+            for (i, part) in text.split("\n---\n").enumerate() {
+                let parsed: Result<Value, _> = figment::Figment::from(
+                    <figment::providers::Yaml as figment::providers::Format>::string(part),
+                )
+                .extract();
+                assert!(parsed.is_ok(), "examples/{name} document {i}: {parsed:?}");
+            }
+        }
+    }
+}
