@@ -130,8 +130,8 @@ import json, sys
 name, d = sys.argv[1], json.loads(sys.argv[2])
 rps = d["requests"] / (d["duration_us"] / 1e6)
 errors = sum(v for k, v in d.items() if k.startswith("err_"))
-print(f"{name}: {rps:.0f} decisions/s (p50 {d[\"lat_p50_us\"] / 1000:.2f} ms, "
-      f"p99 {d[\"lat_p99_us\"] / 1000:.2f} ms, {errors} errors)")
+p50, p99 = d["lat_p50_us"] / 1000, d["lat_p99_us"] / 1000
+print(f"{name}: {rps:.0f} decisions/s (p50 {p50:.2f} ms, p99 {p99:.2f} ms, {errors} errors)")
 ' "forward-auth-hs256 $name" "$json"
 }
 

@@ -1,5 +1,5 @@
-//! Admission and the upstream header rewrite for a typical browser request with a valid
-//! (cached) HS256 token: what the proxy adds per request on top of routing.
+//! The request view, admission and the upstream header rewrite for a typical browser request
+//! with a valid (cached) HS256 token: what the proxy adds per request on top of routing.
 //!
 //! `cargo bench --bench headers`. The `Permit` comes from `Authenticator::admit` itself, the
 //! only way to get one, so the rewrite is measured exactly as `upstream::forward` runs it.
@@ -91,6 +91,14 @@ fn headers(c: &mut Criterion) {
     let mut path = None;
     let (view, host) =
         RequestView::proxied(&parts, &conn, &[], &mut path).expect("a valid request");
+    c.bench_function("request view (normalize, host)", |b| {
+        b.iter(|| {
+            let mut path = None;
+            let built = RequestView::proxied(black_box(&parts), &conn, &[], &mut path)
+                .map(|(view, host)| (view.path.len(), host.port()));
+            black_box(built.is_ok())
+        })
+    });
     let admit = || {
         app.auth
             .admit(rule, &view)

@@ -98,6 +98,18 @@ pub fn lint(config: &Config) -> Vec<Warning> {
         }
     }
 
+    if let Some(forward_auth) = &config.forward_auth {
+        if !forward_auth.listen.ip().is_loopback() {
+            warn(
+                "forward_auth.listen".into(),
+                format!(
+                    "{} is not a loopback address: its answers carry bearer tokens, so make sure only the ingress can reach it (a private network, a firewall or NetworkPolicy)",
+                    forward_auth.listen
+                ),
+            );
+        }
+    }
+
     let own: Vec<SocketAddr> = config.server.listen.clone();
     for upstream in &config.upstreams {
         let port =
@@ -226,6 +238,7 @@ mod tests {
             ("jwt.secret", base("", "", "secret = \"passwordpasswordpasswordpassword\"", guarded)),
             ("server.trusted_proxies[0]", base("trusted_proxies = [\"::/0\"]", "", secret, guarded)),
             ("upstreams.app", base("", "", secret, guarded).replace("127.0.0.1:3000", "127.0.0.1:18998")),
+            ("forward_auth.listen", base("", "", secret, guarded).replace("[upstreams]", "[forward_auth]\nlisten = \"0.0.0.0:18997\"\n[upstreams]")),
             // A host rule behind a rule for every subdomain, and one behind a rule without host.
             ("routes[1]", base("", "", secret, "[[routes]]\nhost = \"*.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"Admin.example.com\"\npath = \"/x\"\nauth = \"required\"\nupstream = \"app\"\n")),
             ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),
