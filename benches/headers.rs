@@ -101,7 +101,7 @@ fn headers(c: &mut Criterion) {
     });
     let admit = || {
         app.auth
-            .admit(rule, &view)
+            .admit(rule, &view, &mut Vec::new())
             .now_or_never()
             .expect("a cached token needs no I/O")
             .expect("the token is admitted")
@@ -125,7 +125,7 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             || parts.headers.clone(),
             |mut headers| {
-                rewrite_request_headers(&mut headers, &permit, &forwarding);
+                rewrite_request_headers(&mut headers, &permit, &forwarding, true);
                 headers
             },
             BatchSize::SmallInput,

@@ -52,6 +52,11 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
         {
             return explain(live, request.uri().query().unwrap_or(""));
         }
+        (&Method::POST, "/reload") if !may_change_state(admin_token(live).as_deref(), request) => (
+            StatusCode::FORBIDDEN,
+            "refused: set admin.token and send it as a bearer token, or call from the same host\n"
+                .to_owned(),
+        ),
         (&Method::POST, "/reload") => match live.reload().await {
             Ok(()) => (StatusCode::OK, "reloaded\n".to_owned()),
             Err(problems) => (
@@ -65,6 +70,32 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response
+}
+
+/// The configured `admin.token`, if any.
+fn admin_token(live: &Live) -> Option<String> {
+    live.app().config.admin.as_ref()?.token.clone()
+}
+
+/// Whether `request` may change the proxy's state (`POST /reload`): it carries
+/// `Authorization: Bearer <token>`, or, with no token configured, it comes from the loopback
+/// interface. Probes (`/healthz`, `/readyz`, `/metrics`) need neither, so the admin listener
+/// can face a cluster network without letting that network reconfigure the proxy.
+pub fn may_change_state<B>(token: Option<&str>, request: &Request<B>) -> bool {
+    match token {
+        Some(token) => request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            // Compared in constant time (the length aside).
+            .is_some_and(|given| {
+                given.len() == token.len() && openssl::memcmp::eq(given, token.as_bytes())
+            }),
+        None => request
+            .extensions()
+            .get::<std::net::SocketAddr>()
+            .is_some_and(|peer| peer.ip().is_loopback()),
+    }
 }
 
 /// `GET /explain?method=GET&url=/path&cookie=k%3Dv&header=Name%3A%20value[&forward_auth=1]`:
@@ -113,4 +144,54 @@ fn explain(live: &Live, query: &str) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(peer: &str, authorization: Option<&str>) -> Request<()> {
+        let mut request = Request::post("/reload").body(()).expect("request");
+        request
+            .extensions_mut()
+            .insert(peer.parse::<std::net::SocketAddr>().expect("peer"));
+        if let Some(value) = authorization {
+            request.headers_mut().insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        request
+    }
+
+    #[test]
+    fn state_changes_need_the_token_or_a_loopback_peer() {
+        // No token configured: the loopback interface only.
+        assert!(may_change_state(None, &request("127.0.0.1:5000", None)));
+        assert!(may_change_state(None, &request("[::1]:5000", None)));
+        assert!(!may_change_state(None, &request("10.1.2.3:5000", None)));
+        assert!(!may_change_state(
+            None,
+            &request("10.1.2.3:5000", Some("Bearer x"))
+        ));
+        // A token configured: the token, from anywhere, and nothing without it.
+        let token = Some("0123456789abcdef");
+        assert!(may_change_state(
+            token,
+            &request("10.1.2.3:5000", Some("Bearer 0123456789abcdef"))
+        ));
+        assert!(!may_change_state(token, &request("127.0.0.1:5000", None)));
+        assert!(!may_change_state(
+            token,
+            &request("10.1.2.3:5000", Some("Bearer 0123456789abcdeX"))
+        ));
+        assert!(!may_change_state(
+            token,
+            &request("10.1.2.3:5000", Some("Bearer 0123"))
+        ));
+        assert!(!may_change_state(
+            token,
+            &request("10.1.2.3:5000", Some("0123456789abcdef"))
+        ));
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cookies;
+pub mod csrf;
 pub mod jwks;
 pub mod jwt;
 pub mod login;
@@ -18,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::body::Body;
-use crate::config::{Config, Session};
+use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
@@ -28,16 +29,15 @@ use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
 
-/// Proof that a request was admitted, and what admitting it adds to the upstream request and
-/// to the downstream response. Only this module can construct one.
+/// Proof that a request was admitted, and what admitting it adds to the upstream request.
+/// Only this module can construct one. (Renewed cookies are not part of it: they go out with
+/// whatever response the request gets, admitted or not; see [`Authenticator::admit`].)
 #[derive(Debug)]
 pub struct Permit {
     /// `Authorization` for the upstream; `None` leaves the client's header as it is (public rules).
     authorization: Option<HeaderValue>,
     /// Identity headers filled from verified claims.
     identity: Vec<(HeaderName, HeaderValue)>,
-    /// `Set-Cookie` values for the response (renewed tokens).
-    set_cookies: Vec<HeaderValue>,
     /// The verified claims (`required` rules).
     claims: Option<Arc<Claims>>,
 }
@@ -47,7 +47,6 @@ impl Permit {
         Permit {
             authorization: None,
             identity: Vec::new(),
-            set_cookies: Vec::new(),
             claims: None,
         }
     }
@@ -61,7 +60,6 @@ impl Permit {
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("42"),
             )],
-            set_cookies: Vec::new(),
             claims: None,
         }
     }
@@ -77,10 +75,13 @@ impl Permit {
         }
     }
 
-    /// Adds the permit's cookies to the downstream response.
+    /// Adjusts the upstream's response to a request the proxy authenticated. A shared cache
+    /// must not hand a response to an `Authorization` request to anyone else unless it says
+    /// `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5); behind the proxy the cache
+    /// only ever sees a cookie, so the proxy says `private` in the upstream's stead.
     pub fn apply_to_response(&self, headers: &mut HeaderMap) {
-        for cookie in &self.set_cookies {
-            headers.append(header::SET_COOKIE, cookie.clone());
+        if self.authorization.is_some() {
+            crate::response::keep_from_shared_caches(headers);
         }
     }
 
@@ -110,6 +111,74 @@ pub enum Admission {
     Forward(Permit),
     /// A signed-in user on a `guest` rule: send them here instead.
     Redirect(String),
+}
+
+/// Where a request's access token comes from (`jwt.from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'h> {
+    /// The client's own `Authorization: Bearer` token: verified, never renewed, not subject
+    /// to the CSRF guard.
+    Header(&'h str),
+    /// The access cookie (and the refresh cookie to renew it).
+    Cookie,
+    /// Nothing this configuration reads.
+    Nothing,
+}
+
+/// Where a request's token is read from, per `jwt.from`: the client's own
+/// `Authorization: Bearer` when that is allowed and present, else the cookie.
+pub fn credential(from: TokenSources, headers: &HeaderMap) -> Credential<'_> {
+    if from.authorization {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(first) = values.next() {
+            // `Bearer <token>`, the scheme in any case (RFC 9110 §11.1); `Bearer` alone is a
+            // bearer credential without a token, which fails verification.
+            let bearer = first.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+            match (bearer, values.next()) {
+                // Two Authorization headers are ambiguous: an empty token fails verification.
+                (Some(_), Some(_)) => return Credential::Header(""),
+                (Some(token), None) => return Credential::Header(token.trim()),
+                // Another scheme (Basic) is not a token for the proxy; it is replaced.
+                (None, _) => {}
+            }
+        }
+    }
+    if from.cookie {
+        Credential::Cookie
+    } else {
+        Credential::Nothing
+    }
+}
+
+/// The CSRF guard's verdict on a request for a `required` route, and the site origin it was
+/// compared with. Only an unsafe request that the session cookies would authenticate is
+/// checked: one carrying its own bearer token, or no session at all, has nothing a forger
+/// could borrow.
+pub fn csrf_verdict(
+    session: &Session,
+    from: TokenSources,
+    request: &RequestView<'_>,
+) -> (csrf::Verdict, Option<csrf::Origin>) {
+    if !session.csrf {
+        return (csrf::Verdict::Pass("session.csrf = \"off\""), None);
+    }
+    if !csrf::is_unsafe(&request.method) {
+        return (csrf::Verdict::Pass("a safe method"), None);
+    }
+    let has_session = cookies::find(request.headers, &session.access_cookie).is_some()
+        || cookies::find(request.headers, &session.refresh_cookie).is_some();
+    if credential(from, request.headers) != Credential::Cookie || !has_session {
+        return (
+            csrf::Verdict::Pass("not authenticated by the session cookies"),
+            None,
+        );
+    }
+    let site = csrf::Origin::of_view(request);
+    let verdict = csrf::check(request.headers, site.as_ref(), &session.allowed_origins);
+    (verdict, site)
 }
 
 /// A verified session: the access token and its claims, plus cookies to set if it was renewed.
@@ -189,6 +258,7 @@ pub struct Authenticator {
     backend: Option<Arc<BackendClient>>,
     refresher: Option<Refresher>,
     limiter: login::RateLimiter,
+    from: TokenSources,
 }
 
 impl Authenticator {
@@ -218,6 +288,7 @@ impl Authenticator {
             backend,
             refresher,
             limiter: login::RateLimiter::new(config.login.attempts_per_minute),
+            from: config.jwt.from,
         })
     }
 
@@ -264,7 +335,17 @@ impl Authenticator {
 
     /// Decides whether the request routed to `rule` may go upstream. The view's `target` (the
     /// normalized path with the original query) is the return path after login.
-    pub async fn admit(&self, rule: &Rule, request: &RequestView<'_>) -> Result<Admission, Error> {
+    ///
+    /// A renewal spends the refresh token at the backend, so its cookies are handed to
+    /// `renewed` as soon as it succeeds, whatever is decided next: the caller sends them with
+    /// every response to this request (a `403`, an upstream `502`), or the browser would keep
+    /// a refresh token that no longer works.
+    pub async fn admit(
+        &self,
+        rule: &Rule,
+        request: &RequestView<'_>,
+        renewed: &mut Vec<HeaderValue>,
+    ) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
             // Only a token that is valid as it stands counts as signed in here. Renewing one
@@ -275,10 +356,14 @@ impl Authenticator {
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let verified = match self.authenticate(request.headers).await {
+                if let csrf::Verdict::Refuse(reason) = self.csrf(request) {
+                    return Err(Error::Csrf(reason));
+                }
+                let mut verified = match self.authenticate_request(request.headers).await {
                     Ok(verified) => verified,
                     Err(failure) => return Err(self.refuse(rule, request, failure)),
                 };
+                *renewed = std::mem::take(&mut verified.set_cookies);
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
                         return Err(Error::Forbidden(
@@ -296,10 +381,46 @@ impl Authenticator {
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
-                    set_cookies: verified.set_cookies,
                     claims: Some(verified.claims),
                 }))
             }
+        }
+    }
+
+    /// [`csrf_verdict`] for a request, logged when it refuses.
+    fn csrf(&self, request: &RequestView<'_>) -> csrf::Verdict {
+        let (verdict, site) = csrf_verdict(&self.session, self.from, request);
+        if let csrf::Verdict::Refuse(reason) = verdict {
+            // Origins are public; saying both tells an operator behind a TLS-terminating proxy
+            // what is missing (server.trusted_proxies, or session.allowed_origins).
+            let origin = request.headers.get("origin").and_then(|v| v.to_str().ok());
+            tracing::info!(
+                reason,
+                origin = origin.unwrap_or("-"),
+                site = %site.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                "refusing an unsafe cookie-authenticated request from another origin"
+            );
+        }
+        verdict
+    }
+
+    fn credential<'h>(&self, headers: &'h HeaderMap) -> Credential<'h> {
+        credential(self.from, headers)
+    }
+
+    /// Authenticates a request by the credential `jwt.from` picks for it.
+    async fn authenticate_request(&self, headers: &HeaderMap) -> Result<Verified, Failure> {
+        match self.credential(headers) {
+            Credential::Header(token) => match self.verify(token).await {
+                Ok(claims) => Ok(Verified {
+                    token: token.to_owned(),
+                    claims,
+                    set_cookies: Vec::new(),
+                }),
+                Err(rejection) => Err(Failure::Invalid(rejection)),
+            },
+            Credential::Cookie => self.authenticate(headers).await,
+            Credential::Nothing => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
     }
 
@@ -413,20 +534,29 @@ impl Authenticator {
     }
 
     /// `GET session.me_path`: the verified claims, or the backend's profile when configured.
-    pub async fn me(&self, headers: &HeaderMap) -> Result<http::Response<Body>, Error> {
-        let verified = self.authenticate(headers).await.map_err(|failure| {
-            let clear_cookies = match failure {
-                Failure::RefreshRejected => self.cleared_session(),
-                // The session may be fine; say the backend is the problem (502/504).
-                Failure::BackendDown(err) => return err,
-                Failure::Invalid(_) => Vec::new(),
-            };
-            Error::Unauthenticated {
-                reason: failure.to_string(),
-                login: None,
-                clear_cookies,
-            }
-        })?;
+    /// Renewed cookies are handed to `renewed`, as in [`Authenticator::admit`].
+    pub async fn me(
+        &self,
+        headers: &HeaderMap,
+        renewed: &mut Vec<HeaderValue>,
+    ) -> Result<http::Response<Body>, Error> {
+        let mut verified = self
+            .authenticate_request(headers)
+            .await
+            .map_err(|failure| {
+                let clear_cookies = match failure {
+                    Failure::RefreshRejected => self.cleared_session(),
+                    // The session may be fine; say the backend is the problem (502/504).
+                    Failure::BackendDown(err) => return err,
+                    Failure::Invalid(_) => Vec::new(),
+                };
+                Error::Unauthenticated {
+                    reason: failure.to_string(),
+                    login: None,
+                    clear_cookies,
+                }
+            })?;
+        *renewed = std::mem::take(&mut verified.set_cookies);
         let profile = match (
             &self.backend,
             self.backend
@@ -453,9 +583,6 @@ impl Authenticator {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        for cookie in verified.set_cookies {
-            headers.append(header::SET_COOKIE, cookie);
-        }
         Ok(response)
     }
 }

@@ -20,6 +20,7 @@ use figment::Figment;
 use http::Uri;
 use ipnet::IpNet;
 
+use crate::auth::csrf::Origin;
 use crate::auth::jwt::{Alg, KeyMaterial};
 use crate::rules::Rule;
 use raw::RawConfig;
@@ -49,6 +50,9 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// A plain-HTTP address that only redirects to HTTPS.
     pub redirect_http: Option<SocketAddr>,
+    /// The host names the server answers for (lower-case; `*.example.com` stands for one
+    /// label). The HTTPS redirect goes only to these, or to the certificates' names when empty.
+    pub hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
@@ -84,6 +88,9 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
     pub explain: bool,
+    /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
+    /// one, they answer only peers on the loopback interface.
+    pub token: Option<String>,
 }
 
 /// `[forward_auth]`: where an ingress asks whether a request may go through.
@@ -163,6 +170,10 @@ pub struct Session {
     /// Lifetime of the refresh cookie when the refresh token carries no readable `exp`.
     pub refresh_max_age: Duration,
     pub me_path: String,
+    /// `session.csrf = "origin"`: unsafe requests on `required` routes authenticated by the
+    /// cookie must come from this site's origin or `allowed_origins`.
+    pub csrf: bool,
+    pub allowed_origins: Vec<Origin>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +189,28 @@ pub struct Jwt {
     pub claims: Vec<(String, Vec<String>)>,
     /// Entries in the verified-token cache; 0 turns it off.
     pub cache: usize,
+    /// Where `required` routes read the access token from.
+    pub from: TokenSources,
+}
+
+/// `jwt.from`: the places a request's access token is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSources {
+    /// The access cookie (renewed with the refresh cookie when it expires).
+    pub cookie: bool,
+    /// The client's own `Authorization: Bearer` (a mobile app, a script): verified like the
+    /// cookie, never renewed, and exempt from the CSRF guard, since a browser never attaches
+    /// it on its own.
+    pub authorization: bool,
+}
+
+impl Default for TokenSources {
+    fn default() -> TokenSources {
+        TokenSources {
+            cookie: true,
+            authorization: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

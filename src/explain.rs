@@ -45,6 +45,8 @@ pub struct Explanation {
     pub rules: Vec<RuleTried>,
     pub token: Option<TokenReport>,
     pub refresh: Option<String>,
+    /// The CSRF guard's decision, for a `required` rule: `pass: why` or `refuse: why`.
+    pub csrf: Option<String>,
     pub action: String,
     pub status: u16,
     pub injected: Vec<String>,
@@ -62,6 +64,7 @@ pub struct RuleTried {
 
 #[derive(Debug, Serialize)]
 pub struct TokenReport {
+    /// The access cookie's name, or `Authorization header` for a client's own bearer token.
     pub cookie: String,
     pub length: usize,
     pub checks: Vec<CheckReport>,
@@ -142,6 +145,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         rules: Vec::new(),
         token: None,
         refresh: None,
+        csrf: None,
         action: String::new(),
         status: 0,
         injected: Vec::new(),
@@ -241,12 +245,21 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         jwt::KeySet::build(&config.jwt.algorithms, &config.jwt.keys).map_err(|e| e.to_string())?,
         auth::policy(config),
     );
-    let access = cookies::find(headers, &config.session.access_cookie);
-    let refresh_cookie = cookies::find(headers, &config.session.refresh_cookie);
+    // Where the token comes from (jwt.from): a client's own bearer token is never renewed.
+    let source = auth::credential(config.jwt.from, headers);
+    let (access, refresh_cookie, source_name) = match source {
+        auth::Credential::Header(token) => (Some(token), None, "Authorization header".to_owned()),
+        auth::Credential::Cookie => (
+            cookies::find(headers, &config.session.access_cookie),
+            cookies::find(headers, &config.session.refresh_cookie),
+            config.session.access_cookie.clone(),
+        ),
+        auth::Credential::Nothing => (None, None, String::new()),
+    };
     let verdict = access.map(|token| {
         let (checks, result) = verifier.explain(token, now);
         out.token = Some(TokenReport {
-            cookie: config.session.access_cookie.clone(),
+            cookie: source_name,
             length: token.len(),
             checks: checks
                 .into_iter()
@@ -337,6 +350,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
             out.action = format!("{allow} (signed out)");
             out.status = 200;
         }
+        Auth::Required if csrf_refused(config, &view, &mut out) => {}
         Auth::Required => match claims {
             None if out.refresh.is_some() => {
                 out.action = format!("renew the session, then {allow}");
@@ -414,6 +428,26 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         out.injected.extend(extra.iter().map(|h| (*h).to_owned()));
     }
     Ok(out)
+}
+
+/// Records the CSRF guard's decision on a request for a `required` rule; `true` (with the
+/// action set) when it refuses. The request is taken as reaching the proxy directly (a
+/// relative URL over plain HTTP, an `https://` URL over TLS), so `X-Forwarded-*` headers
+/// given here are not believed.
+fn csrf_refused(config: &Config, view: &RequestView<'_>, out: &mut Explanation) -> bool {
+    match auth::csrf_verdict(&config.session, config.jwt.from, view).0 {
+        auth::csrf::Verdict::Pass(why) => {
+            out.csrf = Some(format!("pass: {why}"));
+            false
+        }
+        auth::csrf::Verdict::Refuse(why) => {
+            out.csrf = Some(format!("refuse: {why}"));
+            out.action =
+                "refuse: 403 Forbidden ({\"error\":\"csrf\"}): a cross-site request".into();
+            out.status = 403;
+            true
+        }
+    }
 }
 
 /// The client headers the upstream request would not carry, by the same predicates the
@@ -500,11 +534,12 @@ pub fn render(e: &Explanation) -> String {
         }
         None => {}
         Some(token) => {
-            let _ = writeln!(
-                out,
-                "token       cookie {} ({} bytes)",
-                token.cookie, token.length
-            );
+            let source = if token.cookie == "Authorization header" {
+                token.cookie.clone()
+            } else {
+                format!("cookie {}", token.cookie)
+            };
+            let _ = writeln!(out, "token       {source} ({} bytes)", token.length);
             for check in &token.checks {
                 let mark = if check.ok { "ok  " } else { "FAIL" };
                 let _ = writeln!(out, "  {mark} {:<12} {}", check.check, check.detail);
@@ -513,6 +548,9 @@ pub fn render(e: &Explanation) -> String {
     }
     if let Some(refresh) = &e.refresh {
         let _ = writeln!(out, "refresh     {refresh}");
+    }
+    if let Some(csrf) = &e.csrf {
+        let _ = writeln!(out, "csrf        {csrf}");
     }
     let _ = writeln!(out, "action      {}", e.action);
     for header in &e.injected {

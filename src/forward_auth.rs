@@ -230,11 +230,14 @@ pub fn refusal(ingress: Ingress, err: Error) -> Error {
     }
 }
 
-/// The answer to the ingress. `asked` are the headers of the subrequest (the client's, as
-/// the ingress passed them on).
+/// The answer to the ingress. `renewed` are the cookies a renewal on the way produced, which
+/// every answer carries, refusals included (the backend has already spent the old refresh
+/// token); `asked` are the headers of the subrequest (the client's, as the ingress passed them
+/// on).
 pub fn answer(
     ingress: Ingress,
     decision: Result<Decision, Error>,
+    renewed: Vec<HeaderValue>,
     asked: &HeaderMap,
     config: &Config,
 ) -> Response<Body> {
@@ -244,7 +247,7 @@ pub fn answer(
             allowed(Some(&permit), asked, config, ingress)
         }
         Ok(Decision::Admitted(Admission::Redirect(location))) if ingress.relays_redirects() => {
-            crate::handler::redirect(StatusCode::FOUND, &location)
+            crate::response::redirect(StatusCode::FOUND, &location)
         }
         // A signed-in user on a `guest` page: the page is public, let it through.
         Ok(Decision::Admitted(Admission::Redirect(_))) => allowed(None, asked, config, ingress),
@@ -262,6 +265,9 @@ pub fn answer(
             response
         }
     };
+    for cookie in renewed {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     mirror_cookies(response.headers_mut(), &config.session);
     // The answer may carry a bearer token: no cache may keep it.
     response
@@ -272,7 +278,7 @@ pub fn answer(
 
 /// `200` with what the upstream request should carry: `Authorization`, the rule's identity
 /// headers, `X-Auth-Request-User`/`-Email`, the client's `Cookie` without the proxy's own
-/// cookies; and the renewed `Set-Cookie`s for the client.
+/// cookies.
 fn allowed(
     permit: Option<&Permit>,
     asked: &HeaderMap,
@@ -283,7 +289,6 @@ fn allowed(
     let headers = response.headers_mut();
     if let Some(permit) = permit {
         permit.apply(headers);
-        permit.apply_to_response(headers);
         if permit.is_authenticated() {
             for (name, claim) in [
                 (X_AUTH_REQUEST_USER, "sub"),
@@ -307,7 +312,7 @@ fn allowed(
     for line in asked.get_all(header::COOKIE) {
         cookie.append(header::COOKIE, line.clone());
     }
-    crate::auth::cookies::strip(
+    crate::cookie_header::strip(
         &mut cookie,
         &[&session.access_cookie, &session.refresh_cookie],
     );

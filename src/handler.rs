@@ -21,10 +21,11 @@ use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
 use crate::auth::{Admission, Authenticator};
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
 use crate::forward_auth::{self, Decision, Ingress};
+use crate::response;
 use crate::rules::{self, Rule};
 use crate::upstream::{self, Forwarding, HttpClient};
 use crate::view::RequestView;
@@ -57,6 +58,9 @@ pub struct App {
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The names the server answers for (`server.hosts`, else its certificates' names): the
+    /// only hosts the plain-HTTP listener redirects to.
+    pub served_names: Vec<String>,
     /// Every header name a rule fills from claims; clients may never send these.
     identity_headers: Vec<HeaderName>,
     /// Request counters per rule, registered once.
@@ -80,6 +84,11 @@ impl App {
             Some(files) => Some(crate::tls::acceptor(files).map_err(Error::Internal)?),
             None => None,
         };
+        let served_names = match &config.server.tls {
+            _ if !config.server.hosts.is_empty() => config.server.hosts.clone(),
+            Some(files) => crate::tls::served_names(files).map_err(Error::Internal)?,
+            None => Vec::new(),
+        };
         let auth = Authenticator::new(&config, backend_client)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
@@ -88,25 +97,39 @@ impl App {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
-        let metrics = crate::telemetry::RequestMetrics::new(config.rules.len());
+        // Each rule's metrics label: its path pattern, after its host when it has one.
+        let patterns: Vec<String> = config
+            .rules
+            .iter()
+            .map(|r| match &r.host {
+                Some(host) => format!("{host}{}", r.pattern),
+                None => r.pattern.to_string(),
+            })
+            .collect();
+        let metrics = crate::telemetry::RequestMetrics::new(&patterns);
         Ok(App {
             config,
             clients,
             auth,
             tls,
+            served_names,
             identity_headers,
             metrics,
         })
     }
 }
 
-/// What the access log records about a request, filled in as the pipeline runs.
+/// What the pipeline learns about a request that outlives its result: what the access log
+/// records, and cookies renewed on the way, which every response to the request carries.
 #[derive(Default)]
 struct Trace<'a> {
     /// The method of the request as the view saw it (forward auth: the original one).
     method: Option<Method>,
     path: Option<String>,
     rule: Option<&'a Rule>,
+    /// The admission's outcome (`allow`, `unauthenticated`, `csrf`, …), once there is one.
+    auth: Option<&'static str>,
+    renewed: Vec<HeaderValue>,
 }
 
 /// Runs `pipeline`, answering `500` if it panics: a bug in one request's handling costs that
@@ -141,7 +164,7 @@ pub async fn handle(
     let request_id = next_request_id();
     let method = request.method().clone();
     let mut trace = Trace::default();
-    let response = match door {
+    let mut response = match door {
         Door::Proxy => {
             let result = proxy(&app, &conn, request, &request_id, &mut trace).await;
             result.unwrap_or_else(|err| {
@@ -151,6 +174,7 @@ pub async fn handle(
         }
         Door::ForwardAuth => forward_auth(&app, &conn, request, &request_id, &mut trace).await,
     };
+    session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
     let elapsed = started.elapsed();
     app.metrics.request(
         door.mode(),
@@ -170,6 +194,7 @@ pub async fn handle(
         status = response.status().as_u16(),
         rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
         upstream = upstream.unwrap_or("-"),
+        auth = trace.auth.unwrap_or("-"),
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         peer = %conn.peer,
     );
@@ -214,15 +239,18 @@ async fn proxy<'a>(
         return match endpoint {
             Endpoint::Login => app.auth.login(request, client_ip, &host).await,
             Endpoint::Logout => app.auth.logout(request, &host).await,
-            Endpoint::Me => app.auth.me(request.headers()).await,
+            Endpoint::Me => app.auth.me(request.headers(), &mut trace.renewed).await,
         };
     }
 
     let rule = route(app, &view)?;
     trace.rule = Some(rule);
-    let permit = match admit(app, rule, &view).await? {
+    let admission = admit(app, rule, &view, &mut trace.renewed, &mut trace.auth).await;
+    let permit = match admission? {
         Admission::Forward(permit) => permit,
-        Admission::Redirect(location) => return Ok(redirect(http::StatusCode::FOUND, &location)),
+        Admission::Redirect(location) => {
+            return Ok(response::redirect(http::StatusCode::FOUND, &location))
+        }
     };
 
     // Forward.
@@ -267,14 +295,22 @@ async fn forward_auth<'a>(
         Ok(ingress) => ingress,
         // Refused as nginx would need it: the stricter answer fits every ingress.
         Err(err) => {
-            return forward_auth::answer(Ingress::Original, Err(err), &parts.headers, &app.config)
+            let asked = &parts.headers;
+            return forward_auth::answer(
+                Ingress::Original,
+                Err(err),
+                Vec::new(),
+                asked,
+                &app.config,
+            );
         }
     };
     let decision = decide(app, conn, &parts, ingress, trace).await;
     if let Err(err) = &decision {
         log_failure(err, request_id);
     }
-    forward_auth::answer(ingress, decision, &parts.headers, &app.config)
+    let renewed = std::mem::take(&mut trace.renewed);
+    forward_auth::answer(ingress, decision, renewed, &parts.headers, &app.config)
 }
 
 async fn decide<'a>(
@@ -292,7 +328,9 @@ async fn decide<'a>(
     }
     let rule = route(app, &view)?;
     trace.rule = Some(rule);
-    admit(app, rule, &view).await.map(Decision::Admitted)
+    admit(app, rule, &view, &mut trace.renewed, &mut trace.auth)
+        .await
+        .map(Decision::Admitted)
 }
 
 /// Request filter: refuse what cannot be proxied before looking at anything else.
@@ -312,9 +350,11 @@ fn filter(config: &Config, request: &Request<Incoming>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Methods no rule may admit, whichever door asks.
+/// Methods no rule may admit, whichever door asks: CONNECT would open a tunnel past every
+/// rule; TRACE would echo the request back with the injected bearer token in it (nginx
+/// refuses it too).
 fn filter_method(method: &Method) -> Result<(), Error> {
-    if method == Method::CONNECT {
+    if method == Method::CONNECT || method == Method::TRACE {
         return Err(Error::MethodNotAllowed);
     }
     Ok(())
@@ -355,18 +395,41 @@ fn route<'a>(app: &'a App, view: &RequestView<'_>) -> Result<&'a Rule, Error> {
     rules::route(&app.config.rules, view.host.matchable(), view.path).ok_or(Error::NotFound)
 }
 
-/// Admit: authenticate and authorize; only an admitted request gets a permit.
-async fn admit(app: &App, rule: &Rule, view: &RequestView<'_>) -> Result<Admission, Error> {
-    let admission = app.auth.admit(rule, view).await;
-    crate::telemetry::auth(match &admission {
+/// Admit: refuse forgeries, authenticate and authorize; only an admitted request gets a
+/// permit. Renewed cookies go to `renewed` whatever is decided; the outcome to `outcome`.
+async fn admit(
+    app: &App,
+    rule: &Rule,
+    view: &RequestView<'_>,
+    renewed: &mut Vec<HeaderValue>,
+    outcome: &mut Option<&'static str>,
+) -> Result<Admission, Error> {
+    let admission = app.auth.admit(rule, view, renewed).await;
+    let decided = match &admission {
         Ok(Admission::Forward(_)) => "allow",
         Ok(Admission::Redirect(_)) => "guest_redirect",
         Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
         Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
         Err(Error::Forbidden(_)) => "forbidden",
+        Err(Error::Csrf(_)) => "csrf",
         Err(_) => "error",
-    });
+    };
+    crate::telemetry::auth(decided);
+    *outcome = Some(decided);
     admission
+}
+
+/// Sends renewed cookies with the response, whatever its status, and keeps every response
+/// that carries a session cookie (set, renewed or cleared) out of every cache.
+fn session_cookies_out(app: &App, response: &mut Response<Body>, renewed: Vec<HeaderValue>) {
+    let headers = response.headers_mut();
+    for cookie in renewed {
+        headers.append(http::header::SET_COOKIE, cookie);
+    }
+    let session = &app.config.session;
+    if response::sets_cookie(headers, [&session.access_cookie, &session.refresh_cookie]) {
+        response::never_cache(headers);
+    }
 }
 
 /// The declared body length, refusing conflicting or unparsable `Content-Length` headers and
@@ -404,20 +467,6 @@ fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
     Ok(length.unwrap_or(0))
 }
 
-/// A redirect to a same-site path the proxy chose (never one taken from the request as is).
-pub fn redirect(status: http::StatusCode, location: &str) -> Response<Body> {
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::try_from(location) {
-        response.headers_mut().insert(http::header::LOCATION, value);
-    }
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
 /// A short unique id for each request, for the access log and the upstream's `X-Request-Id`.
 fn next_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -443,7 +492,7 @@ mod tests {
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {
         let response = guarded(async { panic!("injected") }).await;
         assert_eq!(response.status(), 500);
-        let fine = guarded(async { Response::new(body::empty()) }).await;
+        let fine = guarded(async { Response::new(crate::body::empty()) }).await;
         assert_eq!(fine.status(), 200);
     }
 }

@@ -14,7 +14,9 @@
 //! - [`path`]: request-path normalization; [`rules`]: which rule a host and path belong to.
 //! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
-//! - [`error`]: the one error type and its one mapping to responses.
+//! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
+//!   redirects and JSON answers the proxy writes itself.
+//! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`explain`]: `portcullis explain`, the pipeline's decisions for one request, step by step.
@@ -25,6 +27,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cookie_header;
 pub mod demo;
 pub mod error;
 pub mod explain;
@@ -33,6 +36,7 @@ pub mod handler;
 pub mod lint;
 pub mod live;
 pub mod path;
+pub mod response;
 pub mod rules;
 pub mod server;
 pub mod telemetry;
@@ -63,7 +67,12 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Facts about a connection from `peer`. An IPv4 client reaching a dual-stack (`[::]`)
+    /// listener arrives as `::ffff:a.b.c.d`; it is recorded as the IPv4 address it is, once,
+    /// here, so that limits, logs and `X-Forwarded-For` all see one client per address (and
+    /// never every IPv4 client as one IPv6 /64).
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        let peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
         let peer_ip = http::HeaderValue::try_from(peer.ip().to_string())
             .expect("an IP address is header-safe text");
         ConnInfo {
@@ -72,6 +81,14 @@ impl ConnInfo {
             tls,
             peer_ip,
         }
+    }
+}
+
+/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) stands for.
+pub fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
     }
 }
 

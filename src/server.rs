@@ -178,7 +178,8 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the
-/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout.
+/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout. Each
+/// request carries its peer's address as a `SocketAddr` extension.
 pub async fn serve_small<F, Fut>(listener: TcpListener, mut shutdown: Option<Shutdown>, respond: F)
 where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -192,13 +193,15 @@ where
             },
             None => listener.accept().await,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let peer = std::net::SocketAddr::new(crate::unmapped(peer.ip()), peer.port());
         let respond = respond.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
                 let answer = respond(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
@@ -229,18 +232,33 @@ pub async fn redirect_to_https(
         .map_or(443, |a| a.port());
     info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
     serve_small(listener, Some(shutdown), move |request| {
-        std::future::ready(https_redirect(&request, https_port))
+        let app = live.app();
+        std::future::ready(https_redirect(&request, https_port, &app.served_names))
     })
     .await;
     Ok(())
 }
 
-fn https_redirect<B>(request: &http::Request<B>, https_port: u16) -> http::Response<Body> {
+/// The permanent redirect to `https://` for one plain-HTTP request, or `400` when its `Host`
+/// is not a name the server answers for: reflecting any `Host` would let a forged one send
+/// the browser to another site (the redirect is cacheable).
+fn https_redirect<B>(
+    request: &http::Request<B>,
+    https_port: u16,
+    served: &[String],
+) -> http::Response<Body> {
     let host = request
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|authority| {
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            crate::tls::is_served(host, served)
+        });
     let mut response = http::Response::new(body::empty());
     let Some(host) = host else {
         *response.status_mut() = http::StatusCode::BAD_REQUEST;

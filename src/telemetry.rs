@@ -1,8 +1,10 @@
 //! Metrics: the Prometheus recorder and the names of everything Portcullis counts.
 //!
 //! One process-wide recorder (the `metrics` facade allows one), rendered by the admin
-//! listener's `/metrics`. Label values are bounded (rule indexes, status classes, fixed
-//! decision and error names), never paths or user input, so cardinality cannot explode.
+//! listener's `/metrics`. Label values are bounded (one per configured rule, status classes,
+//! fixed decision and error names), never request paths or other user input, so cardinality
+//! cannot explode. Every metric is described ([`DESCRIPTIONS`]), so `/metrics` has a `# HELP`
+//! line for each.
 //!
 //! What every request records goes through handles registered once ([`RequestMetrics`] per
 //! `App`, the fixed-label ones when the recorder is installed): recording is then an atomic
@@ -29,12 +31,13 @@ struct Fixed {
 static FIXED: OnceLock<Fixed> = OnceLock::new();
 
 /// The decisions [`auth`] counts through a registered handle; any other name still counts.
-const AUTH_DECISIONS: [&str; 12] = [
+const AUTH_DECISIONS: [&str; 13] = [
     "allow",
     "guest_redirect",
     "redirect",
     "unauthenticated",
     "forbidden",
+    "csrf",
     "error",
     "refresh_ok",
     "refresh_failed",
@@ -63,6 +66,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Another recorder may already be installed (an embedding application's): then
             // Portcullis's metrics go there and `/metrics` reports what this handle sees.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             let _ = FIXED.set(Fixed {
                 upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
                 auth: AUTH_DECISIONS
@@ -73,6 +77,63 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// Every metric's `# HELP` text. A test renders `/metrics` and checks that no family lacks one.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "portcullis_requests_total",
+        "Requests answered, by mode (proxy, or forward_auth for an ingress's subrequests), route (its host and path pattern; none when no rule matched) and status class.",
+    ),
+    (
+        "portcullis_request_duration_seconds",
+        "Time from a request's arrival to its response head, in seconds, by mode.",
+    ),
+    (
+        "portcullis_upstream_duration_seconds",
+        "Time until an upstream's response head arrived, in seconds.",
+    ),
+    (
+        "portcullis_upstream_errors_total",
+        "Upstream failures, by kind: connect, timeout, request, bad_upgrade.",
+    ),
+    (
+        "portcullis_auth_decisions_total",
+        "Authentication decisions: allow, guest_redirect, redirect, unauthenticated, forbidden, csrf, error, refresh_ok, refresh_failed, login_ok, login_failed, login_rate_limited, logout.",
+    ),
+    (
+        "portcullis_token_cache_total",
+        "Verified-token cache lookups, by result: hit or miss.",
+    ),
+    (
+        "portcullis_open_connections",
+        "Downstream connections open now.",
+    ),
+    (
+        "portcullis_config_reloads_total",
+        "Configuration reload attempts, by result: ok or failed.",
+    ),
+    (
+        "portcullis_config_last_reload_success",
+        "1 when the last configuration reload succeeded, 0 when it was refused.",
+    ),
+    (
+        "portcullis_jwks_last_refresh_timestamp_seconds",
+        "Unix time of the last successful fetch of jwt.jwks_url.",
+    ),
+];
+
+/// Registers every metric's `# HELP` text with the recorder.
+fn describe() {
+    for &(name, help) in DESCRIPTIONS {
+        if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else if name.ends_with("_total") {
+            metrics::describe_counter!(name, help);
+        } else {
+            metrics::describe_gauge!(name, help);
+        }
+    }
 }
 
 /// Folds histogram samples into buckets every few seconds, until `shutdown` completes.
@@ -121,15 +182,20 @@ pub struct RequestMetrics {
 }
 
 impl RequestMetrics {
-    pub fn new(rules: usize) -> RequestMetrics {
+    /// Counters labelled by mode and by each rule's name (its host and path pattern, see
+    /// [`route_labels`]).
+    pub fn new(routes: &[String]) -> RequestMetrics {
+        let labels = route_labels(routes);
         let rows = |mode: &'static str| {
-            let row = |rule: String| {
+            let row = |route: String| {
                 CLASSES.map(|status| {
-                    counter!("portcullis_requests_total", "mode" => mode, "rule" => rule.clone(), "status" => status)
+                    counter!("portcullis_requests_total", "mode" => mode, "route" => route.clone(), "status" => status)
                 })
             };
-            (0..rules)
-                .map(|r| row(r.to_string()))
+            labels
+                .iter()
+                .cloned()
+                .map(row)
                 .chain(std::iter::once(row("none".to_owned())))
                 .collect()
         };
@@ -151,6 +217,24 @@ impl RequestMetrics {
     }
 }
 
+/// The `route` label of each rule: its path pattern, which a dashboard reader recognizes and
+/// which stays put when rules are reordered. One value per rule, so cardinality is bounded by
+/// the configuration; a pattern that repeats (rules told apart by something else) gets its
+/// index added.
+pub fn route_labels(patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            if patterns.iter().filter(|p| *p == pattern).count() > 1 {
+                format!("{pattern} (routes[{i}])")
+            } else {
+                pattern.clone()
+            }
+        })
+        .collect()
+}
+
 /// Time until an upstream's response head arrived.
 pub fn upstream_latency(elapsed: Duration) {
     match FIXED.get() {
@@ -164,7 +248,7 @@ pub fn upstream_error(kind: &'static str) {
     counter!("portcullis_upstream_errors_total", "kind" => kind).increment(1);
 }
 
-/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`,
+/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`, `csrf`,
 /// `refresh_ok`, `refresh_failed`, `login_ok`, `login_failed`, `login_rate_limited`, `logout`.
 pub fn auth(decision: &'static str) {
     let registered = FIXED.get().and_then(|fixed| {

@@ -231,10 +231,7 @@ pub fn forwarded_proto(headers: &HeaderMap) -> Option<Scheme> {
 
 /// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
 pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
+    let peer = crate::unmapped(peer);
     trusted.iter().any(|net| net.contains(&peer))
 }
 
@@ -259,17 +256,27 @@ pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
         .map(str::trim)
         .collect::<Vec<_>>();
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => {
+        match parse_hop(hop) {
+            Some(ip) => {
                 client = ip;
                 if !is_trusted(ip, trusted) {
                     break;
                 }
             }
-            Err(_) => break,
+            None => break,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, `ip:port` (as Azure Application Gateway writes)
+/// or `[v6]:port`, with an IPv4-mapped IPv6 address read as the IPv4 address it is.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(crate::unmapped(ip))
 }
 
 /// The normalized path (placed in `slot`, which outlives the view: the access log reads it)

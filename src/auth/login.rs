@@ -22,9 +22,9 @@ use tracing::{info, warn};
 use super::backend::{self, Tokens};
 use super::cookies;
 use super::Authenticator;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::Error;
-use crate::handler::redirect;
+use crate::response::{self, redirect};
 
 /// The largest login form or JSON body read.
 const MAX_LOGIN_BODY: usize = 16 << 10;
@@ -65,14 +65,24 @@ pub fn is_cross_site(headers: &HeaderMap, host: Option<&str>) -> bool {
 /// The return path if it is a same-site relative path, else `None`.
 ///
 /// The value itself must be a plain path: `/`, then no second `/` or `\` (browsers read
-/// `/\x` as `//x`), no backslash, space or control character anywhere. Browsers and servers
-/// differ in how often they decode, so it is checked once more after another round of
-/// percent-decoding: the prefix again (`/%2f%2fevil.com`), and no control characters, which
-/// browsers strip (`/%09/evil.com`) or which split headers (`%0d%0a`). An encoded space or
-/// backslash further on (`/search?q=a%20b`) stays: it cannot lead off the site.
+/// `/\x` as `//x`), no backslash, space or control character anywhere. The prefix is checked
+/// after dot segments are removed as a browser resolves them (RFC 3986 §5.2.4), so `/.//x`
+/// and `/a/..//x` are `//x` too. Browsers and servers differ in how often they decode, so it
+/// is checked once more after another round of percent-decoding: the prefix again
+/// (`/%2f%2fevil.com`, `/%2e//evil.com`), and no control characters, which browsers strip
+/// (`/%09/evil.com`) or which split headers (`%0d%0a`). An encoded space or backslash further
+/// on (`/search?q=a%20b`) stays: it cannot lead off the site.
 pub fn safe_return_path(candidate: &str) -> Option<&str> {
     fn same_site_prefix(path: &[u8]) -> bool {
-        path.first() == Some(&b'/') && !matches!(path.get(1), Some(b'/' | b'\\'))
+        let end = path
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(path.len());
+        let resolved = remove_dot_segments(&path[..end]);
+        path.first() == Some(&b'/')
+            && resolved.first() == Some(&b'/')
+            && !matches!(path.get(1), Some(b'/' | b'\\'))
+            && !matches!(resolved.get(1), Some(b'/' | b'\\'))
     }
     let literal = candidate.as_bytes();
     let plain = same_site_prefix(literal)
@@ -85,6 +95,45 @@ pub fn safe_return_path(candidate: &str) -> Option<&str> {
     }
     let decoded = percent_decode(literal);
     (same_site_prefix(&decoded) && !decoded.iter().any(u8::is_ascii_control)).then_some(candidate)
+}
+
+/// RFC 3986 §5.2.4 "remove dot segments", exactly (empty segments are kept: `//` is what the
+/// caller looks for). `%2e` is read as `.`, as browsers do in paths.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let dot = |segment: &[u8]| segment == b"." || segment.eq_ignore_ascii_case(b"%2e");
+    let dots = |segment: &[u8]| {
+        let text = segment.to_ascii_lowercase();
+        matches!(&text[..], b".." | b".%2e" | b"%2e." | b"%2e%2e")
+    };
+    let mut output: Vec<u8> = Vec::with_capacity(path.len());
+    // Segments after the first `/`, each with its leading `/` dropped.
+    let mut input = path;
+    let relative = input.first() != Some(&b'/');
+    if !relative {
+        input = &input[1..];
+    }
+    let mut segments = input.split(|&b| b == b'/').peekable();
+    let mut first = true;
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if dot(segment) || dots(segment) {
+            if dots(segment) {
+                // Drop the last output segment and its `/`.
+                let cut = output.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                output.truncate(cut);
+            }
+            if last {
+                output.push(b'/');
+            }
+            continue;
+        }
+        if !(first && relative) {
+            output.push(b'/');
+        }
+        output.extend_from_slice(segment);
+        first = false;
+    }
+    output
 }
 
 /// A validated return path as a `Location` value: bytes outside visible ASCII (non-ASCII
@@ -175,8 +224,9 @@ impl RateLimiter {
         if windows.len() > 100_000 {
             windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
         }
-        // An IPv6 client usually holds a whole /64: count it as one.
-        let key = match ip {
+        // An IPv6 client usually holds a whole /64: count it as one. An IPv4-mapped address
+        // is the IPv4 client it stands for, never part of a shared `::ffff:0:0/64`.
+        let key = match crate::unmapped(ip) {
             IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
                 u128::from(v6) & !((1u128 << 64) - 1),
             )),
@@ -203,18 +253,6 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(body::json(value));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 /// Whether the client wants a JSON answer rather than a redirect.
@@ -340,7 +378,7 @@ impl Authenticator {
                 let target = return_to.as_deref().unwrap_or(&self.login.success_redirect);
                 redirect(StatusCode::SEE_OTHER, target)
             }
-            Style::Json => json_response(StatusCode::OK, &serde_json::json!({ "ok": true })),
+            Style::Json => response::json(StatusCode::OK, &serde_json::json!({ "ok": true })),
         };
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
@@ -351,7 +389,7 @@ impl Authenticator {
     fn login_failed(&self, style: Style, _why: &str) -> Response<Body> {
         match style {
             Style::Form => redirect(StatusCode::SEE_OTHER, &self.login.failure_redirect),
-            Style::Json => json_response(
+            Style::Json => response::json(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({ "error": "invalid_credentials" }),
             ),
@@ -378,6 +416,16 @@ impl Authenticator {
                 .unwrap_or(claims.exp().saturating_sub(now)),
         )
         .max(Duration::from_secs(1));
+        if lifetime <= self.session.refresh_ahead {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                warn!(
+                    token_lifetime_secs = lifetime.as_secs(),
+                    refresh_ahead_secs = self.session.refresh_ahead.as_secs(),
+                    "the backend's access tokens live no longer than session.refresh_ahead: every request will renew them; lower session.refresh_ahead"
+                );
+            });
+        }
         let mut set = Vec::with_capacity(2);
         let cookie_error = |name: &str, err: cookies::CookieError| {
             warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");
@@ -462,7 +510,7 @@ impl Authenticator {
             }
         }
         let mut response = if wants_json(&parts.headers) {
-            json_response(StatusCode::OK, &serde_json::json!({ "ok": true }))
+            response::json(StatusCode::OK, &serde_json::json!({ "ok": true }))
         } else {
             redirect(StatusCode::SEE_OTHER, &self.logout.redirect)
         };
@@ -511,9 +559,48 @@ mod tests {
             "/%5C%5Cevil.com",
             "/x%7f",
             "/ evil",
+            // Dot segments resolved as a browser does.
+            "/.//evil.com",
+            "/./\\evil.com",
+            "/a/..//evil.com",
+            "/..//evil.com",
+            "/%2e//evil.com",
+            "/%2E%2E//evil.com",
+            "/.%2e//evil.com",
+            "/x/%2e%2e//evil.com",
+            "/./%5cevil.com",
+            "/.%2f/evil.com",
+            "/%2e%2f/evil.com",
+            "/.%3f/..//evil.com",
         ];
         for path in bad {
             assert_eq!(safe_return_path(path), None, "{path:?}");
+        }
+        // Dot segments that stay on the site are fine.
+        for path in ["/a/../b", "/./dashboard", "/a/./b?next=//x", "/a/..", "/.."] {
+            assert_eq!(safe_return_path(path), Some(path), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed_as_rfc_3986_says() {
+        for (input, output) in [
+            ("/a/b/c/./../../g", "/a/g"),
+            ("/./a", "/a"),
+            ("/a/..", "/"),
+            ("/..", "/"),
+            ("/.//x", "//x"),
+            ("/a/..//x", "//x"),
+            ("/a//b/../c", "/a//c"),
+            ("/%2E/b", "/b"),
+            ("/a/b/.", "/a/b/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(
+                String::from_utf8(remove_dot_segments(input.as_bytes())).expect("utf8"),
+                output,
+                "{input}"
+            );
         }
     }
 

@@ -72,6 +72,7 @@ pub struct RawServer {
     pub listen: Option<OneOrMany<String>>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,
@@ -125,6 +126,9 @@ pub struct RawUpstreamTable {
 pub struct RawAdmin {
     pub listen: String,
     pub explain: Option<bool>,
+    /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
+    /// must carry; without one they only answer loopback peers.
+    pub token: Option<String>,
 }
 
 /// `[forward_auth]`: answer an ingress's auth subrequests on a listener of their own.
@@ -190,6 +194,8 @@ pub struct RawSession {
     pub refresh_ahead: Option<Quantity>,
     pub refresh_max_age: Option<Quantity>,
     pub me_path: Option<String>,
+    pub csrf: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,6 +214,7 @@ pub struct RawJwt {
     pub leeway: Option<Quantity>,
     pub claims: Option<BTreeMap<String, Allowed>>,
     pub cache: Option<u64>,
+    pub from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,10 +24,15 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     };
     let server = v.server(raw.server);
     let admin = raw.admin.and_then(|admin| {
+        let token = admin.token.filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            v.problem("admin.token", "must be at least 16 characters");
+        }
         v.socket_addr("admin.listen", &admin.listen)
             .map(|listen| Admin {
                 listen,
                 explain: admin.explain.unwrap_or(false),
+                token,
             })
     });
     let forward_auth = raw.forward_auth.and_then(|f| v.forward_auth(f));
@@ -83,6 +88,19 @@ impl Validator<'_> {
                 default
             }
         }
+    }
+
+    /// A duration that bounds a wait: zero would fail every request (or spin), so it is refused.
+    fn timeout(&mut self, path: &str, value: Option<raw::Quantity>, default: Duration) -> Duration {
+        let timeout = self.duration(path, value, default);
+        if timeout.is_zero() {
+            self.problem(
+                path,
+                "must be more than 0s: a zero timeout fails every request",
+            );
+            return default;
+        }
+        timeout
     }
 
     fn size(&mut self, path: &str, value: Option<raw::Quantity>, default: u64) -> u64 {
@@ -199,6 +217,31 @@ impl Validator<'_> {
                 "redirects to HTTPS, so it needs server.tls",
             );
         }
+        let hosts = raw
+            .hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, host)| {
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid = !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid || host.parse::<std::net::IpAddr>().is_ok() {
+                    Some(host.to_ascii_lowercase())
+                } else {
+                    self.problem(
+                        format!("server.hosts[{i}]"),
+                        format!("{host:?} is not a host name (\"app.example.com\", \"*.example.com\") or an IP address"),
+                    );
+                    None
+                }
+            })
+            .collect();
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -228,20 +271,21 @@ impl Validator<'_> {
             listen,
             tls,
             redirect_http,
+            hosts,
             trusted_proxies,
             max_body,
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
-            header_read_timeout: self.duration(
+            header_read_timeout: self.timeout(
                 "server.header_read_timeout",
                 raw.header_read_timeout,
                 Duration::from_secs(10),
             ),
-            upstream_timeout: self.duration(
+            upstream_timeout: self.timeout(
                 "server.upstream_timeout",
                 raw.upstream_timeout,
                 Duration::from_secs(60),
             ),
-            connect_timeout: self.duration(
+            connect_timeout: self.timeout(
                 "server.connect_timeout",
                 raw.connect_timeout,
                 Duration::from_secs(5),
@@ -401,7 +445,7 @@ impl Validator<'_> {
         if refresh_field.is_empty() {
             self.problem("backend.refresh_field", "must not be empty");
         }
-        let timeout = self.duration("backend.timeout", raw.timeout, Duration::from_secs(10));
+        let timeout = self.timeout("backend.timeout", raw.timeout, Duration::from_secs(10));
         let client = self.client_tls("backend", raw.ca_file, None, None, None);
         Some(Backend {
             login: login?,
@@ -523,6 +567,13 @@ impl Validator<'_> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             {
                 self.problem("session.domain", format!("{domain:?} is not a domain name"));
+            } else if is_public_suffix(domain) {
+                self.problem(
+                    "session.domain",
+                    format!(
+                        "{domain:?} is a public suffix: browsers refuse cookies for it, so no one could sign in; name your own domain (e.g. \"example.{domain}\")"
+                    ),
+                );
             }
             for (key, name) in [
                 ("access_cookie", &access_cookie),
@@ -553,6 +604,33 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86_400),
             ),
             me_path: self.site_path("session.me_path", raw.me_path, "/auth/me"),
+            csrf: match raw.csrf.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("origin") => true,
+                Some("off") => false,
+                Some(other) => {
+                    self.problem(
+                        "session.csrf",
+                        format!("{other:?} is not one of: origin, off"),
+                    );
+                    true
+                }
+            },
+            allowed_origins: raw
+                .allowed_origins
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| match Origin::parse(text) {
+                    Some(origin) => Some(origin),
+                    None => {
+                        self.problem(
+                            format!("session.allowed_origins[{i}]"),
+                            format!("{text:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -671,7 +749,32 @@ impl Validator<'_> {
             leeway: self.duration("jwt.leeway", raw.leeway, Duration::from_secs(30)),
             claims,
             cache: usize::try_from(cache).unwrap_or(usize::MAX),
+            from: self.token_sources(raw.from),
         }
+    }
+
+    fn token_sources(&mut self, raw: Option<Vec<String>>) -> TokenSources {
+        let Some(names) = raw else {
+            return TokenSources::default();
+        };
+        let mut sources = TokenSources {
+            cookie: false,
+            authorization: false,
+        };
+        for (i, name) in names.iter().enumerate() {
+            match name.to_ascii_lowercase().as_str() {
+                "cookie" => sources.cookie = true,
+                "authorization" => sources.authorization = true,
+                _ => self.problem(
+                    format!("jwt.from[{i}]"),
+                    format!("{name:?} is not one of: cookie, authorization"),
+                ),
+            }
+        }
+        if names.is_empty() {
+            self.problem("jwt.from", "needs at least one of: cookie, authorization");
+        }
+        sources
     }
 
     fn claims(
@@ -771,6 +874,15 @@ impl Validator<'_> {
             let mut headers = Vec::new();
             for (name, claim) in route.headers.unwrap_or_default() {
                 match HeaderName::try_from(name.as_str()) {
+                    // nginx and gunicorn drop header names with `_` by default, so the
+                    // application would only ever see a client's forged `-` spelling.
+                    Ok(_) if name.contains('_') => self.problem(
+                        at("headers"),
+                        format!(
+                            "{name:?} contains `_`: many servers (nginx, gunicorn) drop such headers; write {:?}",
+                            name.replace('_', "-")
+                        ),
+                    ),
                     Ok(header) if !crate::upstream::is_reserved_header(&header) => {
                         headers.push((header, claim))
                     }
@@ -893,4 +1005,13 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Whether `domain` (a leading `.` ignored) is on the public suffix list (`com`, `co.uk`,
+/// `github.io`): a domain under which anyone can register names, for which browsers refuse
+/// to set cookies. Names the list does not know (`localhost`, an intranet's `corp`) are not.
+fn is_public_suffix(domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    let bytes = domain.as_bytes();
+    psl::domain(bytes).is_none() && psl::suffix(bytes).is_some_and(|suffix| suffix.is_known())
 }

@@ -142,7 +142,7 @@ refresh = {refresh}
 logout = {logout}
 profile = {profile}
 refresh_field = "refresh"
-timeout = "5s"
+timeout = "20s"   # generous: Django on a loaded CI machine is slow, and this test is not about latency
 
 [login]
 fields = {{ username = "email", password = "password" }}

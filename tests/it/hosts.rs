@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::{Request, Version};
 
 use crate::support::proxy::{self, proxy, Proxy};
-use crate::support::raw::{self, RawUpstream};
+use crate::support::raw;
+use crate::support::raw_upstream::{raw_upstream, RawUpstream};
 use crate::support::{upstream, Req, TestKey, Upstream};
 
 /// `admin.example.com` and every host under `apps.test` need a token; anything else is public.
@@ -100,7 +101,7 @@ async fn x_forwarded_host_counts_only_from_a_trusted_proxy() {
 /// A proxy with the host routes in front of a raw upstream.
 async fn raw_setup() -> (RawUpstream, Proxy) {
     let key = TestKey::new("HS256");
-    let up = raw::upstream().await;
+    let up = raw_upstream().await;
     let p = proxy(&proxy::config(&up.url(), &key.jwt_toml(), HOST_ROUTES)).await;
     (up, p)
 }
@@ -132,13 +133,16 @@ async fn ambiguous_http1_hosts_are_refused() {
     for request in refused {
         assert_eq!(raw_status(&p, request).await, 400, "{request:?}");
     }
-    assert_eq!(up.requests(), Vec::<String>::new(), "nothing was forwarded");
+    assert_eq!(up.heads(), Vec::<String>::new(), "nothing was forwarded");
 
     // One Host: exactly that one reaches the upstream, once.
     let fine = "GET /x HTTP/1.1\r\nHost: Public.test:8080\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(&p, fine).await, 200);
-    assert_eq!(up.last_header_all("host"), ["Public.test:8080"]);
-    assert_eq!(up.last_header_all("x-forwarded-host"), ["Public.test:8080"]);
+    assert_eq!(up.header_lines("host"), ["host: Public.test:8080"]);
+    assert_eq!(
+        up.header_lines("x-forwarded-host"),
+        ["x-forwarded-host: Public.test:8080"]
+    );
 }
 
 #[tokio::test]
@@ -148,16 +152,12 @@ async fn an_absolute_form_target_names_the_host() {
     let guarded =
         "GET http://admin.example.com/x HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(&p, guarded).await, 401);
-    assert!(up.requests().is_empty());
+    assert!(up.heads().is_empty());
     let public =
         "GET http://public.test/x HTTP/1.1\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_status(&p, public).await, 200);
-    assert_eq!(up.last_header_all("host"), ["public.test"]);
-    let first_line = up.requests()[0]
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    assert_eq!(up.header_lines("host"), ["host: public.test"]);
+    let first_line = up.heads()[0].lines().next().unwrap_or_default().to_owned();
     assert_eq!(first_line, "GET /x HTTP/1.1");
 }
 
@@ -180,15 +180,18 @@ async fn http2_authority_wins_over_a_host_header() {
         &["public.test"],
     );
     assert_eq!(raw::h2(p.addr(), guarded).await, 401);
-    assert!(up.requests().is_empty());
+    assert!(up.heads().is_empty());
     let public = h2_request(
         &base("public.test"),
         Version::HTTP_2,
         &["admin.example.com"],
     );
     assert_eq!(raw::h2(p.addr(), public).await, 200);
-    assert_eq!(up.last_header_all("host"), ["public.test"]);
-    assert_eq!(up.last_header_all("x-forwarded-host"), ["public.test"]);
+    assert_eq!(up.header_lines("host"), ["host: public.test"]);
+    assert_eq!(
+        up.header_lines("x-forwarded-host"),
+        ["x-forwarded-host: public.test"]
+    );
 
     // Userinfo in :authority is refused, not forwarded.
     let userinfo = h2_request(&base("evil@public.test"), Version::HTTP_2, &[]);
@@ -204,5 +207,5 @@ async fn http2_authority_wins_over_a_host_header() {
     assert_eq!(raw::h2(p.addr(), two).await, 400);
     let none = h2_request("/x", Version::HTTP_11, &[]);
     assert_eq!(raw::h2(p.addr(), none).await, 400);
-    assert_eq!(up.requests().len(), 1);
+    assert_eq!(up.heads().len(), 1);
 }

@@ -8,8 +8,9 @@
 //! - [`upstream`]: [`upstream()`], the site/API behind the proxy; records every request.
 //! - [`backend`]: [`backend()`], the credential service; issues, refreshes and revokes tokens.
 //! - [`client`]: [`Req`]/[`Resp`], an HTTP/1.1 and h2c client that never follows redirects.
-//! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris; a raw
-//!   upstream that records the exact bytes it receives.
+//! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris; a hand-built
+//!   HTTP/2 client for pseudo-headers a well-behaved client never sends.
+//! - [`raw_upstream`]: an upstream that records the exact bytes of every request head.
 //! - [`ingress`]: real nginx and Caddy started with the documented forward-auth recipes.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
@@ -24,6 +25,7 @@ pub mod ingress;
 pub mod keys;
 pub mod proxy;
 pub mod raw;
+pub mod raw_upstream;
 mod serve;
 pub mod upstream;
 

@@ -352,6 +352,8 @@ fn explain_decision_table() {
         key.sign(serde_json::json!({ "sub": "alice", "exp": now - 600, "iat": now - 900 }))
     );
     let html = ["Accept: text/html".to_owned()];
+    let cross_site = ["Origin: https://evil.example".to_owned()];
+    let same_origin = ["Sec-Fetch-Site: same-origin".to_owned()];
     // (method, url, cookies, headers, status, a phrase of the action)
     type Case<'a> = (
         &'a str,
@@ -414,6 +416,31 @@ fn explain_decision_table() {
             "signed-in user",
         ),
         ("POST", "/login", None, &[], 200, "own endpoint login"),
+        // The CSRF guard: unsafe, cookie-authenticated, from another origin.
+        (
+            "POST",
+            "/dashboard/save",
+            Some(valid.as_str()),
+            &cross_site,
+            403,
+            "csrf",
+        ),
+        (
+            "DELETE",
+            "/dashboard/save",
+            Some(valid.as_str()),
+            &same_origin,
+            200,
+            "forward",
+        ),
+        (
+            "GET",
+            "/dashboard",
+            Some(valid.as_str()),
+            &cross_site,
+            200,
+            "forward",
+        ),
     ];
     for (method, url, cookies, headers, status, action) in cases {
         let request = portcullis::explain::Request {

@@ -200,7 +200,54 @@ async fn plain_http_listener_redirects_to_https() {
         .await;
     assert_eq!(resp.status, 308);
     assert_eq!(resp.location(), Some("https://a.test:8080/dashboard?x=1"));
+    // A Host the certificate is not for is never reflected into a redirect.
+    for forged in [
+        "evil.example",
+        "a.test.evil.example",
+        "x.a.test",
+        "",
+        "a.test@evil.example",
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/dashboard"))
+            .header("Host", forged)
+            .send()
+            .await;
+        assert_eq!(resp.status, 400, "Host {forged:?}");
+        assert_eq!(resp.location(), None, "Host {forged:?}");
+    }
     assert_eq!(up.requests(), 0);
+    let _ = tx.send(());
+
+    // server.hosts names the hosts instead of the certificate.
+    let hosts = text.replace(
+        "[server]\n",
+        "[server]\nhosts = [\"app.example.com\", \"*.apps.example.com\"]\n",
+    );
+    let config = portcullis::Config::from_toml_str(&hosts).expect("config");
+    let redirect = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect_addr = redirect.local_addr().expect("addr");
+    let listeners = portcullis::Listeners {
+        main: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind")],
+        redirect_http: Some(redirect),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    for (host, status) in [
+        ("app.example.com", 308),
+        ("APP.example.com:80", 308),
+        ("one.apps.example.com", 308),
+        ("a.test", 400),
+        ("two.one.apps.example.com", 400),
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/"))
+            .header("Host", host)
+            .send()
+            .await;
+        assert_eq!(resp.status, status, "Host {host:?}");
+    }
     let _ = tx.send(());
 }
 
@@ -502,6 +549,32 @@ async fn metrics_parse_and_move() {
     assert!(metric(proxy.admin, "portcullis_requests_total").await >= requests + 6.0);
     assert!(metric(proxy.admin, "portcullis_auth_decisions_total").await >= denied + 6.0);
     assert!(metric(proxy.admin, "portcullis_request_duration_seconds_count").await >= 6.0);
+
+    // Every family has a # HELP line, and requests are labelled by the route's pattern.
+    let text = Req::get(&format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 5, "{text}");
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} "))),
+            "{family} has no # HELP line:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(
+            r#"portcullis_requests_total{mode="proxy",route="/private/:path*",status="4xx"}"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("rule=\""), "{text}");
     let health = Req::get(&format!("http://{}/healthz", proxy.admin))
         .send()
         .await;

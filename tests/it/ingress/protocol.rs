@@ -471,3 +471,70 @@ async fn the_binary_logs_and_explains_forward_auth() {
     drop(rx);
     let _ = reader.join();
 }
+
+#[tokio::test]
+async fn the_csrf_guard_compares_with_the_origin_the_ingress_names() {
+    let s = stack(|t| t).await;
+    let token = s.token(USER);
+    let post = |origin: &str| {
+        forwarded(&s, "POST", "/api/items")
+            .cookie(&format!("access_token={token}"))
+            .header("origin", origin)
+    };
+    // The ingress says the client reached https://app.example.com.
+    let same = post("https://app.example.com").send().await;
+    assert_eq!(same.status, 200, "{}", same.text());
+    let cross = post("https://evil.example").send().await;
+    assert_eq!(cross.status, 403);
+    assert_eq!(cross.json()["error"], "csrf");
+    assert_no_token(&cross, "csrf");
+    // The subrequest's own Host is not the origin: X-Forwarded-Host is.
+    let own_host = format!("http://{}", s.doors.forward_auth);
+    assert_eq!(post(&own_host).send().await.status, 403);
+    // nginx: the original method comes from X-Original-Method.
+    let nginx = original(&s, "DELETE", "/api/items")
+        .cookie(&format!("access_token={token}"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await;
+    assert_eq!(nginx.status, 403);
+}
+
+#[tokio::test]
+async fn a_renewal_reaches_the_browser_even_when_the_answer_is_a_refusal() {
+    let s = stack(|t| t).await;
+    let expired = s.backend.mint_access(USER, -600);
+    let refresh = s.backend.mint_refresh(USER);
+    let resp = api(original(&s, "GET", "/api/admin/users"))
+        .cookie(&format!("access_token={expired}; refresh_token={refresh}"))
+        .send()
+        .await;
+    assert_eq!(resp.status, 403);
+    assert_eq!(s.backend.refreshes(), 1);
+    let set = resp.header_all("set-cookie");
+    assert_eq!(set.len(), 2, "{set:?}");
+    assert_eq!(resp.header("x-auth-set-cookie-access"), Some(set[0]));
+    assert_eq!(resp.header("x-auth-set-cookie-refresh"), Some(set[1]));
+    assert_eq!(resp.header("cache-control"), Some("private, no-store"));
+    assert_no_token(&resp, "403 after a renewal");
+}
+
+#[tokio::test]
+async fn trace_and_connect_are_refused_for_every_ingress() {
+    let s = stack(|t| t).await;
+    let token = format!("access_token={}", s.token(USER));
+    for method in ["TRACE", "CONNECT"] {
+        let traefik = forwarded(&s, method, "/dashboard")
+            .cookie(&token)
+            .send()
+            .await;
+        assert_eq!(traefik.status, 405, "{method}");
+        let nginx = original(&s, method, "/dashboard")
+            .cookie(&token)
+            .send()
+            .await;
+        assert_eq!(nginx.status, 403, "{method}");
+        assert_no_token(&traefik, method);
+        assert_no_token(&nginx, method);
+    }
+}

@@ -3,7 +3,7 @@
 //! subrequests. The same walk through each: refusals without a session (the upstream never
 //! reached), sign-in through the ingress, the bearer and identity headers the upstream gets
 //! (and a client's forged ones it does not), claims, a transparent refresh whose cookies reach
-//! the browser, path tricks the ingress passes through, and sign-out.
+//! the browser, path tricks the ingress passes through, the CSRF guard, and sign-out.
 
 use super::{stack, Stack, ADMIN, USER};
 use crate::support::backend::DEFAULT_PASSWORD as PASSWORD;
@@ -181,6 +181,26 @@ async fn walk(s: &Stack, front: &Ingress) {
         seen.header_all("authorization"),
         [format!("Bearer {new_access}")],
         "{name}"
+    );
+
+    // The CSRF guard compares with the origin the browser used, as the ingress reports it.
+    let origin = front.url("");
+    let post = |origin: &str| {
+        Req::post(&front.url("/api/items"))
+            .jar(&jar)
+            .header("accept", "application/json")
+            .header("origin", origin)
+            .json(serde_json::json!({ "name": "x" }))
+    };
+    let resp = post(&origin).send().await;
+    assert_eq!(resp.status, 200, "{name}: {}", resp.text());
+    let before = s.up.requests();
+    let resp = post("https://evil.example").send().await;
+    assert_eq!(resp.status, 403, "{name}: {}", resp.text());
+    assert_eq!(
+        s.up.requests(),
+        before,
+        "{name}: a forged POST reached the upstream"
     );
 
     // Sign out through the ingress.

@@ -26,6 +26,18 @@ pub async fn proxy(toml: &str) -> Proxy {
 /// Starts Portcullis with an already validated configuration.
 pub async fn start(config: portcullis::Config) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    start_on(config, listener)
+}
+
+/// Starts Portcullis with `toml` on a socket the test bound itself (say, a dual-stack `[::]:0`).
+pub fn proxy_on(toml: &str, listener: TcpListener) -> Proxy {
+    match portcullis::Config::from_toml_str(toml) {
+        Ok(config) => start_on(config, listener),
+        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
+    }
+}
+
+fn start_on(config: portcullis::Config, listener: TcpListener) -> Proxy {
     let addr = listener.local_addr().expect("proxy address");
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(portcullis::run(config, listener, async move {
