@@ -120,23 +120,32 @@ async fn traefik_and_caddy_get_redirects_bearers_and_refusals() {
     assert_eq!(s.up.requests(), 0, "forward auth never forwards anything");
 }
 
-#[tokio::test]
-async fn a_renewal_reaches_the_ingress_as_whole_cookies_one_per_header() {
-    let s = stack(|t| t).await;
+/// Asks about `req` for a session whose access token expired and whose refresh token the
+/// backend rotates; checks that the renewal happened and that each renewed cookie is in the
+/// answer twice, as `Set-Cookie` and in its own `X-Auth-Set-Cookie-*`. Returns the answer, the
+/// expired access token and the spent refresh token.
+async fn renewed(s: &Stack, req: Req) -> (Resp, String, String) {
     let expired = s.backend.mint_access(USER, -600);
     let refresh = s.backend.mint_refresh(USER);
-    let resp = api(forwarded(&s, "GET", "/api/items"))
+    let resp = req
         .cookie(&format!("access_token={expired}; refresh_token={refresh}"))
         .send()
         .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(s.backend.refreshes(), 1);
-    let set: Vec<&str> = resp.header_all("set-cookie");
+    let set = resp.header_all("set-cookie");
     assert_eq!(set.len(), 2, "{set:?}");
-    let access = SetCookie::parse(resp.header("x-auth-set-cookie-access").expect("mirrored"));
-    let refreshed = SetCookie::parse(resp.header("x-auth-set-cookie-refresh").expect("mirrored"));
     assert_eq!(resp.header("x-auth-set-cookie-access"), Some(set[0]));
     assert_eq!(resp.header("x-auth-set-cookie-refresh"), Some(set[1]));
+    (resp, expired, refresh)
+}
+
+#[tokio::test]
+async fn a_renewal_reaches_the_ingress_as_whole_cookies_one_per_header() {
+    let s = stack(|t| t).await;
+    let (resp, expired, refresh) = renewed(&s, api(forwarded(&s, "GET", "/api/items"))).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let access = SetCookie::parse(resp.header("x-auth-set-cookie-access").expect("mirrored"));
+    let refreshed = SetCookie::parse(resp.header("x-auth-set-cookie-refresh").expect("mirrored"));
     assert_eq!(access.name, "access_token");
     assert_eq!(refreshed.name, "refresh_token");
     assert_ne!(access.value, expired);
@@ -503,18 +512,8 @@ async fn the_csrf_guard_compares_with_the_origin_the_ingress_names() {
 #[tokio::test]
 async fn a_renewal_reaches_the_browser_even_when_the_answer_is_a_refusal() {
     let s = stack(|t| t).await;
-    let expired = s.backend.mint_access(USER, -600);
-    let refresh = s.backend.mint_refresh(USER);
-    let resp = api(original(&s, "GET", "/api/admin/users"))
-        .cookie(&format!("access_token={expired}; refresh_token={refresh}"))
-        .send()
-        .await;
+    let (resp, _, _) = renewed(&s, api(original(&s, "GET", "/api/admin/users"))).await;
     assert_eq!(resp.status, 403);
-    assert_eq!(s.backend.refreshes(), 1);
-    let set = resp.header_all("set-cookie");
-    assert_eq!(set.len(), 2, "{set:?}");
-    assert_eq!(resp.header("x-auth-set-cookie-access"), Some(set[0]));
-    assert_eq!(resp.header("x-auth-set-cookie-refresh"), Some(set[1]));
     assert_eq!(resp.header("cache-control"), Some("private, no-store"));
     assert_no_token(&resp, "403 after a renewal");
 }
