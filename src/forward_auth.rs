@@ -150,7 +150,7 @@ pub fn view<'r>(
         }
         Ingress::Direct => {
             let own = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let prefix = &config
+            let prefix = config
                 .forward_auth
                 .as_ref()
                 .map_or("", |f| f.path_prefix.as_str());
