@@ -1,5 +1,9 @@
 //! The optional admin listener, kept off the main port: liveness and readiness for
-//! orchestrators, Prometheus metrics, and `POST /reload`.
+//! orchestrators, Prometheus metrics, `POST /reload`, and `POST /sessions/revoke` (cut off
+//! every session of a subject).
+//!
+//! `/readyz` does not depend on Redis: a readiness probe that failed on a Redis blip would take
+//! every replica out of the load balancer at once, while each of them can serve on its own.
 
 use std::sync::Arc;
 
@@ -23,14 +27,21 @@ pub async fn serve(
     info!(address = %listener.local_addr()?, "admin listening");
     crate::server::serve_small(listener, Some(shutdown), move |request| {
         let live = live.clone();
-        async move { respond(&live, &request).await }
+        async move { respond(&live, request).await }
     })
     .await;
     Ok(())
 }
 
-async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
+async fn respond(live: &Live, request: Request<Incoming>) -> Response<Body> {
+    if request.method() == Method::POST && request.uri().path() == "/sessions/revoke" {
+        return revoke(live, request).await;
+    }
     let (status, text) = match (request.method(), request.uri().path()) {
+        (_, "/sessions/revoke") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST /sessions/revoke {\"sub\": \"...\"}\n".to_owned(),
+        ),
         (_, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
         (_, "/readyz") => match live.app().auth.readiness() {
             Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
@@ -52,7 +63,7 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
         {
             return explain(live, request.uri().query().unwrap_or(""));
         }
-        (&Method::POST, "/reload") if !may_change_state(admin_token(live).as_deref(), request) => (
+        (&Method::POST, "/reload") if !may_change_state(admin_token(live).as_deref(), &request) => (
             StatusCode::FORBIDDEN,
             "refused: set admin.token and send it as a bearer token, or call from the same host\n"
                 .to_owned(),
@@ -70,6 +81,55 @@ async fn respond(live: &Live, request: &Request<Incoming>) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
     response
+}
+
+/// `POST /sessions/revoke {"sub": "<subject>"}`: every token of that subject issued up to now
+/// is refused (and cannot be refreshed), on every instance with `[cluster]`.
+async fn revoke(live: &Live, request: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt as _;
+    if !may_change_state(admin_token(live).as_deref(), &request) {
+        let mut response = Response::new(body::full(
+            "refused: set admin.token and send it as a bearer token, or call from the same host\n",
+        ));
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        return response;
+    }
+    let answer = |status: StatusCode, value: serde_json::Value| {
+        let mut response = Response::new(body::json(&value));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    };
+    let bad = |message: &str| {
+        answer(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "bad_request", "message": message }),
+        )
+    };
+    let body = match http_body_util::Limited::new(request.into_body(), 16 << 10)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return bad("the body must be a JSON object of at most 16 KiB"),
+    };
+    let sub = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(object)) => match object.get("sub") {
+            Some(serde_json::Value::String(sub)) if !sub.is_empty() && sub.len() <= 1024 => {
+                sub.clone()
+            }
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return bad("\"sub\" must be a non-empty string"),
+        },
+        _ => return bad("the body must be a JSON object like {\"sub\": \"...\"}"),
+    };
+    let at = live.app().auth.revoke_subject(&sub);
+    answer(
+        StatusCode::OK,
+        serde_json::json!({ "ok": true, "sub": sub, "revoked_at": at }),
+    )
 }
 
 /// The configured `admin.token`, if any.
@@ -125,7 +185,12 @@ fn explain(live: &Live, query: &str) -> Response<Body> {
                 headers: &headers,
                 forward_auth,
             };
-            crate::explain::explain(&app.config, &request, crate::auth::now())
+            crate::explain::explain_with(
+                &app.config,
+                &request,
+                crate::auth::now(),
+                Some(app.auth.cluster().revocations()),
+            )
         }
     };
     let (status, value) = match result {

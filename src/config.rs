@@ -42,6 +42,8 @@ pub struct Config {
     pub jwt: Jwt,
     pub rules: Vec<Rule>,
     pub log: Log,
+    /// `[cluster]`: shared state through Redis; `None` keeps every instance to itself.
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,61 @@ pub struct Backend {
     pub expires_in: Vec<String>,
     pub timeout: Duration,
     pub client: ClientTls,
+    /// Where a verified token is confirmed with the backend (`backend.session_check`).
+    pub session_check: Option<Uri>,
+    pub session_check_format: CheckFormat,
+}
+
+/// How `backend.session_check` is asked about a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFormat {
+    /// `GET` with `Authorization: Bearer <token>`: 2xx valid, 401/403 ended.
+    Bearer,
+    /// RFC 7662: `POST token=<token>`, answered `{"active": true|false}`.
+    Introspection,
+}
+
+/// What a token the backend never confirmed gets when the backend cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFail {
+    Open,
+    Closed,
+}
+
+/// `[cluster]`: Redis (or Valkey) holding what every instance shares.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `redis://` or `rediss://` URL, credentials included: never logged as it is.
+    pub redis: String,
+    pub key_prefix: String,
+    /// Deadline of each Redis call; past it the instance carries on with local state.
+    pub timeout: Duration,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Cluster {
+    /// The Redis URL without its credentials, for logs.
+    pub fn redis_redacted(&self) -> String {
+        match self.redis.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.redis.clone(),
+            },
+            None => "<redis url>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &self.redis_redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +227,11 @@ pub struct Session {
     /// Lifetime of the refresh cookie when the refresh token carries no readable `exp`.
     pub refresh_max_age: Duration,
     pub me_path: String,
+    /// Refreshes that start a backend call, per client IP per minute; 0 disables the budget.
+    pub refreshes_per_minute: u32,
+    /// With `backend.session_check`: how long the backend's answer about a token is kept.
+    pub check_every: Duration,
+    pub check_fail: CheckFail,
     /// `session.csrf = "origin"`: unsafe requests on `required` routes authenticated by the
     /// cookie must come from this site's origin or `allowed_origins`.
     pub csrf: bool,

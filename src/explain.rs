@@ -10,6 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::auth::{self, cookies, jwt};
+use crate::cluster::{Revocations, TokenFacts};
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward_auth::{self, Ingress};
@@ -79,8 +80,20 @@ pub struct CheckReport {
     pub detail: String,
 }
 
-/// Explains `request` under `config`, with the clock at `now` (unix seconds).
+/// Explains `request` under `config`, with the clock at `now` (unix seconds), without
+/// knowing what was revoked.
 pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Explanation, String> {
+    explain_with(config, request, now, None)
+}
+
+/// Explains `request`, checking tokens against `revocations` (the running proxy's, or the
+/// ones read from Redis) when given.
+pub fn explain_with(
+    config: &Config,
+    request: &Request<'_>,
+    now: u64,
+    revocations: Option<&Revocations>,
+) -> Result<Explanation, String> {
     let mut builder = http::Request::builder()
         .method(
             http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
@@ -153,7 +166,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     };
     // An explained request comes from nowhere in particular: an address no proxy list trusts.
     let unspecified = std::net::SocketAddr::from(([192, 0, 2, 1], 0));
-    let conn = ConnInfo::new(unspecified, unspecified, config.server.tls.is_some());
+    let conn = ConnInfo::new(unspecified, unspecified, uri.scheme_str() == Some("https"));
     let mut slot = None;
     let built = match ingress {
         None => RequestView::proxied(&parts, &conn, &config.server.trusted_proxies, &mut slot)
@@ -256,20 +269,47 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         ),
         auth::Credential::Nothing => (None, None, String::new()),
     };
+    let mut revoked = None;
     let verdict = access.map(|token| {
         let (checks, result) = verifier.explain(token, now);
+        let mut checks: Vec<CheckReport> = checks
+            .into_iter()
+            .map(|c| CheckReport {
+                check: c.name.to_owned(),
+                ok: c.ok,
+                detail: c.detail,
+            })
+            .collect();
+        // Revocation applies to expired tokens too: a revoked one is never renewed.
+        if let Ok(claims) = verifier.verify_ignoring_exp(token, now) {
+            let detail = match revocations {
+                None => "not checked: revocations live in the running proxy (ask the admin listener's /explain, or set [cluster] to read them from Redis)".to_owned(),
+                Some(set) => {
+                    let subject = auth::subject(claims.as_json());
+                    let facts = TokenFacts {
+                        token,
+                        jti: claims.get("jti").and_then(serde_json::Value::as_str),
+                        sub: subject.as_deref(),
+                        iat: claims.iat(),
+                    };
+                    revoked = set.check(facts, now);
+                    match revoked {
+                        Some(why) => format!("REVOKED: {why}"),
+                        None => "not revoked".to_owned(),
+                    }
+                }
+            };
+            checks.push(CheckReport {
+                check: "revoked".to_owned(),
+                ok: revoked.is_none(),
+                detail,
+            });
+        }
         out.token = Some(TokenReport {
             cookie: source_name,
             length: token.len(),
-            checks: checks
-                .into_iter()
-                .map(|c| CheckReport {
-                    check: c.name.to_owned(),
-                    ok: c.ok,
-                    detail: c.detail,
-                })
-                .collect(),
-            valid: result.is_ok(),
+            checks,
+            valid: result.is_ok() && revoked.is_none(),
             claims: result
                 .as_ref()
                 .ok()
@@ -280,6 +320,7 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     let can_refresh =
         refresh_cookie.is_some() && config.backend.as_ref().is_some_and(|b| b.refresh.is_some());
     let claims = match verdict {
+        _ if revoked.is_some() => None,
         Some(Ok(claims)) => {
             if claims.exp() < now.saturating_add(config.session.refresh_ahead.as_secs())
                 && can_refresh
@@ -352,6 +393,11 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
         }
         Auth::Required if csrf_refused(config, &view, &mut out) => {}
         Auth::Required => match claims {
+            None if revoked.is_some() => {
+                let (status, refusal) = unauthenticated(ingress, navigation, config, &target);
+                out.status = status;
+                out.action = format!("refuse a revoked token: clear the cookies, {refusal}");
+            }
             None if out.refresh.is_some() => {
                 out.action = format!("renew the session, then {allow}");
                 out.status = 200;
@@ -367,21 +413,10 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
                 }
             }
             None => {
-                let refused = Error::Unauthenticated {
-                    reason: String::new(),
-                    login: navigation.then(|| auth::login_redirect(&config.login, &target)),
-                    clear_cookies: Vec::new(),
-                };
-                let refused = match ingress {
-                    None => refused,
-                    Some(ingress) => forward_auth::refusal(ingress, refused),
-                };
-                out.status = refused.status().as_u16();
-                out.action = match refused {
-                    Error::Unauthenticated {
-                        login: Some(location),
-                        ..
-                    } => format!("refuse: 302 to {location}"),
+                let (status, refusal) = unauthenticated(ingress, navigation, config, &target);
+                out.status = status;
+                out.action = match status {
+                    302 => format!("refuse: {refusal}"),
                     _ => "refuse: 401 Unauthorized (WWW-Authenticate: Bearer)".into(),
                 };
             }
@@ -430,10 +465,38 @@ pub fn explain(config: &Config, request: &Request<'_>, now: u64) -> Result<Expla
     Ok(out)
 }
 
+/// The refusal of a request without a usable token, as its door answers it: the status, and
+/// `302 to <login>` or `401 Unauthorized`.
+fn unauthenticated(
+    ingress: Option<Ingress>,
+    navigation: bool,
+    config: &Config,
+    target: &str,
+) -> (u16, String) {
+    let refused = Error::Unauthenticated {
+        reason: String::new(),
+        login: navigation.then(|| auth::login_redirect(&config.login, target)),
+        clear_cookies: Vec::new(),
+    };
+    let refused = match ingress {
+        None => refused,
+        Some(ingress) => forward_auth::refusal(ingress, refused),
+    };
+    let status = refused.status().as_u16();
+    match refused {
+        Error::Unauthenticated {
+            login: Some(location),
+            ..
+        } => (status, format!("302 to {location}")),
+        _ => (status, "401 Unauthorized".to_owned()),
+    }
+}
+
 /// Records the CSRF guard's decision on a request for a `required` rule; `true` (with the
-/// action set) when it refuses. The request is taken as reaching the proxy directly (a
-/// relative URL over plain HTTP, an `https://` URL over TLS), so `X-Forwarded-*` headers
-/// given here are not believed.
+/// action set) when it refuses. It compares with the view's origin: in proxy mode the request
+/// is taken as reaching the proxy directly (a relative URL over plain HTTP, an `https://` URL
+/// over TLS), so `X-Forwarded-*` headers given here are not believed; in forward auth they are
+/// the ingress's.
 fn csrf_refused(config: &Config, view: &RequestView<'_>, out: &mut Explanation) -> bool {
     match auth::csrf_verdict(&config.session, config.jwt.from, view).0 {
         auth::csrf::Verdict::Pass(why) => {

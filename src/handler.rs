@@ -68,7 +68,16 @@ pub struct App {
 }
 
 impl App {
+    /// An `App` with shared state of its own (a single instance, no `[cluster]`).
     pub fn new(config: Config) -> Result<App, Error> {
+        App::with_cluster(config, Arc::new(crate::cluster::Cluster::local()))
+    }
+
+    /// An `App` over `cluster`, the shared state that outlives configuration reloads.
+    pub fn with_cluster(
+        config: Config,
+        cluster: Arc<crate::cluster::Cluster>,
+    ) -> Result<App, Error> {
         let clients = config
             .upstreams
             .iter()
@@ -89,7 +98,7 @@ impl App {
             Some(files) => crate::tls::served_names(files).map_err(Error::Internal)?,
             None => Vec::new(),
         };
-        let auth = Authenticator::new(&config, backend_client)?;
+        let auth = Authenticator::new(&config, backend_client, cluster)?;
         let mut identity_headers: Vec<HeaderName> = config
             .rules
             .iter()
@@ -238,8 +247,11 @@ async fn proxy<'a>(
         let request = Request::from_parts(parts, body);
         return match endpoint {
             Endpoint::Login => app.auth.login(request, client_ip, &host).await,
-            Endpoint::Logout => app.auth.logout(request, &host).await,
-            Endpoint::Me => app.auth.me(request.headers(), &mut trace.renewed).await,
+            Endpoint::Logout => app.auth.logout(request, &host, client_ip).await,
+            Endpoint::Me => {
+                let renewed = &mut trace.renewed;
+                app.auth.me(request.headers(), client_ip, renewed).await
+            }
         };
     }
 

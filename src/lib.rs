@@ -17,7 +17,10 @@
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
 //!   redirects and JSON answers the proxy writes itself.
 //! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
+//! - [`cluster`]: state shared by every instance (revocations, counters, one refresh per
+//!   token) through Redis, with local state as the fallback.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, `POST /sessions/revoke`
+//!   on a separate listener.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`explain`]: `portcullis explain`, the pipeline's decisions for one request, step by step.
 //! - [`lint`]: `portcullis check`'s warnings about valid but risky configurations.
@@ -26,6 +29,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cluster;
 pub mod config;
 pub mod cookie_header;
 pub mod demo;
@@ -126,8 +130,21 @@ pub async fn run_all(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     telemetry::handle();
-    let live = Arc::new(live::Live::new(App::new(config)?, listeners.config_path));
+    // Shared state lives as long as the process: reloads keep its revocations and counters.
+    let cluster =
+        Arc::new(cluster::Cluster::new(config.cluster.as_ref()).map_err(Error::Internal)?);
+    let app = App::with_cluster(config, Arc::clone(&cluster))?;
+    let live = Arc::new(live::Live::new(app, listeners.config_path));
     let shutdown = server::Shutdown::new(shutdown);
+    if cluster.is_shared() {
+        let mut until = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cluster.maintain() => {}
+                () = until.wait() => {}
+            }
+        });
+    }
     let mut upkeep_until = shutdown.clone();
     tokio::spawn(telemetry::upkeep(async move { upkeep_until.wait().await }));
     if let Some(admin) = listeners.admin {

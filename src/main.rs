@@ -150,6 +150,14 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            // Certificates are parsed where TLS is built; build it here too, as a start would.
+            let tls = portcullis::tls::problems(&config);
+            if !tls.is_empty() {
+                for (path, problem) in tls {
+                    println!("{path}: {problem}");
+                }
+                return ExitCode::from(1);
+            }
             let warnings = portcullis::lint::lint(&config);
             for warning in &warnings {
                 println!("warning: {warning}");
@@ -170,6 +178,26 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     }
 }
 
+/// With `[cluster]`, the revocations every instance shares, read once from Redis, so that
+/// `explain` can tell a revoked token; `None` without `[cluster]` or when Redis cannot be read.
+fn shared_revocations(config: &Config) -> Option<portcullis::cluster::Cluster> {
+    let settings = config.cluster.as_ref()?;
+    let runtime = runtime().ok()?;
+    runtime.block_on(async {
+        let cluster = portcullis::cluster::Cluster::new(Some(settings)).ok()?;
+        match cluster.load_revocations().await {
+            Some(_) => Some(cluster),
+            None => {
+                eprintln!(
+                    "portcullis: cannot read the revocations from Redis ({}); revocation is not checked",
+                    settings.redis_redacted()
+                );
+                None
+            }
+        }
+    })
+}
+
 fn explain(
     path: &std::path::Path,
     request: portcullis::explain::Request<'_>,
@@ -185,7 +213,13 @@ fn explain(
             return ExitCode::from(1);
         }
     };
-    match portcullis::explain::explain(&config, &request, portcullis::auth::now()) {
+    let revocations = shared_revocations(&config);
+    match portcullis::explain::explain_with(
+        &config,
+        &request,
+        portcullis::auth::now(),
+        revocations.as_ref().map(|c| c.revocations()),
+    ) {
         Ok(explanation) if json => {
             println!(
                 "{}",

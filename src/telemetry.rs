@@ -121,6 +121,22 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "portcullis_jwks_last_refresh_timestamp_seconds",
         "Unix time of the last successful fetch of jwt.jwks_url.",
     ),
+    (
+        "portcullis_cluster_connected",
+        "1 while this instance reaches the Redis of [cluster], 0 while it serves with local state.",
+    ),
+    (
+        "portcullis_cluster_call_duration_seconds",
+        "Time of each Redis call, by operation, in seconds.",
+    ),
+    (
+        "portcullis_cluster_call_failures_total",
+        "Redis calls that failed or outlasted cluster.timeout, by operation.",
+    ),
+    (
+        "portcullis_revocations",
+        "Revocations in force on this instance (tokens and subjects).",
+    ),
 ];
 
 /// Registers every metric's `# HELP` text with the recorder.
@@ -285,4 +301,23 @@ pub fn reload(ok: bool) {
 /// Unix time of the last successful JWKS fetch.
 pub fn jwks_refreshed(unix_secs: u64) {
     gauge!("portcullis_jwks_last_refresh_timestamp_seconds").set(unix_secs as f64);
+}
+
+/// Whether this instance reaches Redis (`[cluster]`): 1 or 0.
+pub fn cluster_connected(up: bool) {
+    gauge!("portcullis_cluster_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// One Redis call: its latency, and whether it failed (error or past `cluster.timeout`).
+pub fn cluster_call(op: &'static str, elapsed: Duration, ok: bool) {
+    histogram!("portcullis_cluster_call_duration_seconds", "op" => op)
+        .record(elapsed.as_secs_f64());
+    if !ok {
+        counter!("portcullis_cluster_call_failures_total", "op" => op).increment(1);
+    }
+}
+
+/// Revocations in force on this instance.
+pub fn revocations(count: usize) {
+    gauge!("portcullis_revocations").set(count as f64);
 }

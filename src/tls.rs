@@ -144,6 +144,33 @@ pub fn is_served(host: &str, names: &[String]) -> bool {
     })
 }
 
+/// Builds every TLS setting of `config` as a start would (the server's certificates and each
+/// upstream's and the backend's client settings) and says what fails, with its key path.
+pub fn problems(config: &crate::Config) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if let Some(files) = &config.server.tls {
+        if let Err(err) = acceptor(files) {
+            problems.push(("server.tls".to_owned(), err));
+        }
+    }
+    let clients = config
+        .upstreams
+        .iter()
+        .map(|u| (format!("upstreams.{}", u.name), &u.client))
+        .chain(
+            config
+                .backend
+                .iter()
+                .map(|b| ("backend".to_owned(), &b.client)),
+        );
+    for (path, settings) in clients {
+        if let Err(err) = client_config(settings) {
+            problems.push((path, err));
+        }
+    }
+    problems
+}
+
 /// The client side: the configured CA (or the public webpki roots) and an optional client
 /// certificate. ALPN is left to the connector (`upstream::client`), which offers `h2` only
 /// when HTTP/2 is asked for.

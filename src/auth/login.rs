@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, REFERER, RETRY_AFTER, SET_COOKIE,
@@ -151,7 +150,7 @@ fn location_safe(path: &str) -> String {
     out
 }
 
-fn percent_decode(input: &[u8]) -> Vec<u8> {
+pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -196,59 +195,6 @@ pub fn parse_credentials(style: Style, body: &[u8]) -> Result<HashMap<String, St
     }
 }
 
-/// Login attempts per client IP in fixed one-minute windows.
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts an attempt; `Err(seconds)` says how long until the next one is allowed.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        const WINDOW: Duration = Duration::from_secs(60);
-        let now = Instant::now();
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        // An IPv6 client usually holds a whole /64: count it as one. An IPv4-mapped address
-        // is the IPv4 client it stands for, never part of a shared `::ffff:0:0/64`.
-        let key = match crate::unmapped(ip) {
-            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-            v4 => v4,
-        };
-        let (start, count) = windows.entry(key).or_insert((now, 0));
-        if now.duration_since(*start) >= WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= self.per_minute {
-            let wait = WINDOW
-                .saturating_sub(now.duration_since(*start))
-                .as_secs()
-                .max(1);
-            return Err(wait);
-        }
-        *count += 1;
-        Ok(())
-    }
-}
-
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(key, _)| key == name)
@@ -288,10 +234,20 @@ impl Authenticator {
             warn!(%client_ip, "login refused: cross-site request");
             return Err(Error::Forbidden("cross-site login request"));
         }
-        if let Err(retry_after) = self.limiter.check(client_ip) {
-            warn!(%client_ip, "login refused: too many attempts");
-            crate::telemetry::auth("login_rate_limited");
-            return Err(Error::TooManyRequests { retry_after });
+        let limit = self.login.attempts_per_minute;
+        if limit > 0 {
+            // Counted across every instance with [cluster]; locally otherwise.
+            let count = self
+                .cluster
+                .hit("login", &crate::cluster::client_key(client_ip))
+                .await;
+            if count.events > limit {
+                warn!(%client_ip, "login refused: too many attempts");
+                crate::telemetry::auth("login_rate_limited");
+                return Err(Error::TooManyRequests {
+                    retry_after: count.resets_in.as_secs().max(1),
+                });
+            }
         }
         let content_type = parts
             .headers
@@ -416,6 +372,7 @@ impl Authenticator {
                 .unwrap_or(claims.exp().saturating_sub(now)),
         )
         .max(Duration::from_secs(1));
+        self.issued(&tokens.access, &claims, tokens.refresh.as_deref(), now);
         if lifetime <= self.session.refresh_ahead {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
@@ -475,12 +432,21 @@ impl Authenticator {
         &self,
         request: http::Request<Incoming>,
         host: &str,
+        client_ip: IpAddr,
     ) -> Result<Response<Body>, Error> {
         let (parts, _) = request.into_parts();
         let host = Some(host);
         if parts.method == http::Method::POST && is_cross_site(&parts.headers, host) {
             return Err(Error::Forbidden("cross-site logout request"));
         }
+        // The session ends here, not when its tokens expire: a copied cookie replayed after
+        // the logout is refused, on every instance with [cluster].
+        self.revoke_session(
+            cookies::find(&parts.headers, &self.session.access_cookie),
+            cookies::find(&parts.headers, &self.session.refresh_cookie),
+            client_ip,
+        )
+        .await;
         if let (Some(backend), Some(uri)) = (
             &self.backend,
             self.backend.as_ref().and_then(|b| b.config.logout.clone()),
@@ -632,27 +598,5 @@ mod tests {
             &headers(&[("sec-fetch-site", "same-origin")]),
             host
         ));
-    }
-
-    #[test]
-    fn rate_limit_counts_per_ip() {
-        let limiter = RateLimiter::new(2);
-        let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_err());
-        assert!(limiter.check(b).is_ok());
-        assert!(RateLimiter::new(0).check(a).is_ok());
-        let v6 = RateLimiter::new(1);
-        assert!(v6.check("2001:db8::1".parse().expect("ip")).is_ok());
-        assert!(
-            v6.check("2001:db8::ffff:2".parse().expect("ip")).is_err(),
-            "same /64"
-        );
-        assert!(
-            v6.check("2001:db8:0:1::1".parse().expect("ip")).is_ok(),
-            "another /64"
-        );
     }
 }

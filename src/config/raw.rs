@@ -64,6 +64,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +156,8 @@ pub struct RawBackend {
     pub timeout: Option<Quantity>,
     /// PEM CA certificates trusted for the backend instead of the public roots.
     pub ca_file: Option<String>,
+    pub session_check: Option<String>,
+    pub session_check_format: Option<String>,
 }
 
 /// `login.fields`: a list of names copied as they are, or a table `backend_field = "submitted_field"`.
@@ -194,6 +197,9 @@ pub struct RawSession {
     pub refresh_ahead: Option<Quantity>,
     pub refresh_max_age: Option<Quantity>,
     pub me_path: Option<String>,
+    pub refreshes_per_minute: Option<u64>,
+    pub check_every: Option<Quantity>,
+    pub check_fail: Option<String>,
     pub csrf: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -234,4 +240,15 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// `[cluster]`: state shared by every instance through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<Quantity>,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_file: Option<String>,
 }

@@ -44,6 +44,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     let jwt = v.jwt(raw.jwt);
     let rules = v.rules(raw.routes, &upstreams);
     let log = v.log(raw.log);
+    let cluster = raw.cluster.and_then(|c| v.cluster(c));
     v.cross_checks(&login, &logout, &session);
     v.listeners(&server, admin.as_ref(), forward_auth.as_ref());
     if !v.problems.0.is_empty() {
@@ -61,6 +62,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
         jwt,
         rules,
         log,
+        cluster,
     })
 }
 
@@ -203,9 +205,21 @@ impl Validator<'_> {
                 .collect(),
         });
         if let Some(files) = &tls {
-            // Certificates load here too, so `check` and a reload catch a bad one.
-            if let Err(err) = crate::tls::acceptor(files) {
-                self.problem("server.tls", err);
+            // The files must be there; whether they hold a usable certificate and key is
+            // decided where TLS is built (`App::new`, and `portcullis check`), so a start, a
+            // reload and a check all refuse a bad one, and configuration knows nothing of TLS.
+            let mut paths = vec![
+                ("server.tls.cert", &files.cert),
+                ("server.tls.key", &files.key),
+            ];
+            for (_, cert, key) in &files.sni {
+                paths.push(("server.tls.sni", cert));
+                paths.push(("server.tls.sni", key));
+            }
+            for (path, file) in paths {
+                if let Err(err) = std::fs::metadata(file) {
+                    self.problem(path, format!("cannot read {}: {err}", file.display()));
+                }
             }
         }
         let redirect_http = raw
@@ -384,15 +398,13 @@ impl Validator<'_> {
                 None
             }
         };
-        let tls = ClientTls {
+        // Whether the PEM holds usable certificates and keys is decided where TLS is built
+        // (`App::new`, `portcullis check`: `tls::problems`).
+        ClientTls {
             ca_pem,
             client_pem,
             http2: http2.unwrap_or(false),
-        };
-        if let Err(err) = crate::tls::client_config(&tls) {
-            self.problem(path, err);
         }
-        tls
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<Backend> {
@@ -447,6 +459,20 @@ impl Validator<'_> {
         }
         let timeout = self.timeout("backend.timeout", raw.timeout, Duration::from_secs(10));
         let client = self.client_tls("backend", raw.ca_file, None, None, None);
+        let session_check = raw
+            .session_check
+            .and_then(|t| self.url("backend.session_check", &t));
+        let session_check_format = match raw.session_check_format.as_deref() {
+            None | Some("bearer") => CheckFormat::Bearer,
+            Some("introspection") => CheckFormat::Introspection,
+            Some(other) => {
+                self.problem(
+                    "backend.session_check_format",
+                    format!("{other:?} is not one of: bearer, introspection"),
+                );
+                CheckFormat::Bearer
+            }
+        };
         Some(Backend {
             login: login?,
             refresh,
@@ -459,6 +485,8 @@ impl Validator<'_> {
             expires_in,
             timeout,
             client,
+            session_check,
+            session_check_format,
         })
     }
 
@@ -587,6 +615,25 @@ impl Validator<'_> {
                 }
             }
         }
+        let check_every = self.duration(
+            "session.check_every",
+            raw.check_every,
+            Duration::from_secs(60),
+        );
+        if check_every.is_zero() {
+            self.problem("session.check_every", "must be longer than 0s");
+        }
+        let check_fail = match raw.check_fail.as_deref() {
+            None | Some("open") => CheckFail::Open,
+            Some("closed") => CheckFail::Closed,
+            Some(other) => {
+                self.problem(
+                    "session.check_fail",
+                    format!("{other:?} is not one of: open, closed"),
+                );
+                CheckFail::Open
+            }
+        };
         Session {
             access_cookie,
             refresh_cookie,
@@ -604,6 +651,13 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86_400),
             ),
             me_path: self.site_path("session.me_path", raw.me_path, "/auth/me"),
+            refreshes_per_minute: u32::try_from(raw.refreshes_per_minute.unwrap_or(120))
+                .unwrap_or_else(|_| {
+                    self.problem("session.refreshes_per_minute", "is too large");
+                    0
+                }),
+            check_every,
+            check_fail,
             csrf: match raw.csrf.as_deref().map(str::to_ascii_lowercase).as_deref() {
                 None | Some("origin") => true,
                 Some("off") => false,
@@ -632,6 +686,56 @@ impl Validator<'_> {
                 })
                 .collect(),
         }
+    }
+
+    fn cluster(&mut self, raw: raw::RawCluster) -> Option<Cluster> {
+        let Some(redis) = raw.redis.filter(|r| !r.is_empty()) else {
+            self.problem(
+                "cluster.redis",
+                "is required when [cluster] is present (redis://host:6379/0 or rediss://…)",
+            );
+            return None;
+        };
+        // Checked without naming the URL in the message: it may carry a password.
+        let well_formed = redis.parse::<Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("redis" | "rediss"))
+                && uri.host().is_some_and(|h| !h.is_empty())
+                && uri
+                    .path()
+                    .trim_start_matches('/')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && uri.query().is_none()
+        });
+        if !well_formed {
+            self.problem(
+                "cluster.redis",
+                "is not a URL like redis://[user:password@]host[:port][/db] or rediss://…",
+            );
+        }
+        let key_prefix = raw.key_prefix.unwrap_or_else(|| "portcullis:".to_owned());
+        if key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                "cluster.key_prefix",
+                "must be at most 64 visible ASCII characters (no spaces)",
+            );
+        }
+        let timeout = self.duration("cluster.timeout", raw.timeout, Duration::from_millis(250));
+        if timeout.is_zero() || timeout > Duration::from_secs(10) {
+            self.problem("cluster.timeout", "must be between 1ms and 10s");
+        }
+        let ca_pem = raw
+            .ca_file
+            .and_then(|file| self.file("cluster.ca_file", &file));
+        if ca_pem.is_some() && !redis.starts_with("rediss://") {
+            self.problem("cluster.ca_file", "only applies to a rediss:// URL");
+        }
+        well_formed.then_some(Cluster {
+            redis,
+            key_prefix,
+            timeout,
+            ca_pem,
+        })
     }
 
     fn jwt(&mut self, raw: raw::RawJwt) -> Jwt {

@@ -3,6 +3,7 @@
 
 mod bench_smoke;
 mod browser;
+mod cluster;
 mod configs;
 mod core;
 mod csrf;

@@ -14,6 +14,10 @@
 //! - [`ingress`]: real nginx and Caddy started with the documented forward-auth recipes.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
+//! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
+//! - [`pki`]: a test certificate authority and the certificates it signs.
+//! - [`redis`]: a real `redis-server` on a free port with its own directory.
+//! - [`instance`]: the built `portcullis` binary as a separate process (a replica).
 
 // Each test module uses a different subset of this toolbox.
 #![allow(dead_code)]
@@ -21,11 +25,15 @@
 pub mod backend;
 pub mod client;
 pub mod cookies;
+pub mod django;
 pub mod ingress;
+pub mod instance;
 pub mod keys;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod raw_upstream;
+pub mod redis;
 mod serve;
 pub mod upstream;
 

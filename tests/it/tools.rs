@@ -114,6 +114,47 @@ fn check_strict_fails_on_warnings() {
 }
 
 #[test]
+fn check_and_start_refuse_unusable_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::new("HS256");
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").expect("write");
+    std::fs::write(dir.path().join("key.pem"), "not a key").expect("write");
+    std::fs::write(dir.path().join("ca.pem"), "not a CA").expect("write");
+    let config = write_config(
+        dir.path(),
+        &key,
+        "[server]
+tls = { cert = \"cert.pem\", key = \"key.pem\" }
+",
+    );
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&config));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("server.tls:"), "{text}");
+    // Starting refuses it too, with the reason.
+    let (code, text) = run(portcullis()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0"));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("certificate"), "{text}");
+
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace(
+            "app = \"http://127.0.0.1:9\"",
+            "app = { url = \"https://127.0.0.1:9\", ca_file = \"ca.pem\" }",
+        )
+        .replace(
+            "[server]\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n",
+            "",
+        );
+    std::fs::write(&config, text).expect("write");
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&config));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("upstreams.app:"), "{text}");
+}
+
+#[test]
 fn the_demo_config_passes_check() {
     let (code, text) = run(portcullis().args(["demo", "--print-config"]));
     assert_eq!(code, 0, "{text}");
