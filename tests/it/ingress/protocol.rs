@@ -3,11 +3,11 @@
 //! ingress-nginx's `X-Original-URL`) and Envoy `ext_authz` (the request itself, below
 //! `forward_auth.path_prefix`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{stack, Stack, ADMIN, USER};
+use crate::support::instance::Instance;
+use crate::support::redis::free_port;
 use crate::support::{Req, Resp, SetCookie};
 
 /// Traefik's and Caddy's description of a request for `uri`.
@@ -374,33 +374,32 @@ async fn forward_auth_requests_are_counted_with_their_mode() {
     );
 }
 
-/// The binary, from `examples/forward-auth.toml`: its access log says `mode=forward_auth`,
+/// The binary, from `examples/forward-auth.toml`: its access log says `mode="forward_auth"`,
 /// and `explain --forward-auth` reads the ingress's headers the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_and_explains_forward_auth() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("portcullis.toml");
-    let text = crate::support::ingress::recipe("forward-auth.toml")
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9091", "127.0.0.1:0");
-    std::fs::write(&path, text).expect("write config");
+    let forward_auth = free_port();
     let secret = "5f0c9e2a7b41d8e36a9f0b2c4d7e18a95c3b6f2e0d4a7c91";
-    let portcullis = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("PORTCULLIS_") {
-                command.env_remove(name);
-            }
-        }
-        command.env("PORTCULLIS_JWT__SECRET", secret);
-        command
-    };
+    let example = crate::support::ingress::recipe("forward-auth.toml");
+    // The instance writes its own [server] section.
+    let server = example
+        .find("[server]")
+        .and_then(|at| Some(at..at + example[at..].find("\n\n")?))
+        .expect("a [server] section");
+    let text = example
+        .replace(&example[server], "")
+        .replace("127.0.0.1:9091", &format!("127.0.0.1:{forward_auth}"))
+        .replace(
+            "algorithms = [\"HS256\"]",
+            &format!("algorithms = [\"HS256\"]\nsecret = \"{secret}\""),
+        );
+    let instance = Instance::start(&text).await;
 
     let explain = |headers: &[&str]| {
-        let mut command = portcullis();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
         command
             .args(["explain", "--config"])
-            .arg(&path)
+            .arg(instance.config_path())
             .arg("--forward-auth");
         for header in headers {
             command.args(["-H", header]);
@@ -429,56 +428,50 @@ async fn the_binary_logs_and_explains_forward_auth() {
     let ambiguous = explain(&["X-Original-URI: /dashboard%2Fx"]);
     assert!(ambiguous.contains("refuse: 403"), "{ambiguous}");
 
-    let mut child = portcullis()
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start portcullis");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let next_line = |what: &str| loop {
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.contains(what) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no log line with {what:?}"),
-        }
-    };
-    let listening = next_line("mode=\"forward_auth\"");
-    let address = listening
-        .split("address=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the forward-auth address")
-        .to_owned();
-    let resp = Req::get(&format!("http://{address}/"))
+    let resp = Req::get(&format!("http://127.0.0.1:{forward_auth}/"))
         .header("x-forwarded-uri", "/dashboard")
         .header("x-forwarded-method", "GET")
         .header("accept", "application/json")
         .send()
         .await;
     assert_eq!(resp.status, 401);
-    let access = next_line("status=401");
-    for expected in ["mode=\"forward_auth\"", "path=\"/dashboard\"", "rule=0"] {
-        let bare = expected.replace('"', "");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let access = loop {
+        let log = without_colors(&instance.log());
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("mode=\"forward_auth\"") && l.contains("status=401"))
+        {
+            break line.to_owned();
+        }
         assert!(
-            access.contains(expected) || access.contains(&bare),
-            "{expected} not in {access}"
+            Instant::now() < deadline,
+            "no forward-auth access line:\n{log}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for expected in ["path=\"/dashboard\"", "rule=0", "auth=\"unauthenticated\""] {
+        assert!(access.contains(expected), "{expected} not in {access}");
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(rx);
-    let _ = reader.join();
+}
+
+/// `text` without ANSI color sequences (`ESC [ … m`), which a log on a terminal-less pipe may
+/// still carry.
+fn without_colors(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for skipped in chars.by_ref() {
+                if skipped == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -8,10 +8,12 @@
 //! let resp = Req::get(&nginx.url("/dashboard")).send().await;
 //! ```
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::redis::free_port;
 
 /// Where the recipe's placeholders point: Portcullis's two listeners and the site.
 #[derive(Clone, Copy, Debug)]
@@ -219,12 +221,4 @@ fn logs(name: &str, dir: &Path, log: &Path) -> String {
         read(&dir.join("output.log")),
         read(log)
     )
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
 }
