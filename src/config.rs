@@ -33,6 +33,7 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
+    pub forward_auth: Option<ForwardAuth>,
     pub upstreams: Vec<Upstream>,
     pub backend: Option<Backend>,
     pub login: Login,
@@ -92,6 +93,15 @@ pub struct Admin {
     /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
     /// one, they answer only peers on the loopback interface.
     pub token: Option<String>,
+}
+
+/// `[forward_auth]`: where an ingress asks whether a request may go through.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    /// Removed from the path of a request without `X-Forwarded-Uri`/`X-Original-URI` (Envoy
+    /// `ext_authz`): `""` or a path like `/authz`, without a trailing `/`.
+    pub path_prefix: String,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.

@@ -8,8 +8,10 @@
 //! - [`config`]: loading and validating configuration (the only user of figment).
 //! - [`server`]: sockets, TLS, HTTP/1.1 + HTTP/2 connections, limits, graceful shutdown.
 //! - [`live`]: the current configuration and hot reload.
-//! - [`handler`]: the per-request pipeline, phase by phase.
-//! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
+//! - [`handler`]: the per-request pipeline, phase by phase, for both front doors.
+//! - [`view`]: the request as the proxy sees it (origin, host, normalized path, client).
+//! - [`forward_auth`]: the second front door: an ingress's subrequests, read and answered.
+//! - [`path`]: request-path normalization; [`rules`]: which rule a host and path belong to.
 //! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
@@ -33,6 +35,7 @@ pub mod cookie_header;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod forward_auth;
 pub mod handler;
 pub mod lint;
 pub mod live;
@@ -43,6 +46,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -100,6 +104,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// A plain-HTTP listener that only redirects to HTTPS (`server.redirect_http`).
     pub redirect_http: Option<TcpListener>,
+    /// The forward-auth listener (`forward_auth.listen`): an ingress's auth subrequests.
+    pub forward_auth: Option<TcpListener>,
     /// The configuration file, re-read on reload (SIGHUP or `POST /reload`).
     pub config_path: Option<PathBuf>,
 }
@@ -155,10 +161,24 @@ pub async fn run_all(
             shutdown.clone(),
         ));
     }
-    let servers: Vec<_> = listeners
+    let doors = listeners
         .main
         .into_iter()
-        .map(|listener| tokio::spawn(server::serve(live.clone(), listener, shutdown.clone())))
+        .map(|listener| (listener, handler::Door::Proxy))
+        .chain(
+            listeners
+                .forward_auth
+                .map(|listener| (listener, handler::Door::ForwardAuth)),
+        );
+    let servers: Vec<_> = doors
+        .map(|(listener, door)| {
+            tokio::spawn(server::serve(
+                live.clone(),
+                listener,
+                shutdown.clone(),
+                door,
+            ))
+        })
         .collect();
     let mut result = Ok(());
     for server in servers {

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Server;
-use crate::handler;
+use crate::handler::{self, Door};
 use crate::live::Live;
 use crate::{telemetry, ConnInfo};
 
@@ -42,7 +42,9 @@ impl Shutdown {
     }
 }
 
-/// Serves `listener` until `shutdown`, then lets in-flight requests finish within the grace period.
+/// Serves `listener` as `door` until `shutdown`, then lets in-flight requests finish within
+/// the grace period. TLS (`server.tls`) applies to the public door only; the forward-auth
+/// listener is for the ingress, on a private network.
 ///
 /// Connection limits and timeouts are read once, at start-up; TLS certificates and everything
 /// per request come from the live configuration, so a reload renews them.
@@ -50,6 +52,7 @@ pub async fn serve(
     live: Arc<Live>,
     listener: TcpListener,
     mut shutdown: Shutdown,
+    door: Door,
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
@@ -59,7 +62,8 @@ pub async fn serve(
     let handshake_timeout = settings.header_read_timeout;
     let grace = settings.shutdown_grace;
     let local = listener.local_addr()?;
-    info!(address = %local, tls = app.tls.is_some(), "listening");
+    let terminates_tls = door == Door::Proxy && app.tls.is_some();
+    info!(address = %local, tls = terminates_tls, mode = door.mode(), "listening");
     drop(app);
     loop {
         let (stream, peer) = tokio::select! {
@@ -80,7 +84,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let tls = live.app().tls.clone();
+        let tls = match door {
+            Door::Proxy => live.app().tls.clone(),
+            Door::ForwardAuth => None,
+        };
         let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
         let live = live.clone();
         let builder = builder.clone();
@@ -94,7 +101,9 @@ pub async fn serve(
                 None => match tokio::time::timeout(handshake_timeout, stream.peek(&mut [0u8; 1]))
                     .await
                 {
-                    Ok(Ok(1..)) => serve_connection(live, conn, &builder, stream, watcher).await,
+                    Ok(Ok(1..)) => {
+                        serve_connection(live, conn, &builder, stream, watcher, door).await
+                    }
                     _ => debug!(%peer, "connection closed: nothing sent within the header timeout"),
                 },
                 // Boxed: the TLS state would otherwise be part of every connection's task,
@@ -104,7 +113,7 @@ pub async fn serve(
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(stream)) => {
-                                serve_connection(live, conn, &builder, stream, watcher).await
+                                serve_connection(live, conn, &builder, stream, watcher, door).await
                             }
                             Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -130,6 +139,7 @@ async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
     watcher: hyper_util::server::graceful::Watcher,
+    door: Door,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -140,7 +150,7 @@ async fn serve_connection<S>(
         let conn = conn.clone();
         // Boxed per request: hyper keeps room for one service future in every connection,
         // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
-        let handling = Box::pin(handler::guarded(handler::handle(app, conn, request)));
+        let handling = Box::pin(handler::guarded(handler::handle(app, conn, request, door)));
         async move { Ok::<_, Infallible>(handling.await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

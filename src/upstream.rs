@@ -6,7 +6,6 @@
 //! cookies, *then* inject `Authorization`, identity and `X-Forwarded-*` headers — so nothing a
 //! client sends can remove or forge what the proxy injects.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +24,7 @@ use crate::auth::Permit;
 use crate::body::Body;
 use crate::config::{self, Config};
 use crate::error::Error;
+pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
 /// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
@@ -135,50 +135,9 @@ pub struct Forwarding<'a> {
     /// Every header name any rule fills from claims: always stripped from client requests.
     pub identity_headers: &'a [HeaderName],
     pub request_id: &'a HeaderValue,
-}
-
-/// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
-pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-    let peer = crate::unmapped(peer);
-    trusted.iter().any(|net| net.contains(&peer))
-}
-
-/// The client's address: the peer, or — behind trusted proxies — the nearest untrusted
-/// address in `X-Forwarded-For`, read from the right.
-pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    if !is_trusted(conn.peer.ip(), trusted) {
-        return conn.peer.ip();
-    }
-    let mut client = conn.peer.ip();
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        match parse_hop(hop) {
-            Some(ip) => {
-                client = ip;
-                if !is_trusted(ip, trusted) {
-                    break;
-                }
-            }
-            None => break,
-        }
-    }
-    client
-}
-
-/// One `X-Forwarded-For` entry: an address, `ip:port` (as Azure Application Gateway writes)
-/// or `[v6]:port`, with an IPv4-mapped IPv6 address read as the IPv4 address it is.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let ip = hop
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
-    Some(crate::unmapped(ip))
+    /// The request's own host ([`crate::view::authority`]): the upstream's `Host`, whatever
+    /// `Host` headers the client sent.
+    pub host: &'a HeaderValue,
 }
 
 /// Rewrites the downstream request headers into the upstream's. `may_upgrade` says whether
@@ -189,7 +148,6 @@ pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     permit: &Permit,
     fwd: &Forwarding<'_>,
-    host: Option<HeaderValue>,
     may_upgrade: bool,
 ) -> bool {
     let upgrade = may_upgrade.then(|| upgrade_protocol(headers)).flatten();
@@ -220,9 +178,7 @@ pub fn rewrite_request_headers(
     crate::cookie_header::strip(headers, &fwd.own_cookies);
 
     // From here on, only the proxy writes.
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, fwd.host.clone());
     permit.apply(headers);
     let peer = &fwd.conn.peer_ip;
     match forwarded_for {
@@ -351,17 +307,8 @@ pub async fn forward(
 ) -> Result<Response<Body>, Error> {
     let downstream_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
-    // HTTP/2 requests carry the host in the URI's authority, not in a Host header.
-    let host = if parts.headers.contains_key(header::HOST) {
-        None
-    } else {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    };
     let may_upgrade = parts.version == Version::HTTP_11 && parts.method == http::Method::GET;
-    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, host, may_upgrade);
+    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, may_upgrade);
     let websocket_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
     // The downstream target as it is when normalizing changed nothing: shared, not re-parsed.
     let target = match parts.uri.path_and_query() {

@@ -48,6 +48,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub admin: Option<RawAdmin>,
+    pub forward_auth: Option<RawForwardAuth>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub backend: Option<RawBackend>,
@@ -129,6 +130,15 @@ pub struct RawAdmin {
     /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
     /// must carry; without one they only answer loopback peers.
     pub token: Option<String>,
+}
+
+/// `[forward_auth]`: answer an ingress's auth subrequests on a listener of their own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: String,
+    /// Stripped from the path of a request that describes itself (Envoy's `path_prefix`).
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +226,7 @@ pub struct RawJwt {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub host: Option<String>,
     pub path: Option<String>,
     pub auth: Option<String>,
     pub upstream: Option<String>,

@@ -11,6 +11,8 @@ mod django;
 mod exhaustion;
 mod guard;
 mod hardening;
+mod hosts;
+mod ingress;
 mod session;
 mod storm;
 mod support;

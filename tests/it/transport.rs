@@ -514,7 +514,9 @@ async fn metrics_parse_and_move() {
         );
     }
     assert!(
-        text.contains(r#"portcullis_requests_total{route="/private/:path*",status="4xx"}"#),
+        text.contains(
+            r#"portcullis_requests_total{mode="proxy",route="/private/:path*",status="4xx"}"#
+        ),
         "{text}"
     );
     assert!(!text.contains("rule=\""), "{text}");
