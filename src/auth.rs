@@ -7,37 +7,43 @@
 
 pub mod backend;
 pub mod cookies;
+pub mod csrf;
 pub mod jwks;
 pub mod jwt;
 pub mod login;
 pub mod refresh;
+pub mod session_check;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 
 use crate::body::Body;
-use crate::config::{Config, Session};
+use crate::cluster::{Cluster, Revocation, Revoked, TokenFacts};
+use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
+use crate::view::RequestView;
 use backend::{BackendClient, Tokens};
 use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
+use session_check::{SessionCheck, Verdict};
 
-/// Proof that a request was admitted, and what admitting it adds to the upstream request and
-/// to the downstream response. Only this module can construct one.
+/// Proof that a request was admitted, and what admitting it adds to the upstream request.
+/// Only this module can construct one. (Renewed cookies are not part of it: they go out with
+/// whatever response the request gets, admitted or not; see [`Authenticator::admit`].)
 #[derive(Debug)]
 pub struct Permit {
     /// `Authorization` for the upstream; `None` leaves the client's header as it is (public rules).
     authorization: Option<HeaderValue>,
     /// Identity headers filled from verified claims.
     identity: Vec<(HeaderName, HeaderValue)>,
-    /// `Set-Cookie` values for the response (renewed tokens).
-    set_cookies: Vec<HeaderValue>,
+    /// The verified claims (`required` rules).
+    claims: Option<Arc<Claims>>,
 }
 
 impl Permit {
@@ -45,7 +51,7 @@ impl Permit {
         Permit {
             authorization: None,
             identity: Vec::new(),
-            set_cookies: Vec::new(),
+            claims: None,
         }
     }
 
@@ -58,7 +64,7 @@ impl Permit {
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("42"),
             )],
-            set_cookies: Vec::new(),
+            claims: None,
         }
     }
 
@@ -73,11 +79,33 @@ impl Permit {
         }
     }
 
-    /// Adds the permit's cookies to the downstream response.
+    /// Adjusts the upstream's response to a request the proxy authenticated. A shared cache
+    /// must not hand a response to an `Authorization` request to anyone else unless it says
+    /// `public`, `s-maxage` or `must-revalidate` (RFC 9111 §3.5); behind the proxy the cache
+    /// only ever sees a cookie, so the proxy says `private` in the upstream's stead.
     pub fn apply_to_response(&self, headers: &mut HeaderMap) {
-        for cookie in &self.set_cookies {
-            headers.append(header::SET_COOKIE, cookie.clone());
+        if self.authorization.is_some() {
+            crate::response::keep_from_shared_caches(headers);
         }
+    }
+
+    /// Whether the permit carries a bearer token (a `required` rule admitted it).
+    pub fn is_authenticated(&self) -> bool {
+        self.authorization.is_some()
+    }
+
+    /// A verified claim as a header value (strings as they are, other JSON as its text).
+    pub fn claim_header(&self, claim: &str) -> Option<HeaderValue> {
+        claim_value(self.claims.as_ref()?, claim)
+    }
+}
+
+/// `claim` of `claims` as a header value; `None` when absent, null or not header-safe.
+fn claim_value(claims: &Claims, claim: &str) -> Option<HeaderValue> {
+    match claims.get(claim)? {
+        serde_json::Value::String(s) => HeaderValue::try_from(s.as_str()).ok(),
+        serde_json::Value::Null => None,
+        other => HeaderValue::try_from(other.to_string()).ok(),
     }
 }
 
@@ -87,6 +115,74 @@ pub enum Admission {
     Forward(Permit),
     /// A signed-in user on a `guest` rule: send them here instead.
     Redirect(String),
+}
+
+/// Where a request's access token comes from (`jwt.from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'h> {
+    /// The client's own `Authorization: Bearer` token: verified, never renewed, not subject
+    /// to the CSRF guard.
+    Header(&'h str),
+    /// The access cookie (and the refresh cookie to renew it).
+    Cookie,
+    /// Nothing this configuration reads.
+    Nothing,
+}
+
+/// Where a request's token is read from, per `jwt.from`: the client's own
+/// `Authorization: Bearer` when that is allowed and present, else the cookie.
+pub fn credential(from: TokenSources, headers: &HeaderMap) -> Credential<'_> {
+    if from.authorization {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        if let Some(first) = values.next() {
+            // `Bearer <token>`, the scheme in any case (RFC 9110 §11.1); `Bearer` alone is a
+            // bearer credential without a token, which fails verification.
+            let bearer = first.to_str().ok().and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            });
+            match (bearer, values.next()) {
+                // Two Authorization headers are ambiguous: an empty token fails verification.
+                (Some(_), Some(_)) => return Credential::Header(""),
+                (Some(token), None) => return Credential::Header(token.trim()),
+                // Another scheme (Basic) is not a token for the proxy; it is replaced.
+                (None, _) => {}
+            }
+        }
+    }
+    if from.cookie {
+        Credential::Cookie
+    } else {
+        Credential::Nothing
+    }
+}
+
+/// The CSRF guard's verdict on a request for a `required` route, and the site origin it was
+/// compared with. Only an unsafe request that the session cookies would authenticate is
+/// checked: one carrying its own bearer token, or no session at all, has nothing a forger
+/// could borrow.
+pub fn csrf_verdict(
+    session: &Session,
+    from: TokenSources,
+    request: &RequestView<'_>,
+) -> (csrf::Verdict, Option<csrf::Origin>) {
+    if !session.csrf {
+        return (csrf::Verdict::Pass("session.csrf = \"off\""), None);
+    }
+    if !csrf::is_unsafe(&request.method) {
+        return (csrf::Verdict::Pass("a safe method"), None);
+    }
+    let has_session = cookies::find(request.headers, &session.access_cookie).is_some()
+        || cookies::find(request.headers, &session.refresh_cookie).is_some();
+    if credential(from, request.headers) != Credential::Cookie || !has_session {
+        return (
+            csrf::Verdict::Pass("not authenticated by the session cookies"),
+            None,
+        );
+    }
+    let site = csrf::Origin::of_view(request);
+    let verdict = csrf::check(request.headers, site.as_ref(), &session.allowed_origins);
+    (verdict, site)
 }
 
 /// A verified session: the access token and its claims, plus cookies to set if it was renewed.
@@ -142,6 +238,8 @@ pub enum Failure {
     RefreshRejected,
     /// The backend could not be asked to refresh; the session may still be good.
     BackendDown(Error),
+    /// The token (or its refresh token, or its subject) was revoked: clear its cookies.
+    Revoked(Revoked),
 }
 
 impl std::fmt::Display for Failure {
@@ -150,6 +248,7 @@ impl std::fmt::Display for Failure {
             Failure::Invalid(rejection) => write!(f, "{rejection}"),
             Failure::RefreshRejected => f.write_str("refresh token rejected by the backend"),
             Failure::BackendDown(err) => write!(f, "refresh impossible: {err}"),
+            Failure::Revoked(why) => write!(f, "{why}"),
         }
     }
 }
@@ -165,11 +264,20 @@ pub struct Authenticator {
     logout: crate::config::Logout,
     backend: Option<Arc<BackendClient>>,
     refresher: Option<Refresher>,
-    limiter: login::RateLimiter,
+    /// `backend.session_check`: the backend's word on a session.
+    session_check: Option<SessionCheck>,
+    /// Revocations and counters, shared with other instances under `[cluster]`; outlives
+    /// this `Authenticator` across reloads.
+    cluster: Arc<Cluster>,
+    from: TokenSources,
 }
 
 impl Authenticator {
-    pub fn new(config: &Config, client: HttpClient) -> Result<Authenticator, Error> {
+    pub fn new(
+        config: &Config,
+        client: HttpClient,
+        cluster: Arc<Cluster>,
+    ) -> Result<Authenticator, Error> {
         let keys = KeySet::build(&config.jwt.algorithms, &config.jwt.keys)
             .map_err(|err| Error::Internal(format!("jwt keys: {err}")))?;
         let policy = policy(config);
@@ -184,6 +292,17 @@ impl Authenticator {
                 backend.clone(),
                 uri,
                 config.session.access_cookie.clone(),
+                Arc::clone(&cluster),
+                config.session.refreshes_per_minute,
+            ))
+        });
+        let session_check = backend.as_ref().and_then(|backend| {
+            let uri = backend.config.session_check.as_ref()?;
+            Some(SessionCheck::new(
+                backend.clone(),
+                uri,
+                &config.session,
+                Arc::clone(&cluster),
             ))
         });
         Ok(Authenticator {
@@ -194,12 +313,19 @@ impl Authenticator {
             logout: config.logout.clone(),
             backend,
             refresher,
-            limiter: login::RateLimiter::new(config.login.attempts_per_minute),
+            session_check,
+            cluster,
+            from: config.jwt.from,
         })
     }
 
     pub fn verifier(&self) -> &Verifier {
         &self.verifier
+    }
+
+    /// The shared state this authenticator revokes and counts in.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// Whether requests can be admitted: some verification key is loaded and, when
@@ -240,28 +366,40 @@ impl Authenticator {
         }
     }
 
-    /// Decides whether the request routed to `rule` may go upstream. `target` is the
-    /// normalized path with the original query, used as the return path after login.
+    /// Decides whether the request routed to `rule` may go upstream. The view's `target` (the
+    /// normalized path with the original query) is the return path after login.
+    ///
+    /// A renewal spends the refresh token at the backend, so its cookies are handed to
+    /// `renewed` as soon as it succeeds, whatever is decided next: the caller sends them with
+    /// every response to this request (a `403`, an upstream `502`), or the browser would keep
+    /// a refresh token that no longer works.
     pub async fn admit(
         &self,
         rule: &Rule,
-        request: &Parts,
-        target: &str,
+        request: &RequestView<'_>,
+        renewed: &mut Vec<HeaderValue>,
     ) -> Result<Admission, Error> {
         match rule.auth {
             Auth::Public => Ok(Admission::Forward(Permit::public())),
             // Only a token that is valid as it stands counts as signed in here. Renewing one
             // would spend the refresh token on a redirect that cannot carry the new cookies;
             // the page redirected to renews it properly.
-            Auth::Guest if self.has_valid_token(&request.headers) => {
+            Auth::Guest if self.has_valid_token(request.headers) => {
                 Ok(Admission::Redirect(self.login.success_redirect.clone()))
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                let verified = match self.authenticate(&request.headers).await {
+                if let csrf::Verdict::Refuse(reason) = self.csrf(request) {
+                    return Err(Error::Csrf(reason));
+                }
+                let mut verified = match self
+                    .authenticate_request(request.headers, request.client_ip)
+                    .await
+                {
                     Ok(verified) => verified,
-                    Err(failure) => return Err(self.refuse(rule, request, target, failure)),
+                    Err(failure) => return Err(self.refuse(rule, request, failure)),
                 };
+                *renewed = std::mem::take(&mut verified.set_cookies);
                 for (claim, allowed) in &rule.claims {
                     if !verified.claims.satisfies(claim, allowed) {
                         return Err(Error::Forbidden(
@@ -273,34 +411,214 @@ impl Authenticator {
                     .headers
                     .iter()
                     .filter_map(|(name, claim)| {
-                        let value = match verified.claims.get(claim)? {
-                            serde_json::Value::String(s) => {
-                                HeaderValue::try_from(s.as_str()).ok()?
-                            }
-                            serde_json::Value::Null => return None,
-                            other => HeaderValue::try_from(other.to_string()).ok()?,
-                        };
-                        Some((name.clone(), value))
+                        Some((name.clone(), claim_value(&verified.claims, claim)?))
                     })
                     .collect();
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
-                    set_cookies: verified.set_cookies,
+                    claims: Some(verified.claims),
                 }))
             }
         }
     }
 
+    /// [`csrf_verdict`] for a request, logged when it refuses.
+    fn csrf(&self, request: &RequestView<'_>) -> csrf::Verdict {
+        let (verdict, site) = csrf_verdict(&self.session, self.from, request);
+        if let csrf::Verdict::Refuse(reason) = verdict {
+            // Origins are public; saying both tells an operator behind a TLS-terminating proxy
+            // what is missing (server.trusted_proxies, or session.allowed_origins).
+            let origin = request.headers.get("origin").and_then(|v| v.to_str().ok());
+            tracing::info!(
+                reason,
+                origin = origin.unwrap_or("-"),
+                site = %site.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                "refusing an unsafe cookie-authenticated request from another origin"
+            );
+        }
+        verdict
+    }
+
+    fn credential<'h>(&self, headers: &'h HeaderMap) -> Credential<'h> {
+        credential(self.from, headers)
+    }
+
+    /// Authenticates a request by the credential `jwt.from` picks for it.
+    async fn authenticate_request(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Verified, Failure> {
+        match self.credential(headers) {
+            Credential::Header(token) => match self.verify(token).await {
+                Ok(claims) => {
+                    // A client's own bearer token is revoked and checked like a cookie's.
+                    self.check_revoked(token, &claims, now())?;
+                    self.confirm_session(token, &claims).await?;
+                    Ok(Verified {
+                        token: token.to_owned(),
+                        claims,
+                        set_cookies: Vec::new(),
+                    })
+                }
+                Err(rejection) => Err(Failure::Invalid(rejection)),
+            },
+            Credential::Cookie => self.authenticate(headers, client).await,
+            Credential::Nothing => Err(Failure::Invalid(Rejection::Malformed("no token"))),
+        }
+    }
+
     /// Whether the request's access cookie holds a token that verifies now, without renewal.
     fn has_valid_token(&self, headers: &HeaderMap) -> bool {
-        cookies::find(headers, &self.session.access_cookie)
-            .is_some_and(|token| self.verifier.verify(token, now()).is_ok())
+        let now = now();
+        cookies::find(headers, &self.session.access_cookie).is_some_and(|token| {
+            self.verifier
+                .verify(token, now)
+                .is_ok_and(|claims| self.check_revoked(token, &claims, now).is_ok())
+        })
+    }
+
+    /// Refuses a revoked token: by its `jti` (else its hash), or by its subject and `iat`.
+    /// A local lookup, and a single atomic load while nothing is revoked.
+    fn check_revoked(&self, token: &str, claims: &Claims, now: u64) -> Result<(), Failure> {
+        let revocations = self.cluster.revocations();
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let subject = subject(claims.as_json());
+        let facts = TokenFacts {
+            token,
+            jti: claims.get("jti").and_then(serde_json::Value::as_str),
+            sub: subject.as_deref(),
+            iat: claims.iat(),
+        };
+        match revocations.check(facts, now) {
+            Some(revoked) => Err(Failure::Revoked(revoked)),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a refresh token revoked by a logout, or whose (unverified) subject and `iat`
+    /// fall under a subject revocation: refusing on unverified claims can only end a session.
+    fn check_refresh_revoked(&self, refresh_token: &str, now: u64) -> Result<(), Failure> {
+        let revocations = self.cluster.revocations();
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        let claims = backend::unverified_claims(refresh_token);
+        let object = claims.as_ref().and_then(serde_json::Value::as_object);
+        let subject = object.and_then(subject);
+        let facts = TokenFacts {
+            token: refresh_token,
+            jti: None,
+            sub: subject.as_deref(),
+            iat: object
+                .and_then(|o| o.get("iat"))
+                .and_then(serde_json::Value::as_u64),
+        };
+        let by_subject = facts.sub.is_some() && facts.iat.is_some();
+        match revocations.check(facts, now) {
+            Some(revoked @ Revoked::Token { .. }) => Err(Failure::Revoked(revoked)),
+            Some(revoked @ Revoked::Subject { .. }) if by_subject => Err(Failure::Revoked(revoked)),
+            _ => Ok(()),
+        }
+    }
+
+    /// With `backend.session_check`: the backend's (cached) word on a verified token.
+    async fn confirm_session(&self, token: &str, claims: &Claims) -> Result<(), Failure> {
+        let Some(check) = &self.session_check else {
+            return Ok(());
+        };
+        let jti = claims.get("jti").and_then(serde_json::Value::as_str);
+        match check.confirm(token, jti, claims.exp()).await {
+            Verdict::Admit => Ok(()),
+            Verdict::Ended => Err(Failure::Revoked(Revoked::Token {
+                until: claims.exp(),
+            })),
+            Verdict::Unconfirmed(err) => Err(Failure::BackendDown(err)),
+        }
+    }
+
+    /// Logout: revokes the access token (when genuine, expired or not) until it would lapse,
+    /// and the refresh token until its `exp` (else the refresh cookie's lifetime). A refresh
+    /// token that comes without a genuine access token counts against the client's refresh
+    /// budget, so random cookies cannot flood the revocation set.
+    pub(crate) async fn revoke_session(
+        &self,
+        access: Option<&str>,
+        refresh: Option<&str>,
+        client: IpAddr,
+    ) {
+        let now = now();
+        let leeway = self.verifier.policy().leeway_secs;
+        let genuine = access.and_then(|token| {
+            let claims = self.verifier.verify_ignoring_exp(token, now).ok()?;
+            Some((token, claims))
+        });
+        if let Some((token, claims)) = &genuine {
+            let jti = claims.get("jti").and_then(serde_json::Value::as_str);
+            let until = claims.exp().saturating_add(leeway);
+            if until >= now {
+                self.cluster.revoke(Revocation::token(jti, token, until));
+            }
+        }
+        let Some(refresh) = refresh else { return };
+        let per_minute = self.session.refreshes_per_minute;
+        let allowed = genuine.is_some()
+            || per_minute == 0
+            || self
+                .cluster
+                .hit("revoke", &crate::cluster::client_key(client))
+                .await
+                .events
+                <= per_minute;
+        if allowed {
+            let until = backend::unverified_exp(refresh)
+                .unwrap_or_else(|| now.saturating_add(self.session.refresh_max_age.as_secs()));
+            self.cluster.revoke(Revocation::secret(refresh, until));
+        }
+    }
+
+    /// Notes tokens the backend has just issued (a login or a refresh): they need no session
+    /// check, and their lifetimes tell how long a subject revocation must be kept.
+    fn issued(&self, access: &str, claims: &Claims, refresh: Option<&str>, now: u64) {
+        let revocations = self.cluster.revocations();
+        revocations.saw_lifetime(claims.exp().saturating_sub(now));
+        if let Some(exp) = refresh.and_then(backend::unverified_exp) {
+            revocations.saw_lifetime(exp.saturating_sub(now));
+        }
+        if let Some(check) = &self.session_check {
+            check.vouch(access, claims.exp());
+        }
+    }
+
+    /// `POST /sessions/revoke` on the admin listener: every token of `sub` issued up to now
+    /// is refused, on every instance. Returns the revocation time (unix seconds).
+    pub fn revoke_subject(&self, sub: &str) -> u64 {
+        let at = now();
+        let retention = self
+            .cluster
+            .revocations()
+            .subject_retention(self.session.refresh_max_age.as_secs());
+        let until = at
+            .saturating_add(retention)
+            .saturating_add(self.verifier.policy().leeway_secs);
+        self.cluster.revoke(Revocation::subject(sub, at, until));
+        tracing::info!(
+            until,
+            "subject revoked: its tokens issued up to now are refused"
+        );
+        at
     }
 
     /// Verifies the access cookie of a request, renewing it through the backend when it has
     /// expired (or expires within `session.refresh_ahead`) and a refresh cookie is present.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Verified, Failure> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Verified, Failure> {
         let now = now();
         let access = cookies::find(headers, &self.session.access_cookie);
         let refresh = cookies::find(headers, &self.session.refresh_cookie)
@@ -311,14 +629,16 @@ impl Authenticator {
         };
         match (verdict, refresh) {
             (Some((token, Ok(claims))), refresh) => {
+                self.check_revoked(token, &claims, now)?;
                 let expiring =
                     claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
                 if let (true, Some(refresh)) = (expiring, refresh) {
                     // Renewal ahead of expiry is best effort: the current token is still good.
-                    if let Ok(renewed) = Box::pin(self.renew(refresh)).await {
+                    if let Ok(renewed) = Box::pin(self.renew(refresh, client)).await {
                         return Ok(renewed);
                     }
                 }
+                self.confirm_session(token, &claims).await?;
                 Ok(Verified {
                     token: token.to_owned(),
                     claims,
@@ -326,26 +646,34 @@ impl Authenticator {
                 })
             }
             // Expired (and otherwise genuine), or gone because its cookie lapsed: renew.
-            (Some((_, Err(rejection))), Some(refresh)) if rejection.is_expired_only() => {
-                Box::pin(self.renew(refresh)).await
+            (Some((token, Err(rejection))), Some(refresh)) if rejection.is_expired_only() => {
+                // A revoked token stays revoked after it expires: it cannot be renewed.
+                if !self.cluster.revocations().is_empty() {
+                    if let Ok(claims) = self.verifier.verify_ignoring_exp(token, now) {
+                        self.check_revoked(token, &claims, now)?;
+                    }
+                }
+                Box::pin(self.renew(refresh, client)).await
             }
-            (None, Some(refresh)) => Box::pin(self.renew(refresh)).await,
+            (None, Some(refresh)) => Box::pin(self.renew(refresh, client)).await,
             (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
             (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
     }
 
-    async fn renew(&self, refresh_token: &str) -> Result<Verified, Failure> {
+    async fn renew(&self, refresh_token: &str, client: IpAddr) -> Result<Verified, Failure> {
         let Some(refresher) = &self.refresher else {
             return Err(Failure::Invalid(Rejection::Expired));
         };
-        let tokens = refresher
-            .refresh(refresh_token)
-            .await
-            .map_err(|failure| match failure {
-                RefreshFailure::Rejected => Failure::RefreshRejected,
-                unavailable => Failure::BackendDown(unavailable.into_error()),
-            })?;
+        self.check_refresh_revoked(refresh_token, now())?;
+        let tokens =
+            refresher
+                .refresh(refresh_token, client)
+                .await
+                .map_err(|failure| match failure {
+                    RefreshFailure::Rejected => Failure::RefreshRejected,
+                    unavailable => Failure::BackendDown(unavailable.into_error()),
+                })?;
         let set_cookies = self
             .session_cookies_for_refresh(&tokens)
             .map_err(Failure::BackendDown)?;
@@ -354,6 +682,8 @@ impl Authenticator {
                 "refreshed token does not verify: {rejection}"
             )))
         })?;
+        // Issued in the very second its subject was revoked: still refused.
+        self.check_revoked(&tokens.access, &claims, now())?;
         Ok(Verified {
             token: tokens.access.clone(),
             claims,
@@ -380,10 +710,10 @@ impl Authenticator {
 
     /// The refusal for an unauthenticated request on `rule`: a redirect to the login page for
     /// page navigations, `401` for API calls.
-    fn refuse(&self, rule: &Rule, request: &Parts, target: &str, failure: Failure) -> Error {
-        let navigation = redirects_to_login(rule, &request.headers);
+    fn refuse(&self, rule: &Rule, request: &RequestView<'_>, failure: Failure) -> Error {
+        let navigation = redirects_to_login(rule, request.headers);
         let clear_cookies = match &failure {
-            Failure::RefreshRejected => self.cleared_session(),
+            Failure::RefreshRejected | Failure::Revoked(_) => self.cleared_session(),
             Failure::BackendDown(_) if !navigation => {
                 // An API call cannot be sent to log in; say the backend is the problem.
                 let Failure::BackendDown(err) = failure else {
@@ -393,7 +723,7 @@ impl Authenticator {
             }
             _ => Vec::new(),
         };
-        let login = navigation.then(|| login_redirect(&self.login, target));
+        let login = navigation.then(|| login_redirect(&self.login, &request.target));
         Error::Unauthenticated {
             reason: failure.to_string(),
             login,
@@ -402,20 +732,30 @@ impl Authenticator {
     }
 
     /// `GET session.me_path`: the verified claims, or the backend's profile when configured.
-    pub async fn me(&self, headers: &HeaderMap) -> Result<http::Response<Body>, Error> {
-        let verified = self.authenticate(headers).await.map_err(|failure| {
-            let clear_cookies = match failure {
-                Failure::RefreshRejected => self.cleared_session(),
-                // The session may be fine; say the backend is the problem (502/504).
-                Failure::BackendDown(err) => return err,
-                Failure::Invalid(_) => Vec::new(),
-            };
-            Error::Unauthenticated {
-                reason: failure.to_string(),
-                login: None,
-                clear_cookies,
-            }
-        })?;
+    /// Renewed cookies are handed to `renewed`, as in [`Authenticator::admit`].
+    pub async fn me(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        renewed: &mut Vec<HeaderValue>,
+    ) -> Result<http::Response<Body>, Error> {
+        let mut verified = self
+            .authenticate_request(headers, client)
+            .await
+            .map_err(|failure| {
+                let clear_cookies = match failure {
+                    Failure::RefreshRejected | Failure::Revoked(_) => self.cleared_session(),
+                    // The session may be fine; say the backend is the problem (502/504).
+                    Failure::BackendDown(err) => return err,
+                    Failure::Invalid(_) => Vec::new(),
+                };
+                Error::Unauthenticated {
+                    reason: failure.to_string(),
+                    login: None,
+                    clear_cookies,
+                }
+            })?;
+        *renewed = std::mem::take(&mut verified.set_cookies);
         let profile = match (
             &self.backend,
             self.backend
@@ -442,9 +782,6 @@ impl Authenticator {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        for cookie in verified.set_cookies {
-            headers.append(header::SET_COOKIE, cookie);
-        }
         Ok(response)
     }
 }
@@ -458,6 +795,16 @@ pub fn policy(config: &Config) -> Policy {
         leeway_secs: config.jwt.leeway.as_secs(),
         required_claims: config.jwt.claims.clone(),
         cache_entries: config.jwt.cache,
+    }
+}
+
+/// Whose token it is, for subject revocations: `sub`, else SimpleJWT's `user_id` (a number
+/// or a string), the claim Django REST framework backends name the user with.
+pub fn subject(claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    match claims.get("sub").or_else(|| claims.get("user_id"))? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

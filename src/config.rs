@@ -20,6 +20,7 @@ use figment::Figment;
 use http::Uri;
 use ipnet::IpNet;
 
+use crate::auth::csrf::Origin;
 use crate::auth::jwt::{Alg, KeyMaterial};
 use crate::rules::Rule;
 use raw::RawConfig;
@@ -32,6 +33,7 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
+    pub forward_auth: Option<ForwardAuth>,
     pub upstreams: Vec<Upstream>,
     pub backend: Option<Backend>,
     pub login: Login,
@@ -40,6 +42,8 @@ pub struct Config {
     pub jwt: Jwt,
     pub rules: Vec<Rule>,
     pub log: Log,
+    /// `[cluster]`: shared state through Redis; `None` keeps every instance to itself.
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +52,9 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// A plain-HTTP address that only redirects to HTTPS.
     pub redirect_http: Option<SocketAddr>,
+    /// The host names the server answers for (lower-case; `*.example.com` stands for one
+    /// label). The HTTPS redirect goes only to these, or to the certificates' names when empty.
+    pub hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
@@ -90,6 +97,18 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Serve `GET /explain?method=&url=` (off by default: it reveals the rule set).
     pub explain: bool,
+    /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
+    /// one, they answer only peers on the loopback interface.
+    pub token: Option<String>,
+}
+
+/// `[forward_auth]`: where an ingress asks whether a request may go through.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    /// Removed from the path of a request without `X-Forwarded-Uri`/`X-Original-URI` (Envoy
+    /// `ext_authz`): `""` or a path like `/authz`, without a trailing `/`.
+    pub path_prefix: String,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.
@@ -122,6 +141,61 @@ pub struct Backend {
     pub expires_in: Vec<String>,
     pub timeout: Duration,
     pub client: ClientTls,
+    /// Where a verified token is confirmed with the backend (`backend.session_check`).
+    pub session_check: Option<Uri>,
+    pub session_check_format: CheckFormat,
+}
+
+/// How `backend.session_check` is asked about a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFormat {
+    /// `GET` with `Authorization: Bearer <token>`: 2xx valid, 401/403 ended.
+    Bearer,
+    /// RFC 7662: `POST token=<token>`, answered `{"active": true|false}`.
+    Introspection,
+}
+
+/// What a token the backend never confirmed gets when the backend cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckFail {
+    Open,
+    Closed,
+}
+
+/// `[cluster]`: Redis (or Valkey) holding what every instance shares.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `redis://` or `rediss://` URL, credentials included: never logged as it is.
+    pub redis: String,
+    pub key_prefix: String,
+    /// Deadline of each Redis call; past it the instance carries on with local state.
+    pub timeout: Duration,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Cluster {
+    /// The Redis URL without its credentials, for logs.
+    pub fn redis_redacted(&self) -> String {
+        match self.redis.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.redis.clone(),
+            },
+            None => "<redis url>".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &self.redis_redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +234,15 @@ pub struct Session {
     /// Lifetime of the refresh cookie when the refresh token carries no readable `exp`.
     pub refresh_max_age: Duration,
     pub me_path: String,
+    /// Refreshes that start a backend call, per client IP per minute; 0 disables the budget.
+    pub refreshes_per_minute: u32,
+    /// With `backend.session_check`: how long the backend's answer about a token is kept.
+    pub check_every: Duration,
+    pub check_fail: CheckFail,
+    /// `session.csrf = "origin"`: unsafe requests on `required` routes authenticated by the
+    /// cookie must come from this site's origin or `allowed_origins`.
+    pub csrf: bool,
+    pub allowed_origins: Vec<Origin>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +258,28 @@ pub struct Jwt {
     pub claims: Vec<(String, Vec<String>)>,
     /// Entries in the verified-token cache; 0 turns it off.
     pub cache: usize,
+    /// Where `required` routes read the access token from.
+    pub from: TokenSources,
+}
+
+/// `jwt.from`: the places a request's access token is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSources {
+    /// The access cookie (renewed with the refresh cookie when it expires).
+    pub cookie: bool,
+    /// The client's own `Authorization: Bearer` (a mobile app, a script): verified like the
+    /// cookie, never renewed, and exempt from the CSRF guard, since a browser never attaches
+    /// it on its own.
+    pub authorization: bool,
+}
+
+impl Default for TokenSources {
+    fn default() -> TokenSources {
+        TokenSources {
+            cookie: true,
+            authorization: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,6 +36,9 @@ pub enum Error {
     UnsupportedMediaType,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// An unsafe request authenticated by the cookie that does not come from this site.
+    #[error("cross-site request refused: {0}")]
+    Csrf(&'static str),
     /// No valid token on a `required` route. `login` is the redirect target for page requests;
     /// `None` answers `401`.
     #[error("unauthenticated: {reason}")]
@@ -78,7 +81,7 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Csrf(_) => StatusCode::FORBIDDEN,
             Error::Unauthenticated { login: Some(_), .. } => StatusCode::FOUND,
             Error::Unauthenticated { login: None, .. } => StatusCode::UNAUTHORIZED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -98,6 +101,7 @@ impl Error {
             Error::HeadersTooLarge => "headers_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Forbidden(_) => "forbidden",
+            Error::Csrf(_) => "csrf",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
@@ -115,6 +119,7 @@ impl Error {
         match self {
             Error::BadRequest(reason) => reason,
             Error::Forbidden(reason) => reason,
+            Error::Csrf(_) => "cross-site request refused",
             Error::MethodNotAllowed => "method not allowed",
             Error::NotFound => "not found",
             Error::PayloadTooLarge => "request body too large",

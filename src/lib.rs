@@ -8,12 +8,19 @@
 //! - [`config`]: loading and validating configuration (the only user of figment).
 //! - [`server`]: sockets, TLS, HTTP/1.1 + HTTP/2 connections, limits, graceful shutdown.
 //! - [`live`]: the current configuration and hot reload.
-//! - [`handler`]: the per-request pipeline, phase by phase.
-//! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
+//! - [`handler`]: the per-request pipeline, phase by phase, for both front doors.
+//! - [`view`]: the request as the proxy sees it (origin, host, normalized path, client).
+//! - [`forward_auth`]: the second front door: an ingress's subrequests, read and answered.
+//! - [`path`]: request-path normalization; [`rules`]: which rule a host and path belong to.
 //! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
-//! - [`error`]: the one error type and its one mapping to responses.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload` on a separate listener.
+//! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
+//!   redirects and JSON answers the proxy writes itself.
+//! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
+//! - [`cluster`]: state shared by every instance (revocations, counters, one refresh per
+//!   token) through Redis, with local state as the fallback.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, `POST /sessions/revoke`
+//!   on a separate listener.
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`explain`]: `portcullis explain`, the pipeline's decisions for one request, step by step.
 //! - [`lint`]: `portcullis check`'s warnings about valid but risky configurations.
@@ -23,19 +30,24 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod cookie_header;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod forward_auth;
 pub mod handler;
 pub mod lint;
 pub mod live;
 pub mod path;
+pub mod response;
 pub mod rules;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -78,7 +90,12 @@ impl Slot {
 }
 
 impl ConnInfo {
+    /// Facts about a connection from `peer`. An IPv4 client reaching a dual-stack (`[::]`)
+    /// listener arrives as `::ffff:a.b.c.d`; it is recorded as the IPv4 address it is, once,
+    /// here, so that limits, logs and `X-Forwarded-For` all see one client per address (and
+    /// never every IPv4 client as one IPv6 /64).
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
+        let peer = SocketAddr::new(unmapped(peer.ip()), peer.port());
         let peer_ip = http::HeaderValue::try_from(peer.ip().to_string())
             .expect("an IP address is header-safe text");
         ConnInfo {
@@ -96,6 +113,14 @@ impl ConnInfo {
     }
 }
 
+/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) stands for.
+pub fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The sockets to serve on, bound by the caller.
 #[derive(Default)]
 pub struct Listeners {
@@ -104,6 +129,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// A plain-HTTP listener that only redirects to HTTPS (`server.redirect_http`).
     pub redirect_http: Option<TcpListener>,
+    /// The forward-auth listener (`forward_auth.listen`): an ingress's auth subrequests.
+    pub forward_auth: Option<TcpListener>,
     /// The configuration file, re-read on reload (SIGHUP or `POST /reload`).
     pub config_path: Option<PathBuf>,
 }
@@ -128,8 +155,21 @@ pub async fn run_all(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     telemetry::handle();
-    let live = Arc::new(live::Live::new(App::new(config)?, listeners.config_path));
+    // Shared state lives as long as the process: reloads keep its revocations and counters.
+    let cluster =
+        Arc::new(cluster::Cluster::new(config.cluster.as_ref()).map_err(Error::Internal)?);
+    let app = App::with_cluster(config, Arc::clone(&cluster))?;
+    let live = Arc::new(live::Live::new(app, listeners.config_path));
     let shutdown = server::Shutdown::new(shutdown);
+    if cluster.is_shared() {
+        let mut until = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cluster.maintain() => {}
+                () = until.wait() => {}
+            }
+        });
+    }
     let mut upkeep_until = shutdown.clone();
     tokio::spawn(telemetry::upkeep(async move { upkeep_until.wait().await }));
     if let Some(admin) = listeners.admin {
@@ -146,10 +186,24 @@ pub async fn run_all(
             shutdown.clone(),
         ));
     }
-    let servers: Vec<_> = listeners
+    let doors = listeners
         .main
         .into_iter()
-        .map(|listener| tokio::spawn(server::serve(live.clone(), listener, shutdown.clone())))
+        .map(|listener| (listener, handler::Door::Proxy))
+        .chain(
+            listeners
+                .forward_auth
+                .map(|listener| (listener, handler::Door::ForwardAuth)),
+        );
+    let servers: Vec<_> = doors
+        .map(|(listener, door)| {
+            tokio::spawn(server::serve(
+                live.clone(),
+                listener,
+                shutdown.clone(),
+                door,
+            ))
+        })
         .collect();
     let mut result = Ok(());
     for server in servers {

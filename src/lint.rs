@@ -1,7 +1,10 @@
 //! `portcullis check` beyond validation: configurations that are valid but probably not what
 //! the operator meant. Each finding is a warning; `check --strict` fails on any.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::config::{Config, SameSite};
 use crate::rules::Auth;
@@ -25,19 +28,27 @@ pub fn lint(config: &Config) -> Vec<Warning> {
     let mut warn = |path: String, message: String| warnings.push(Warning { path, message });
 
     for (i, later) in config.rules.iter().enumerate() {
-        if let Some(earlier) = config.rules[..i]
-            .iter()
-            .find(|e| e.pattern.covers(&later.pattern))
-        {
+        // Host and path together: a rule is shadowed only when an earlier one takes every
+        // host and every path it does.
+        if let Some(earlier) = config.rules[..i].iter().find(|e| e.covers(later)) {
+            let what = match &earlier.host {
+                Some(host) => format!("{host} {}", earlier.pattern),
+                None => earlier.pattern.to_string(),
+            };
+            let span = if later.host.is_some() {
+                "host and path"
+            } else {
+                "path"
+            };
             let message = if later.auth == Auth::Required && earlier.auth == Auth::Public {
                 format!(
-                    "this required rule can never match: public rule routes[{}] ({}) before it covers every path it does, so those paths are NOT protected",
-                    earlier.index, earlier.pattern
+                    "this required rule can never match: public rule routes[{}] ({what}) before it covers every {span} it does, so those paths are NOT protected",
+                    earlier.index
                 )
             } else {
                 format!(
-                    "never matches: routes[{}] ({}) before it covers every path it does",
-                    earlier.index, earlier.pattern
+                    "never matches: routes[{}] ({what}) before it covers every {span} it does",
+                    earlier.index
                 )
             };
             warn(format!("routes[{}]", later.index), message);
@@ -55,6 +66,12 @@ pub fn lint(config: &Config) -> Vec<Warning> {
         warn(
             "session.secure".into(),
             "false while TLS is on: the cookies would also be sent over plain HTTP".into(),
+        );
+    }
+    if !session.csrf && session.same_site != SameSite::Strict {
+        warn(
+            "session.csrf".into(),
+            "\"off\" with same_site other than \"strict\": another site can make a visitor's browser send a POST, PUT, PATCH or DELETE that the cookie turns into an authenticated API call".into(),
         );
     }
     if session.same_site == SameSite::None {
@@ -86,6 +103,88 @@ pub fn lint(config: &Config) -> Vec<Warning> {
             warn(
                 format!("server.trusted_proxies[{i}]"),
                 format!("{net} trusts every peer: any client can forge X-Forwarded-For"),
+            );
+        }
+    }
+    if !config
+        .server
+        .trusted_proxies
+        .iter()
+        .any(|n| n.prefix_len() == 0)
+    {
+        if let Some(share) = public_share_trusted(&config.server.trusted_proxies) {
+            warn(
+                "server.trusted_proxies".into(),
+                format!("together these trust {share}: any client there can forge X-Forwarded-For; list only your proxies' addresses"),
+            );
+        }
+    }
+
+    if config.jwt.leeway > MAX_LEEWAY {
+        warn(
+            "jwt.leeway".into(),
+            format!(
+                "{}s admits tokens that expired that long ago; clock skew needs seconds to a few minutes (RFC 8725)",
+                config.jwt.leeway.as_secs()
+            ),
+        );
+    }
+    if config.session.refresh_ahead >= LONG_REFRESH_AHEAD {
+        warn(
+            "session.refresh_ahead".into(),
+            format!(
+                "{}s: an access token that lives less than this is renewed on every request; access tokens commonly live 5 to 15 minutes",
+                config.session.refresh_ahead.as_secs()
+            ),
+        );
+    }
+    let public_listener = config
+        .server
+        .listen
+        .iter()
+        .any(|addr| !addr.ip().is_loopback());
+    if !session.secure && public_listener && config.server.tls.is_none() {
+        warn(
+            "session.secure".into(),
+            "false on a listener other hosts can reach: if TLS ends in front of the proxy, browsers still send the cookies over any plain-HTTP link; keep it true (browsers accept Secure cookies on http://localhost)".into(),
+        );
+    }
+    if let Some(admin) = &config.admin {
+        if !admin.listen.ip().is_loopback() && admin.token.is_none() {
+            warn(
+                "admin.listen".into(),
+                format!(
+                    "{} is reachable from other hosts: probes and /metrics are open there; POST /reload is refused from them until admin.token is set",
+                    admin.listen
+                ),
+            );
+        }
+    }
+    if let Some(backend) = &config.backend {
+        let endpoints = [
+            ("backend.login", Some(&backend.login)),
+            ("backend.refresh", backend.refresh.as_ref()),
+            ("backend.logout", backend.logout.as_ref()),
+            ("backend.profile", backend.profile.as_ref()),
+        ];
+        for (path, uri) in endpoints {
+            if let Some(uri) = uri.filter(|uri| is_plain_http_off_host(uri)) {
+                warn(
+                    path.into(),
+                    format!("{uri} is plain HTTP to another host: passwords and tokens would cross the network in clear; use https://"),
+                );
+            }
+        }
+    }
+
+    if let Some(forward_auth) = &config.forward_auth {
+        if !forward_auth.listen.ip().is_loopback() {
+            warn(
+                "forward_auth.listen".into(),
+                format!(
+                    "{} is not a loopback address: its answers carry bearer tokens, so make sure only the ingress can reach it (a private network, a firewall or NetworkPolicy)",
+                    forward_auth.listen
+                ),
             );
         }
     }
@@ -121,6 +220,76 @@ pub fn lint(config: &Config) -> Vec<Warning> {
     warnings
 }
 
+/// Past this, a leeway admits tokens that plainly expired.
+const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+/// From this on, `refresh_ahead` outlasts common access-token lifetimes.
+const LONG_REFRESH_AHEAD: Duration = Duration::from_secs(15 * 60);
+
+/// Whether `uri` is `http://` to another machine. Loopback names and addresses are this one;
+/// a name without a dot (`backend`) is a service on a private container network (a Docker
+/// Compose service, a Kubernetes service in the same namespace), which public DNS never
+/// resolves, and is let be.
+fn is_plain_http_off_host(uri: &http::Uri) -> bool {
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let local = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost") || !host.contains('.'),
+    };
+    uri.scheme_str() == Some("http") && !local
+}
+
+/// How much of the public Internet `trusted` covers, said in words, when it is more than any
+/// proxy fleet holds: over a /8's worth of public IPv4 addresses, or a /16's worth of IPv6.
+/// Private, loopback and link-local ranges do not count: trusting a whole VPC is normal.
+fn public_share_trusted(trusted: &[IpNet]) -> Option<String> {
+    let nets = IpNet::aggregate(&trusted.to_vec());
+    let special: Vec<IpNet> = [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    ]
+    .iter()
+    .filter_map(|net| net.parse().ok())
+    .collect();
+    let size = |net: &IpNet| -> u128 {
+        let bits = u32::from(net.max_prefix_len() - net.prefix_len());
+        1u128.checked_shl(bits).unwrap_or(u128::MAX)
+    };
+    let (mut v4, mut v6) = (0u128, 0u128);
+    for net in &nets {
+        let private: u128 = special
+            .iter()
+            .filter(|s| net.contains(*s) || s.contains(net))
+            .map(|s| if s.contains(net) { size(net) } else { size(s) })
+            .sum();
+        let public = size(net).saturating_sub(private);
+        match net {
+            IpNet::V4(_) => v4 += public,
+            IpNet::V6(_) => v6 = v6.saturating_add(public),
+        }
+    }
+    if v4 >= 1 << 24 {
+        Some(format!(
+            "{:.0}% of the public IPv4 Internet",
+            v4 as f64 / f64::from(u32::MAX) * 100.0
+        ))
+    } else if v6 >= 1 << 112 {
+        Some("more public IPv6 space than a /16".to_owned())
+    } else {
+        None
+    }
+}
+
 /// Few distinct bytes, or a short pattern repeated (`abcabcabc…`).
 fn is_low_entropy(secret: &[u8]) -> bool {
     let mut seen = [false; 256];
@@ -134,123 +303,4 @@ fn is_low_entropy(secret: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(extra: &str, routes: &str) -> Config {
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:18999\"\n[upstreams]\napp = \"http://127.0.0.1:3000\"\nself = \"http://127.0.0.1:18999\"\n[jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n{extra}\n{routes}"
-        );
-        Config::from_toml_str(&text).expect("valid config")
-    }
-
-    fn paths(warnings: &[Warning]) -> Vec<&str> {
-        warnings.iter().map(|w| w.path.as_str()).collect()
-    }
-
-    #[test]
-    fn finds_shadowed_and_unprotected_rules() {
-        let routes = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n";
-        let warnings = lint(&config("", routes));
-        let shadowed = warnings
-            .iter()
-            .find(|w| w.path == "routes[1]")
-            .expect("routes[1] flagged");
-        assert!(shadowed.message.contains("NOT protected"), "{shadowed}");
-        assert!(paths(&warnings).contains(&"upstreams.self"));
-    }
-
-    #[test]
-    fn a_clean_config_has_no_findings() {
-        let routes = "[[routes]]\npath = \"/dashboard/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
-        let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{routes}");
-        assert_eq!(
-            lint(&Config::from_toml_str(&text).expect("valid")),
-            Vec::new()
-        );
-    }
-
-    #[test]
-    fn weak_settings_are_flagged() {
-        let routes = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
-        let text = format!(
-            "[server]\ntrusted_proxies = [\"0.0.0.0/0\"]\n[upstreams]\napp = \"http://127.0.0.1:3000\"\n[session]\nsame_site = \"none\"\n[jwt]\nsecret = \"abababababababababababababababab\"\n{routes}"
-        );
-        let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
-        for path in [
-            "routes",
-            "session.same_site",
-            "jwt.secret",
-            "server.trusted_proxies[0]",
-        ] {
-            assert!(
-                paths(&warnings).contains(&path),
-                "{path} not flagged: {warnings:?}"
-            );
-        }
-    }
-
-    /// One configuration per warning: each adds exactly the finding it is about to a clean base.
-    #[test]
-    fn one_finding_per_warning() {
-        let dir = std::env::temp_dir().join(format!("portcullis-lint-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-        std::fs::write(dir.join("c.pem"), cert.cert.pem()).expect("write cert");
-        std::fs::write(dir.join("k.pem"), cert.key_pair.serialize_pem()).expect("write key");
-        let tls = format!(
-            "tls = {{ cert = {:?}, key = {:?} }}\n",
-            dir.join("c.pem").display().to_string(),
-            dir.join("k.pem").display().to_string()
-        );
-        let base = |server: &str, session: &str, jwt: &str, routes: &str| {
-            format!(
-                "[server]\nlisten = \"127.0.0.1:18998\"\n{server}\n[upstreams]\napp = \"http://127.0.0.1:3000\"\n[session]\n{session}\n[jwt]\n{jwt}\n{routes}"
-            )
-        };
-        let secret = "secret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"";
-        let guarded = "[[routes]]\npath = \"/app/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
-        let cases: Vec<(&str, String)> = vec![
-            ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),
-            ("routes", base("", "", secret, "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n")),
-            ("session.secure", base(&tls, "secure = false", secret, guarded)),
-            ("session.same_site", base("", "same_site = \"none\"", secret, guarded)),
-            ("jwt.secret", base("", "", "secret = \"passwordpasswordpasswordpassword\"", guarded)),
-            ("server.trusted_proxies[0]", base("trusted_proxies = [\"::/0\"]", "", secret, guarded)),
-            ("upstreams.app", base("", "", secret, guarded).replace("127.0.0.1:3000", "127.0.0.1:18998")),
-        ];
-        for (path, text) in cases {
-            let config = Config::from_toml_str(&text).unwrap_or_else(|p| panic!("{path}: {p}"));
-            let warnings = lint(&config);
-            assert_eq!(paths(&warnings), vec![path], "{path}: {warnings:?}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn mixed_algorithm_families_are_flagged() {
-        let dir =
-            std::env::temp_dir().join(format!("portcullis-lint-mixed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let key = openssl::ec::EcKey::generate(
-            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-                .expect("curve"),
-        )
-        .expect("key");
-        std::fs::write(dir.join("es.pem"), key.public_key_to_pem().expect("pem")).expect("write");
-        let text = format!(
-            "[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nalgorithms = [\"HS256\", \"ES256\"]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\npublic_key_file = {:?}\n[[routes]]\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n",
-            dir.join("es.pem").display().to_string()
-        );
-        let warnings = lint(&Config::from_toml_str(&text).expect("valid"));
-        assert_eq!(paths(&warnings), vec!["jwt.algorithms"]);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn entropy() {
-        assert!(is_low_entropy(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
-        assert!(is_low_entropy(b"passwordpasswordpasswordpassword"));
-        assert!(!is_low_entropy(b"9f8e2b7c41d05a3e6f1c8b92d7e04a5f"));
-    }
-}
+mod tests;

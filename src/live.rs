@@ -90,7 +90,21 @@ impl Live {
                     .to_owned(),
             );
         }
-        let app = Arc::new(App::new(config).map_err(|err| err.to_string())?);
+        let forward_auth = |config: &Config| config.forward_auth.as_ref().map(|f| f.listen);
+        if forward_auth(&config) != forward_auth(&old.config) {
+            return Err(
+                "forward_auth.listen changed: listeners are bound at start-up; restart to move it"
+                    .to_owned(),
+            );
+        }
+        if config.cluster != old.config.cluster {
+            return Err(
+                "[cluster] changed: the shared state is set up at start-up; restart to change it"
+                    .to_owned(),
+            );
+        }
+        let cluster = Arc::clone(old.auth.cluster());
+        let app = Arc::new(App::with_cluster(config, cluster).map_err(|err| err.to_string())?);
         // A new `App` fetches its JWKS afresh; it takes over only once it can admit requests.
         let maintenance = maintain(&app);
         let deadline = tokio::time::Instant::now() + READY_WITHIN;

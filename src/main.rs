@@ -57,6 +57,11 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Explain an ingress's subrequest to forward_auth.listen: the original request is
+        /// read from the headers (X-Forwarded-Uri/-Method/-Host/-Proto, X-Original-URI/-Method)
+        /// or, without them, from METHOD and URL below forward_auth.path_prefix.
+        #[arg(long)]
+        forward_auth: bool,
         /// The request method, e.g. GET.
         method: String,
         /// The request target: a path (/dashboard?x=1) or a URL.
@@ -101,15 +106,19 @@ fn main() -> ExitCode {
             cookie,
             headers,
             json,
+            forward_auth,
             method,
             url,
         } => explain(
             &cli.config,
-            cookie.as_deref(),
-            &headers,
+            portcullis::explain::Request {
+                method: &method,
+                url: &url,
+                cookies: cookie.as_deref(),
+                headers: &headers,
+                forward_auth,
+            },
             json,
-            &method,
-            &url,
         ),
         Command::Health { url } => match health(&url) {
             Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +150,14 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            // Certificates are parsed where TLS is built; build it here too, as a start would.
+            let tls = portcullis::tls::problems(&config);
+            if !tls.is_empty() {
+                for (path, problem) in tls {
+                    println!("{path}: {problem}");
+                }
+                return ExitCode::from(1);
+            }
             let warnings = portcullis::lint::lint(&config);
             for warning in &warnings {
                 println!("warning: {warning}");
@@ -161,13 +178,30 @@ fn check(path: &std::path::Path, strict: bool) -> ExitCode {
     }
 }
 
+/// With `[cluster]`, the revocations every instance shares, read once from Redis, so that
+/// `explain` can tell a revoked token; `None` without `[cluster]` or when Redis cannot be read.
+fn shared_revocations(config: &Config) -> Option<portcullis::cluster::Cluster> {
+    let settings = config.cluster.as_ref()?;
+    let runtime = runtime().ok()?;
+    runtime.block_on(async {
+        let cluster = portcullis::cluster::Cluster::new(Some(settings)).ok()?;
+        match cluster.load_revocations().await {
+            Some(_) => Some(cluster),
+            None => {
+                eprintln!(
+                    "portcullis: cannot read the revocations from Redis ({}); revocation is not checked",
+                    settings.redis_redacted()
+                );
+                None
+            }
+        }
+    })
+}
+
 fn explain(
     path: &std::path::Path,
-    cookie: Option<&str>,
-    headers: &[String],
+    request: portcullis::explain::Request<'_>,
     json: bool,
-    method: &str,
-    url: &str,
 ) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -179,13 +213,13 @@ fn explain(
             return ExitCode::from(1);
         }
     };
-    let request = portcullis::explain::Request {
-        method,
-        url,
-        cookies: cookie,
-        headers,
-    };
-    match portcullis::explain::explain(&config, &request, portcullis::auth::now()) {
+    let revocations = shared_revocations(&config);
+    match portcullis::explain::explain_with(
+        &config,
+        &request,
+        portcullis::auth::now(),
+        revocations.as_ref().map(|c| c.revocations()),
+    ) {
         Ok(explanation) if json => {
             println!(
                 "{}",
@@ -238,10 +272,15 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             Some(address) => Some(bind(address, "server.redirect_http").await?),
             None => None,
         };
+        let forward_auth = match &config.forward_auth {
+            Some(forward_auth) => Some(bind(forward_auth.listen, "forward_auth.listen").await?),
+            None => None,
+        };
         let listeners = portcullis::Listeners {
             main: listeners,
             admin,
             redirect_http,
+            forward_auth,
             config_path: Some(path.to_owned()),
         };
         portcullis::run_all(config, listeners, shutdown_signal())

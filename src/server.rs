@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::body::{self, Body};
 use crate::config::Server;
-use crate::handler;
+use crate::handler::{self, Door};
 use crate::live::Live;
 use crate::{telemetry, ConnInfo, Slot};
 
@@ -46,7 +46,9 @@ impl Shutdown {
     }
 }
 
-/// Serves `listener` until `shutdown`, then lets in-flight requests finish within the grace period.
+/// Serves `listener` as `door` until `shutdown`, then lets in-flight requests finish within
+/// the grace period. TLS (`server.tls`) applies to the public door only; the forward-auth
+/// listener is for the ingress, on a private network.
 ///
 /// Connection limits and timeouts are read once, at start-up; TLS certificates and everything
 /// per request come from the live configuration, so a reload renews them.
@@ -54,6 +56,7 @@ pub async fn serve(
     live: Arc<Live>,
     listener: TcpListener,
     mut shutdown: Shutdown,
+    door: Door,
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
@@ -66,7 +69,8 @@ pub async fn serve(
     };
     let grace = settings.shutdown_grace;
     let local = listener.local_addr()?;
-    info!(address = %local, tls = app.tls.is_some(), "listening");
+    let terminates_tls = door == Door::Proxy && app.tls.is_some();
+    info!(address = %local, tls = terminates_tls, mode = door.mode(), "listening");
     drop(app);
     // Every connection's task holds a receiver; all of them gone means all connections are.
     let (drained, draining) = watch::channel(());
@@ -89,7 +93,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let tls = live.app().tls.clone();
+        let tls = match door {
+            Door::Proxy => live.app().tls.clone(),
+            Door::ForwardAuth => None,
+        };
         // The slot is released when the last holder of the `ConnInfo` is gone: the
         // connection's task, its requests, and a WebSocket tunnel that outlives them.
         let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()).holding(Slot::new(slot)));
@@ -108,6 +115,7 @@ pub async fn serve(
                             let activity = Activity::new(Instant::now(), limits.header_read);
                             serve_connection(
                                 live, conn, &builders, stream, http2, activity, limits, shutdown,
+                                door,
                             )
                             .await;
                         }
@@ -131,7 +139,7 @@ pub async fn serve(
                                 let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                                 serve_connection(
                                     live, conn, &builders, stream, http2, activity, limits,
-                                    shutdown,
+                                    shutdown, door,
                                 )
                                 .await;
                             }
@@ -166,6 +174,7 @@ async fn serve_connection<S>(
     activity: Arc<Activity>,
     limits: Limits,
     shutdown: Shutdown,
+    door: Door,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -178,7 +187,7 @@ async fn serve_connection<S>(
         let in_flight = requests.begin();
         // Boxed where it is made, so that the several-KiB future is copied once, and so that
         // hyper's per-connection slot for the service's future stays small.
-        let handling = handler::guarded(Box::pin(handler::handle(app, conn, request)));
+        let handling = handler::guarded(Box::pin(handler::handle(app, conn, request, door)));
         async move {
             let response = handling.await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
@@ -290,7 +299,8 @@ async fn sniff_http2(stream: &TcpStream) -> io::Result<Option<bool>> {
 }
 
 /// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the
-/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout.
+/// demo's servers) on `listener` until `shutdown`: no TLS, a 10 s header-read timeout. Each
+/// request carries its peer's address as a `SocketAddr` extension.
 pub async fn serve_small<F, Fut>(listener: TcpListener, mut shutdown: Option<Shutdown>, respond: F)
 where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -304,13 +314,15 @@ where
             },
             None => listener.accept().await,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let peer = std::net::SocketAddr::new(crate::unmapped(peer.ip()), peer.port());
         let respond = respond.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(peer);
                 let answer = respond(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
@@ -341,18 +353,33 @@ pub async fn redirect_to_https(
         .map_or(443, |a| a.port());
     info!(address = %listener.local_addr()?, "redirecting plain HTTP to HTTPS");
     serve_small(listener, Some(shutdown), move |request| {
-        std::future::ready(https_redirect(&request, https_port))
+        let app = live.app();
+        std::future::ready(https_redirect(&request, https_port, &app.served_names))
     })
     .await;
     Ok(())
 }
 
-fn https_redirect<B>(request: &http::Request<B>, https_port: u16) -> http::Response<Body> {
+/// The permanent redirect to `https://` for one plain-HTTP request, or `400` when its `Host`
+/// is not a name the server answers for: reflecting any `Host` would let a forged one send
+/// the browser to another site (the redirect is cacheable).
+fn https_redirect<B>(
+    request: &http::Request<B>,
+    https_port: u16,
+    served: &[String],
+) -> http::Response<Body> {
     let host = request
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|authority| {
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            crate::tls::is_served(host, served)
+        });
     let mut response = http::Response::new(body::empty());
     let Some(host) = host else {
         *response.status_mut() = http::StatusCode::BAD_REQUEST;

@@ -1,8 +1,10 @@
 //! Metrics: the Prometheus recorder and the names of everything Portcullis counts.
 //!
 //! One process-wide recorder (the `metrics` facade allows one), rendered by the admin
-//! listener's `/metrics`. Label values are bounded (rule indexes, status classes, fixed
-//! decision and error names), never paths or user input, so cardinality cannot explode.
+//! listener's `/metrics`. Label values are bounded (one per configured rule, status classes,
+//! fixed decision and error names), never request paths or other user input, so cardinality
+//! cannot explode. Every metric is described ([`DESCRIPTIONS`]), so `/metrics` has a `# HELP`
+//! line for each.
 //!
 //! What every request records goes through handles registered once ([`RequestMetrics`] per
 //! `App`, the fixed-label ones when the recorder is installed): recording is then an atomic
@@ -21,7 +23,6 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Handles for the metrics whose labels are fixed, registered with the recorder once.
 struct Fixed {
-    request_duration: Histogram,
     upstream_duration: Histogram,
     /// One counter per name in [`AUTH_DECISIONS`], in that order.
     auth: Vec<Counter>,
@@ -30,12 +31,13 @@ struct Fixed {
 static FIXED: OnceLock<Fixed> = OnceLock::new();
 
 /// The decisions [`auth`] counts through a registered handle; any other name still counts.
-const AUTH_DECISIONS: [&str; 12] = [
+const AUTH_DECISIONS: [&str; 13] = [
     "allow",
     "guest_redirect",
     "redirect",
     "unauthenticated",
     "forbidden",
+    "csrf",
     "error",
     "refresh_ok",
     "refresh_failed",
@@ -64,8 +66,8 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             // Another recorder may already be installed (an embedding application's): then
             // Portcullis's metrics go there and `/metrics` reports what this handle sees.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             let _ = FIXED.set(Fixed {
-                request_duration: histogram!("portcullis_request_duration_seconds"),
                 upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
                 auth: AUTH_DECISIONS
                     .iter()
@@ -75,6 +77,79 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// Every metric's `# HELP` text. A test renders `/metrics` and checks that no family lacks one.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "portcullis_requests_total",
+        "Requests answered, by mode (proxy, or forward_auth for an ingress's subrequests), route (its host and path pattern; none when no rule matched) and status class.",
+    ),
+    (
+        "portcullis_request_duration_seconds",
+        "Time from a request's arrival to its response head, in seconds, by mode.",
+    ),
+    (
+        "portcullis_upstream_duration_seconds",
+        "Time until an upstream's response head arrived, in seconds.",
+    ),
+    (
+        "portcullis_upstream_errors_total",
+        "Upstream failures, by kind: connect, timeout, request, bad_upgrade.",
+    ),
+    (
+        "portcullis_auth_decisions_total",
+        "Authentication decisions: allow, guest_redirect, redirect, unauthenticated, forbidden, csrf, error, refresh_ok, refresh_failed, login_ok, login_failed, login_rate_limited, logout.",
+    ),
+    (
+        "portcullis_token_cache_total",
+        "Verified-token cache lookups, by result: hit or miss.",
+    ),
+    (
+        "portcullis_open_connections",
+        "Downstream connections open now.",
+    ),
+    (
+        "portcullis_config_reloads_total",
+        "Configuration reload attempts, by result: ok or failed.",
+    ),
+    (
+        "portcullis_config_last_reload_success",
+        "1 when the last configuration reload succeeded, 0 when it was refused.",
+    ),
+    (
+        "portcullis_jwks_last_refresh_timestamp_seconds",
+        "Unix time of the last successful fetch of jwt.jwks_url.",
+    ),
+    (
+        "portcullis_cluster_connected",
+        "1 while this instance reaches the Redis of [cluster], 0 while it serves with local state.",
+    ),
+    (
+        "portcullis_cluster_call_duration_seconds",
+        "Time of each Redis call, by operation, in seconds.",
+    ),
+    (
+        "portcullis_cluster_call_failures_total",
+        "Redis calls that failed or outlasted cluster.timeout, by operation.",
+    ),
+    (
+        "portcullis_revocations",
+        "Revocations in force on this instance (tokens and subjects).",
+    ),
+];
+
+/// Registers every metric's `# HELP` text with the recorder.
+fn describe() {
+    for &(name, help) in DESCRIPTIONS {
+        if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+        } else if name.ends_with("_total") {
+            metrics::describe_counter!(name, help);
+        } else {
+            metrics::describe_gauge!(name, help);
+        }
+    }
 }
 
 /// Folds histogram samples into buckets every few seconds, until `shutdown` completes.
@@ -108,37 +183,72 @@ fn class(status: u16) -> usize {
     }
 }
 
-/// The request counters of one configuration, one per (rule, status class), registered when
-/// the `App` is built.
+/// The `mode` label values: requests served by the public listener, and forward-auth
+/// decisions.
+const MODES: [&str; 2] = ["proxy", "forward_auth"];
+
+/// The request counters of one configuration, one per (mode, rule, status class), registered
+/// when the `App` is built.
 pub struct RequestMetrics {
-    /// `[rule index][status class]`; the last row counts requests no rule matched.
-    requests: Vec<[Counter; 5]>,
+    /// `[mode][rule index][status class]`; each mode's last row counts requests no rule
+    /// matched.
+    requests: [Vec<[Counter; 5]>; 2],
+    /// Request durations per mode.
+    durations: [Histogram; 2],
 }
 
 impl RequestMetrics {
-    pub fn new(rules: usize) -> RequestMetrics {
-        let row = |rule: String| {
-            CLASSES.map(|status| {
-                counter!("portcullis_requests_total", "rule" => rule.clone(), "status" => status)
-            })
+    /// Counters labelled by mode and by each rule's name (its host and path pattern, see
+    /// [`route_labels`]).
+    pub fn new(routes: &[String]) -> RequestMetrics {
+        let labels = route_labels(routes);
+        let rows = |mode: &'static str| {
+            let row = |route: String| {
+                CLASSES.map(|status| {
+                    counter!("portcullis_requests_total", "mode" => mode, "route" => route.clone(), "status" => status)
+                })
+            };
+            labels
+                .iter()
+                .cloned()
+                .map(row)
+                .chain(std::iter::once(row("none".to_owned())))
+                .collect()
         };
-        let requests = (0..rules)
-            .map(|r| row(r.to_string()))
-            .chain(std::iter::once(row("none".to_owned())))
-            .collect();
-        RequestMetrics { requests }
-    }
-
-    /// One downstream request finished.
-    pub fn request(&self, rule: Option<usize>, status: u16, elapsed: Duration) {
-        let none = self.requests.len() - 1;
-        let row = rule.filter(|&r| r < none).unwrap_or(none);
-        self.requests[row][class(status)].increment(1);
-        match FIXED.get() {
-            Some(fixed) => fixed.request_duration.record(elapsed.as_secs_f64()),
-            None => histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64()),
+        RequestMetrics {
+            requests: MODES.map(rows),
+            durations: MODES
+                .map(|mode| histogram!("portcullis_request_duration_seconds", "mode" => mode)),
         }
     }
+
+    /// One request finished; `mode` is `"proxy"` or `"forward_auth"`.
+    pub fn request(&self, mode: &str, rule: Option<usize>, status: u16, elapsed: Duration) {
+        let mode = usize::from(mode == MODES[1]);
+        let requests = &self.requests[mode];
+        let none = requests.len() - 1;
+        let row = rule.filter(|&r| r < none).unwrap_or(none);
+        requests[row][class(status)].increment(1);
+        self.durations[mode].record(elapsed.as_secs_f64());
+    }
+}
+
+/// The `route` label of each rule: its path pattern, which a dashboard reader recognizes and
+/// which stays put when rules are reordered. One value per rule, so cardinality is bounded by
+/// the configuration; a pattern that repeats (rules told apart by something else) gets its
+/// index added.
+pub fn route_labels(patterns: &[String]) -> Vec<String> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            if patterns.iter().filter(|p| *p == pattern).count() > 1 {
+                format!("{pattern} (routes[{i}])")
+            } else {
+                pattern.clone()
+            }
+        })
+        .collect()
 }
 
 /// Time until an upstream's response head arrived.
@@ -154,7 +264,7 @@ pub fn upstream_error(kind: &'static str) {
     counter!("portcullis_upstream_errors_total", "kind" => kind).increment(1);
 }
 
-/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`,
+/// An authentication decision: `allow`, `redirect`, `unauthenticated`, `forbidden`, `csrf`,
 /// `refresh_ok`, `refresh_failed`, `login_ok`, `login_failed`, `login_rate_limited`, `logout`.
 pub fn auth(decision: &'static str) {
     let registered = FIXED.get().and_then(|fixed| {
@@ -191,4 +301,23 @@ pub fn reload(ok: bool) {
 /// Unix time of the last successful JWKS fetch.
 pub fn jwks_refreshed(unix_secs: u64) {
     gauge!("portcullis_jwks_last_refresh_timestamp_seconds").set(unix_secs as f64);
+}
+
+/// Whether this instance reaches Redis (`[cluster]`): 1 or 0.
+pub fn cluster_connected(up: bool) {
+    gauge!("portcullis_cluster_connected").set(if up { 1.0 } else { 0.0 });
+}
+
+/// One Redis call: its latency, and whether it failed (error or past `cluster.timeout`).
+pub fn cluster_call(op: &'static str, elapsed: Duration, ok: bool) {
+    histogram!("portcullis_cluster_call_duration_seconds", "op" => op)
+        .record(elapsed.as_secs_f64());
+    if !ok {
+        counter!("portcullis_cluster_call_failures_total", "op" => op).increment(1);
+    }
+}
+
+/// Revocations in force on this instance.
+pub fn revocations(count: usize) {
+    gauge!("portcullis_revocations").set(count as f64);
 }

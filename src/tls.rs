@@ -96,6 +96,81 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Every name the server's certificates are for: the DNS and IP subject alternative names of
+/// the default certificate (its common name when it has none) and every `server.tls.sni` name.
+/// Lower-cased; wildcards stay as `*.example.com`.
+pub fn served_names(files: &TlsFiles) -> Result<Vec<String>, String> {
+    let pem = read(&files.cert)?;
+    let cert = openssl::x509::X509::from_pem(&pem)
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    if let Some(alternatives) = cert.subject_alt_names() {
+        for name in &alternatives {
+            if let Some(dns) = name.dnsname() {
+                names.push(dns.to_ascii_lowercase());
+            } else if let Some(ip) = name.ipaddress() {
+                let ip = match ip.len() {
+                    4 => <[u8; 4]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                    _ => None,
+                };
+                names.extend(ip.map(|ip| ip.to_string()));
+            }
+        }
+    }
+    if names.is_empty() {
+        let common = cert
+            .subject_name()
+            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+            .filter_map(|entry| entry.data().to_string().ok())
+            .map(|name| name.to_ascii_lowercase());
+        names.extend(common);
+    }
+    for (sni, _, _) in &files.sni {
+        names.extend(sni.iter().map(|name| name.to_ascii_lowercase()));
+    }
+    Ok(names)
+}
+
+/// Whether `host` (no port) is one of `names`: exactly, or under a `*.` wildcard that stands
+/// for one label, as in a certificate.
+pub fn is_served(host: &str, names: &[String]) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    names.iter().any(|name| match name.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+        None => *name == host,
+    })
+}
+
+/// Builds every TLS setting of `config` as a start would (the server's certificates and each
+/// upstream's and the backend's client settings) and says what fails, with its key path.
+pub fn problems(config: &crate::Config) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if let Some(files) = &config.server.tls {
+        if let Err(err) = acceptor(files) {
+            problems.push(("server.tls".to_owned(), err));
+        }
+    }
+    let clients = config
+        .upstreams
+        .iter()
+        .map(|u| (format!("upstreams.{}", u.name), &u.client))
+        .chain(
+            config
+                .backend
+                .iter()
+                .map(|b| ("backend".to_owned(), &b.client)),
+        );
+    for (path, settings) in clients {
+        if let Err(err) = client_config(settings) {
+            problems.push((path, err));
+        }
+    }
+    problems
+}
+
 /// The client side: the configured CA (or the public webpki roots) and an optional client
 /// certificate. ALPN is left to the connector (`upstream::client`), which offers `h2` only
 /// when HTTP/2 is asked for.

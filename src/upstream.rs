@@ -7,7 +7,6 @@
 //! cookies, *then* inject `Authorization`, identity and `X-Forwarded-*` headers — so nothing a
 //! client sends can remove or forge what the proxy injects.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -26,6 +25,7 @@ use crate::auth::Permit;
 use crate::body::Body;
 use crate::config::{self, Config};
 use crate::error::Error;
+pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
 mod pool;
@@ -119,16 +119,20 @@ pub fn is_reserved_header(name: &HeaderName) -> bool {
 }
 
 /// Whether a client-sent header claims an identity that only the proxy may assert. Matched on
-/// the lower-cased name with `_` read as `-`, since some upstreams (CGI, WSGI, PHP) treat them alike.
+/// the lower-cased name with `_` and `-` read as the same character on both sides, since
+/// upstreams differ in which spelling they keep: CGI, WSGI and PHP fold both into one
+/// variable, while nginx and gunicorn drop `_` names, so a forged `-` spelling of a `_` name
+/// would be the only one the application sees.
 pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
-    // Header names arrive lower-cased; `_` is read as `-` without allocating (this runs for
-    // every header of every request).
+    // Header names arrive lower-cased; the comparison folds `_` into `-` without allocating
+    // (this runs for every header of every request).
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
     let starts = |prefix: &str| {
         name.len() >= prefix.len()
             && name
                 .bytes()
                 .zip(prefix.bytes())
-                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+                .all(|(a, b)| fold(a) == fold(b))
     };
     let equals = |other: &str| name.len() == other.len() && starts(other);
     let configured = || configured.iter().any(|h| equals(h.as_str()));
@@ -159,55 +163,28 @@ pub struct Forwarding<'a> {
     /// Every header name any rule fills from claims: always stripped from client requests.
     pub identity_headers: &'a [HeaderName],
     pub request_id: &'a HeaderValue,
+    /// The request's own host ([`crate::view::authority`]): the upstream's `Host`, whatever
+    /// `Host` headers the client sent.
+    pub host: &'a HeaderValue,
 }
 
-/// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
-pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
-    trusted.iter().any(|net| net.contains(&peer))
-}
-
-/// The client's address: the peer, or — behind trusted proxies — the nearest untrusted
-/// address in `X-Forwarded-For`, read from the right.
-pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    if !is_trusted(conn.peer.ip(), trusted) {
-        return conn.peer.ip();
-    }
-    let mut client = conn.peer.ip();
-    let hops = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !is_trusted(ip, trusted) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    client
-}
-
-/// Rewrites the downstream request headers into the upstream's. Returns whether this is a
-/// protocol upgrade (WebSocket) that must keep its `Connection`/`Upgrade` headers.
+/// Rewrites the downstream request headers into the upstream's. `may_upgrade` says whether
+/// the request could be a WebSocket handshake at all (an HTTP/1.1 `GET`). Returns whether this
+/// is one, which must keep its `Connection`/`Upgrade` headers; any other request loses every
+/// header of the handshake, so that no upstream can take it for one.
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
     permit: &Permit,
     fwd: &Forwarding<'_>,
-    host: Option<HeaderValue>,
+    may_upgrade: bool,
 ) -> bool {
-    let upgrade = upgrade_protocol(headers);
+    let upgrade = may_upgrade.then(|| upgrade_protocol(headers)).flatten();
     strip_hop_by_hop(headers);
+    if upgrade.is_none() {
+        for name in WEBSOCKET_HANDSHAKE {
+            headers.remove(name);
+        }
+    }
     let trusted = is_trusted(fwd.conn.peer.ip(), fwd.trusted_proxies);
     // Believed only from a trusted proxy, and read before identity stripping removes them.
     let forwarded_for = trusted.then(|| joined(headers, &X_FORWARDED_FOR)).flatten();
@@ -226,12 +203,10 @@ pub fn rewrite_request_headers(
     for name in spoofed {
         headers.remove(name);
     }
-    crate::auth::cookies::strip(headers, &fwd.own_cookies);
+    crate::cookie_header::strip(headers, &fwd.own_cookies);
 
     // From here on, only the proxy writes.
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, fwd.host.clone());
     permit.apply(headers);
     let peer = &fwd.conn.peer_ip;
     match forwarded_for {
@@ -259,6 +234,14 @@ pub fn rewrite_request_headers(
     upgrade.is_some()
 }
 
+/// The request headers that only mean something in a WebSocket handshake (RFC 6455 §11.3).
+const WEBSOCKET_HANDSHAKE: [HeaderName; 4] = [
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+    header::SEC_WEBSOCKET_PROTOCOL,
+];
+
 /// Removes hop-by-hop headers from a response, keeping `Connection`/`Upgrade` on a `101`.
 pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
     let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
@@ -271,7 +254,6 @@ pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
     }
 }
 
-/// The `Upgrade` protocol if the request asks for one (`Connection: upgrade` + `Upgrade`).
 /// The `Upgrade` protocol if the request is a WebSocket handshake (`Connection: upgrade`,
 /// `Upgrade: websocket`, a `Sec-WebSocket-Key`). Nothing else is ever upgraded: after a `101`
 /// the proxy only copies bytes, so an upgrade to, say, `h2c` would open a tunnel in which
@@ -359,22 +341,9 @@ pub async fn forward(
 ) -> Result<Response<Body>, Error> {
     let downstream_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
-    // HTTP/2 requests carry the host in the URI's authority, not in a Host header.
-    let host = if parts.headers.contains_key(header::HOST) {
-        None
-    } else {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    };
-    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, host)
-        && parts.version == Version::HTTP_11
-        && parts.method == http::Method::GET;
+    let may_upgrade = parts.version == Version::HTTP_11 && parts.method == http::Method::GET;
+    let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, may_upgrade);
     let websocket_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    if !is_upgrade {
-        parts.headers.remove(header::UPGRADE);
-    }
     // The downstream target as it is when normalizing changed nothing: shared, not re-parsed.
     let target = match parts.uri.path_and_query() {
         Some(original) if original.as_str() == path_and_query => original.clone(),

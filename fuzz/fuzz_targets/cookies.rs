@@ -4,7 +4,7 @@
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use libfuzzer_sys::fuzz_target;
-use portcullis::auth::cookies;
+use portcullis::cookie_header as cookies;
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();

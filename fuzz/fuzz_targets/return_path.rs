@@ -1,6 +1,7 @@
 //! The return-path validator. Oracle: whatever it accepts is a same-site relative path: it
 //! starts with one `/`, has no backslash or control character, and stays so after one more
-//! round of percent-decoding.
+//! round of percent-decoding and after a browser resolves its dot segments (RFC 3986 §5.2.4,
+//! with `%2e` read as `.`), in either spelling.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +22,47 @@ fn decode(input: &str) -> Vec<u8> {
         }
         out.push(bytes[i]);
         i += 1;
+    }
+    out
+}
+
+/// The path part resolved as a browser would: a stack of segments, `.` dropped, `..` popping.
+fn resolved(path: &[u8]) -> Vec<u8> {
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = &path[..end];
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return path.to_vec();
+    };
+    let is = |segment: &[u8], dots: &str| {
+        String::from_utf8_lossy(segment)
+            .to_ascii_lowercase()
+            .replace("%2e", ".")
+            == dots
+    };
+    let mut stack: Vec<&[u8]> = Vec::new();
+    let segments: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+    let mut trailing = false;
+    for segment in &segments {
+        trailing = false;
+        if is(segment, ".") {
+            trailing = true;
+        } else if is(segment, "..") {
+            stack.pop();
+            trailing = true;
+        } else {
+            stack.push(segment);
+        }
+    }
+    let mut out = Vec::new();
+    for segment in &stack {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    if trailing || stack.is_empty() {
+        out.push(b'/');
     }
     out
 }
@@ -49,5 +91,15 @@ fuzz_target!(|data: &[u8]| {
             !decoded.iter().any(|b| b.is_ascii_control()),
             "accepted {accepted:?}"
         );
+        for spelling in [accepted.as_bytes(), &decoded] {
+            let path = resolved(spelling);
+            assert!(
+                path.first() == Some(&b'/')
+                    && path.get(1) != Some(&b'/')
+                    && path.get(1) != Some(&b'\\'),
+                "accepted {accepted:?}, which resolves to {:?}",
+                String::from_utf8_lossy(&path)
+            );
+        }
     }
 });

@@ -68,12 +68,37 @@ impl BackendClient {
                 ("application/x-www-form-urlencoded", form.finish())
             }
         };
-        self.send(Method::POST, uri, Some((content_type, payload)), bearer)
-            .await
+        self.send(
+            Method::POST,
+            uri,
+            Some((content_type, payload)),
+            bearer_header(bearer)?,
+        )
+        .await
     }
 
     pub async fn get(&self, uri: &Uri, bearer: Option<&str>) -> Result<Answer, Error> {
-        self.send(Method::GET, uri, None, bearer).await
+        self.send(Method::GET, uri, None, bearer_header(bearer)?)
+            .await
+    }
+
+    /// POSTs `fields` as a form whatever `backend.format` says (RFC 7662 introspection),
+    /// with `authorization` as it is (the introspection client's credentials).
+    pub async fn post_form(
+        &self,
+        uri: &Uri,
+        fields: &[(&str, &str)],
+        authorization: Option<HeaderValue>,
+    ) -> Result<Answer, Error> {
+        let payload = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in fields {
+                form.append_pair(k, v);
+            }
+            ("application/x-www-form-urlencoded", form.finish())
+        };
+        self.send(Method::POST, uri, Some(payload), authorization)
+            .await
     }
 
     async fn send(
@@ -81,7 +106,7 @@ impl BackendClient {
         method: Method,
         uri: &Uri,
         payload: Option<(&str, String)>,
-        bearer: Option<&str>,
+        authorization: Option<HeaderValue>,
     ) -> Result<Answer, Error> {
         let mut request = Request::builder()
             .method(method)
@@ -91,9 +116,7 @@ impl BackendClient {
                 http::header::USER_AGENT,
                 concat!("portcullis/", env!("CARGO_PKG_VERSION")),
             );
-        if let Some(token) = bearer {
-            let value = HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| Error::BadRequest("the token cannot be sent in a header"))?;
+        if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, value);
         }
         let body = match payload {
@@ -190,6 +213,15 @@ impl BackendClient {
             relayed_cookie: relayed.cloned(),
         })
     }
+}
+
+fn bearer_header(token: Option<&str>) -> Result<Option<HeaderValue>, Error> {
+    token
+        .map(|token| {
+            HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| Error::BadRequest("the token cannot be sent in a header"))
+        })
+        .transpose()
 }
 
 fn cookie_value(set_cookie: &HeaderValue) -> Option<String> {

@@ -12,7 +12,8 @@
 //! but the signing input, the signature bytes and a verifier chosen from configuration.
 //!
 //! **Invariant:** the configured key decides the algorithm family; a token's header only selects,
-//! by exact `alg` and `kid`, among keys that configuration already paired with that algorithm.
+//! by exact `alg` and `kid`, among keys that configuration already paired with that algorithm
+//! (a static key configured without `jwt.kid` is tried whatever `kid` a token names).
 //! Header `jku`, `x5u`, `x5c` and `jwk` are never used and nothing is ever fetched.
 //!
 //! **Invariant:** [`Rejection::Expired`] is returned only when the signature and every other
@@ -407,11 +408,7 @@ impl Verifier {
         let keys = self.keys.load();
         let kid = header.kid.as_deref();
         // Walked twice rather than collected: no allocation per token.
-        let candidates = || {
-            keys.entries
-                .iter()
-                .filter(|e| e.alg == alg && kid.is_none_or(|kid| e.kid.as_deref() == Some(kid)))
-        };
+        let candidates = || keys.entries.iter().filter(|e| e.fits(alg, kid));
         let count = candidates().count();
         if count == 0 {
             trace.record("key", false, || match kid {
@@ -431,7 +428,16 @@ impl Verifier {
             trace.record("signature", false, || {
                 format!("no match with {count} key(s)")
             });
-            return Err(Rejection::BadSignature);
+            // A kid no key carries, tried only against keys that take any kid: the signer may
+            // be a JWKS key the proxy has not fetched yet, so say "unknown key" (which allows
+            // one rate-limited refetch) rather than "bad signature".
+            let named_unknown =
+                kid.is_some_and(|kid| !keys.entries.iter().any(|e| e.kid.as_deref() == Some(kid)));
+            return Err(if named_unknown {
+                Rejection::UnknownKey
+            } else {
+                Rejection::BadSignature
+            });
         }
         trace.record("signature", true, || format!("valid {alg} signature"));
         Ok((header, parts))

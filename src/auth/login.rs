@@ -7,11 +7,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, HOST, REFERER, RETRY_AFTER, SET_COOKIE,
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, REFERER, RETRY_AFTER, SET_COOKIE,
 };
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -22,9 +21,9 @@ use tracing::{info, warn};
 use super::backend::{self, Tokens};
 use super::cookies;
 use super::Authenticator;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::Error;
-use crate::handler::redirect;
+use crate::response::{self, redirect};
 
 /// The largest login form or JSON body read.
 const MAX_LOGIN_BODY: usize = 16 << 10;
@@ -65,14 +64,24 @@ pub fn is_cross_site(headers: &HeaderMap, host: Option<&str>) -> bool {
 /// The return path if it is a same-site relative path, else `None`.
 ///
 /// The value itself must be a plain path: `/`, then no second `/` or `\` (browsers read
-/// `/\x` as `//x`), no backslash, space or control character anywhere. Browsers and servers
-/// differ in how often they decode, so it is checked once more after another round of
-/// percent-decoding: the prefix again (`/%2f%2fevil.com`), and no control characters, which
-/// browsers strip (`/%09/evil.com`) or which split headers (`%0d%0a`). An encoded space or
-/// backslash further on (`/search?q=a%20b`) stays: it cannot lead off the site.
+/// `/\x` as `//x`), no backslash, space or control character anywhere. The prefix is checked
+/// after dot segments are removed as a browser resolves them (RFC 3986 §5.2.4), so `/.//x`
+/// and `/a/..//x` are `//x` too. Browsers and servers differ in how often they decode, so it
+/// is checked once more after another round of percent-decoding: the prefix again
+/// (`/%2f%2fevil.com`, `/%2e//evil.com`), and no control characters, which browsers strip
+/// (`/%09/evil.com`) or which split headers (`%0d%0a`). An encoded space or backslash further
+/// on (`/search?q=a%20b`) stays: it cannot lead off the site.
 pub fn safe_return_path(candidate: &str) -> Option<&str> {
     fn same_site_prefix(path: &[u8]) -> bool {
-        path.first() == Some(&b'/') && !matches!(path.get(1), Some(b'/' | b'\\'))
+        let end = path
+            .iter()
+            .position(|&b| b == b'?' || b == b'#')
+            .unwrap_or(path.len());
+        let resolved = remove_dot_segments(&path[..end]);
+        path.first() == Some(&b'/')
+            && resolved.first() == Some(&b'/')
+            && !matches!(path.get(1), Some(b'/' | b'\\'))
+            && !matches!(resolved.get(1), Some(b'/' | b'\\'))
     }
     let literal = candidate.as_bytes();
     let plain = same_site_prefix(literal)
@@ -85,6 +94,45 @@ pub fn safe_return_path(candidate: &str) -> Option<&str> {
     }
     let decoded = percent_decode(literal);
     (same_site_prefix(&decoded) && !decoded.iter().any(u8::is_ascii_control)).then_some(candidate)
+}
+
+/// RFC 3986 §5.2.4 "remove dot segments", exactly (empty segments are kept: `//` is what the
+/// caller looks for). `%2e` is read as `.`, as browsers do in paths.
+fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
+    let dot = |segment: &[u8]| segment == b"." || segment.eq_ignore_ascii_case(b"%2e");
+    let dots = |segment: &[u8]| {
+        let text = segment.to_ascii_lowercase();
+        matches!(&text[..], b".." | b".%2e" | b"%2e." | b"%2e%2e")
+    };
+    let mut output: Vec<u8> = Vec::with_capacity(path.len());
+    // Segments after the first `/`, each with its leading `/` dropped.
+    let mut input = path;
+    let relative = input.first() != Some(&b'/');
+    if !relative {
+        input = &input[1..];
+    }
+    let mut segments = input.split(|&b| b == b'/').peekable();
+    let mut first = true;
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if dot(segment) || dots(segment) {
+            if dots(segment) {
+                // Drop the last output segment and its `/`.
+                let cut = output.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                output.truncate(cut);
+            }
+            if last {
+                output.push(b'/');
+            }
+            continue;
+        }
+        if !(first && relative) {
+            output.push(b'/');
+        }
+        output.extend_from_slice(segment);
+        first = false;
+    }
+    output
 }
 
 /// A validated return path as a `Location` value: bytes outside visible ASCII (non-ASCII
@@ -102,7 +150,7 @@ fn location_safe(path: &str) -> String {
     out
 }
 
-fn percent_decode(input: &[u8]) -> Vec<u8> {
+pub(crate) fn percent_decode(input: &[u8]) -> Vec<u8> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -147,74 +195,10 @@ pub fn parse_credentials(style: Style, body: &[u8]) -> Result<HashMap<String, St
     }
 }
 
-/// Login attempts per client IP in fixed one-minute windows.
-pub struct RateLimiter {
-    per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> RateLimiter {
-        RateLimiter {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts an attempt; `Err(seconds)` says how long until the next one is allowed.
-    pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        const WINDOW: Duration = Duration::from_secs(60);
-        let now = Instant::now();
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < WINDOW);
-        }
-        // An IPv6 client usually holds a whole /64: count it as one.
-        let key = match ip {
-            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-                u128::from(v6) & !((1u128 << 64) - 1),
-            )),
-            v4 => v4,
-        };
-        let (start, count) = windows.entry(key).or_insert((now, 0));
-        if now.duration_since(*start) >= WINDOW {
-            *start = now;
-            *count = 0;
-        }
-        if *count >= self.per_minute {
-            let wait = WINDOW
-                .saturating_sub(now.duration_since(*start))
-                .as_secs()
-                .max(1);
-            return Err(wait);
-        }
-        *count += 1;
-        Ok(())
-    }
-}
-
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(body::json(value));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 /// Whether the client wants a JSON answer rather than a redirect.
@@ -233,44 +217,37 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 impl Authenticator {
-    fn request_host<'h>(
-        &self,
-        headers: &'h HeaderMap,
-        uri: &'h http::Uri,
-        trusted: bool,
-    ) -> Option<&'h str> {
-        let forwarded = trusted
-            .then(|| {
-                headers
-                    .get("x-forwarded-host")
-                    .and_then(|v| v.to_str().ok())
-            })
-            .flatten();
-        forwarded
-            .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-    }
-
-    /// `POST login.path`.
+    /// `POST login.path`. `host` is the `host[:port]` the request was sent to (what an
+    /// `Origin` must name).
     pub async fn login(
         &self,
         request: http::Request<Incoming>,
         client_ip: IpAddr,
-        trusted_peer: bool,
+        host: &str,
     ) -> Result<Response<Body>, Error> {
         let Some(backend) = &self.backend else {
             return Err(Error::NotFound);
         };
         let (parts, body) = request.into_parts();
-        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        let host = Some(host);
         if is_cross_site(&parts.headers, host) {
             warn!(%client_ip, "login refused: cross-site request");
             return Err(Error::Forbidden("cross-site login request"));
         }
-        if let Err(retry_after) = self.limiter.check(client_ip) {
-            warn!(%client_ip, "login refused: too many attempts");
-            crate::telemetry::auth("login_rate_limited");
-            return Err(Error::TooManyRequests { retry_after });
+        let limit = self.login.attempts_per_minute;
+        if limit > 0 {
+            // Counted across every instance with [cluster]; locally otherwise.
+            let count = self
+                .cluster
+                .hit("login", &crate::cluster::client_key(client_ip))
+                .await;
+            if count.events > limit {
+                warn!(%client_ip, "login refused: too many attempts");
+                crate::telemetry::auth("login_rate_limited");
+                return Err(Error::TooManyRequests {
+                    retry_after: count.resets_in.as_secs().max(1),
+                });
+            }
         }
         let content_type = parts
             .headers
@@ -357,7 +334,7 @@ impl Authenticator {
                 let target = return_to.as_deref().unwrap_or(&self.login.success_redirect);
                 redirect(StatusCode::SEE_OTHER, target)
             }
-            Style::Json => json_response(StatusCode::OK, &serde_json::json!({ "ok": true })),
+            Style::Json => response::json(StatusCode::OK, &serde_json::json!({ "ok": true })),
         };
         for cookie in set_cookies {
             response.headers_mut().append(SET_COOKIE, cookie);
@@ -368,7 +345,7 @@ impl Authenticator {
     fn login_failed(&self, style: Style, _why: &str) -> Response<Body> {
         match style {
             Style::Form => redirect(StatusCode::SEE_OTHER, &self.login.failure_redirect),
-            Style::Json => json_response(
+            Style::Json => response::json(
                 StatusCode::UNAUTHORIZED,
                 &serde_json::json!({ "error": "invalid_credentials" }),
             ),
@@ -395,6 +372,17 @@ impl Authenticator {
                 .unwrap_or(claims.exp().saturating_sub(now)),
         )
         .max(Duration::from_secs(1));
+        self.issued(&tokens.access, &claims, tokens.refresh.as_deref(), now);
+        if lifetime <= self.session.refresh_ahead {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                warn!(
+                    token_lifetime_secs = lifetime.as_secs(),
+                    refresh_ahead_secs = self.session.refresh_ahead.as_secs(),
+                    "the backend's access tokens live no longer than session.refresh_ahead: every request will renew them; lower session.refresh_ahead"
+                );
+            });
+        }
         let mut set = Vec::with_capacity(2);
         let cookie_error = |name: &str, err: cookies::CookieError| {
             warn!(cookie = name, error = %err, "refusing to set a cookie from the backend's answer");
@@ -443,13 +431,22 @@ impl Authenticator {
     pub async fn logout(
         &self,
         request: http::Request<Incoming>,
-        trusted_peer: bool,
+        host: &str,
+        client_ip: IpAddr,
     ) -> Result<Response<Body>, Error> {
         let (parts, _) = request.into_parts();
-        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        let host = Some(host);
         if parts.method == http::Method::POST && is_cross_site(&parts.headers, host) {
             return Err(Error::Forbidden("cross-site logout request"));
         }
+        // The session ends here, not when its tokens expire: a copied cookie replayed after
+        // the logout is refused, on every instance with [cluster].
+        self.revoke_session(
+            cookies::find(&parts.headers, &self.session.access_cookie),
+            cookies::find(&parts.headers, &self.session.refresh_cookie),
+            client_ip,
+        )
+        .await;
         if let (Some(backend), Some(uri)) = (
             &self.backend,
             self.backend.as_ref().and_then(|b| b.config.logout.clone()),
@@ -479,7 +476,7 @@ impl Authenticator {
             }
         }
         let mut response = if wants_json(&parts.headers) {
-            json_response(StatusCode::OK, &serde_json::json!({ "ok": true }))
+            response::json(StatusCode::OK, &serde_json::json!({ "ok": true }))
         } else {
             redirect(StatusCode::SEE_OTHER, &self.logout.redirect)
         };
@@ -528,9 +525,48 @@ mod tests {
             "/%5C%5Cevil.com",
             "/x%7f",
             "/ evil",
+            // Dot segments resolved as a browser does.
+            "/.//evil.com",
+            "/./\\evil.com",
+            "/a/..//evil.com",
+            "/..//evil.com",
+            "/%2e//evil.com",
+            "/%2E%2E//evil.com",
+            "/.%2e//evil.com",
+            "/x/%2e%2e//evil.com",
+            "/./%5cevil.com",
+            "/.%2f/evil.com",
+            "/%2e%2f/evil.com",
+            "/.%3f/..//evil.com",
         ];
         for path in bad {
             assert_eq!(safe_return_path(path), None, "{path:?}");
+        }
+        // Dot segments that stay on the site are fine.
+        for path in ["/a/../b", "/./dashboard", "/a/./b?next=//x", "/a/..", "/.."] {
+            assert_eq!(safe_return_path(path), Some(path), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed_as_rfc_3986_says() {
+        for (input, output) in [
+            ("/a/b/c/./../../g", "/a/g"),
+            ("/./a", "/a"),
+            ("/a/..", "/"),
+            ("/..", "/"),
+            ("/.//x", "//x"),
+            ("/a/..//x", "//x"),
+            ("/a//b/../c", "/a//c"),
+            ("/%2E/b", "/b"),
+            ("/a/b/.", "/a/b/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(
+                String::from_utf8(remove_dot_segments(input.as_bytes())).expect("utf8"),
+                output,
+                "{input}"
+            );
         }
     }
 
@@ -562,27 +598,5 @@ mod tests {
             &headers(&[("sec-fetch-site", "same-origin")]),
             host
         ));
-    }
-
-    #[test]
-    fn rate_limit_counts_per_ip() {
-        let limiter = RateLimiter::new(2);
-        let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_ok());
-        assert!(limiter.check(a).is_err());
-        assert!(limiter.check(b).is_ok());
-        assert!(RateLimiter::new(0).check(a).is_ok());
-        let v6 = RateLimiter::new(1);
-        assert!(v6.check("2001:db8::1".parse().expect("ip")).is_ok());
-        assert!(
-            v6.check("2001:db8::ffff:2".parse().expect("ip")).is_err(),
-            "same /64"
-        );
-        assert!(
-            v6.check("2001:db8:0:1::1".parse().expect("ip")).is_ok(),
-            "another /64"
-        );
     }
 }

@@ -2,19 +2,28 @@
 //! backend refresh call, and its result is reused for a few seconds so a page's burst of
 //! parallel API calls never triggers a second refresh (which a rotating backend would treat
 //! as refresh-token reuse and answer by revoking the session).
+//!
+//! Inside one process the flight table does this. With `[cluster]`, [`Cluster::once`] does
+//! it across instances: one instance claims the call, the others wait for its published
+//! (sealed) outcome. A backend call about to start first counts against the client's refresh
+//! budget (`session.refreshes_per_minute`); joining a flight, here or on another instance, is
+//! free.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::backend::{BackendClient, Tokens};
+use crate::cluster::{client_key, Cluster, Flight as Shared};
 use crate::error::Error;
 
 /// How long a finished refresh is reused for the same refresh token.
-const REUSE_FOR: Duration = Duration::from_secs(10);
+pub const REUSE_FOR: Duration = Duration::from_secs(10);
 /// The most refreshes remembered (in the air or reusable) at once; beyond it, new ones wait
 /// for pruning and the request gets 502 (API) or a login redirect (page).
 const MAX_FLIGHTS: usize = 10_000;
@@ -28,6 +37,8 @@ pub enum RefreshFailure {
     Rejected,
     /// The backend could not be asked (down, slow, garbage); the session may still be good.
     Unavailable { timeout: bool, reason: String },
+    /// The client started more refreshes this minute than `session.refreshes_per_minute`.
+    OverBudget { retry_after: u64 },
 }
 
 impl RefreshFailure {
@@ -38,6 +49,7 @@ impl RefreshFailure {
             }
             RefreshFailure::Unavailable { timeout: true, .. } => Error::BackendTimeout,
             RefreshFailure::Unavailable { reason, .. } => Error::BackendUnavailable(reason),
+            RefreshFailure::OverBudget { retry_after } => Error::TooManyRequests { retry_after },
         }
     }
 }
@@ -56,7 +68,10 @@ impl Flight {
     fn joinable(&self) -> bool {
         match &*self.outcome.borrow() {
             None => true,
-            Some((Err(RefreshFailure::Unavailable { .. }), _)) => false,
+            Some((
+                Err(RefreshFailure::Unavailable { .. } | RefreshFailure::OverBudget { .. }),
+                _,
+            )) => false,
             Some((_, finished)) => finished.elapsed() < REUSE_FOR,
         }
     }
@@ -66,6 +81,9 @@ pub struct Refresher {
     backend: Arc<BackendClient>,
     uri: http::Uri,
     access_cookie: String,
+    cluster: Arc<Cluster>,
+    /// Flights a client may start per minute; 0 means no budget.
+    per_minute: u32,
     flights: Mutex<Flights>,
 }
 
@@ -76,11 +94,19 @@ struct Flights {
 }
 
 impl Refresher {
-    pub fn new(backend: Arc<BackendClient>, uri: http::Uri, access_cookie: String) -> Refresher {
+    pub fn new(
+        backend: Arc<BackendClient>,
+        uri: http::Uri,
+        access_cookie: String,
+        cluster: Arc<Cluster>,
+        per_minute: u32,
+    ) -> Refresher {
         Refresher {
             backend,
             uri,
             access_cookie,
+            cluster,
+            per_minute,
             flights: Mutex::new(Flights {
                 by_token: HashMap::new(),
                 pruned: Instant::now(),
@@ -89,13 +115,14 @@ impl Refresher {
     }
 
     /// Renews the session of `refresh_token`, sharing the backend call with every concurrent
-    /// caller holding the same token.
+    /// caller holding the same token (on every instance, with `[cluster]`). `client` is the
+    /// address whose budget a new call is counted against.
     ///
     /// The call runs in its own task, so a caller that goes away (a browser navigating off
     /// the page) does not cancel it: a rotating backend may already have spent the old
     /// refresh token, and the new one must reach the callers that are still waiting, or the
     /// next request within [`REUSE_FOR`].
-    pub async fn refresh(&self, refresh_token: &str) -> Outcome {
+    pub async fn refresh(&self, refresh_token: &str, client: IpAddr) -> Outcome {
         let mut outcome = {
             let mut flights = self
                 .flights
@@ -127,8 +154,10 @@ impl Refresher {
                         access_cookie: self.access_cookie.clone(),
                         refresh_token: refresh_token.to_owned(),
                     };
+                    let cluster = Arc::clone(&self.cluster);
+                    let per_minute = self.per_minute;
                     tokio::spawn(async move {
-                        let outcome = call.run().await;
+                        let outcome = call.coordinated(&cluster, client, per_minute).await;
                         crate::telemetry::auth(if outcome.is_ok() {
                             "refresh_ok"
                         } else {
@@ -167,7 +196,44 @@ struct Call {
 }
 
 impl Call {
-    async fn run(self) -> Outcome {
+    /// One call across every instance: made here (if the client's budget allows), or
+    /// reused from the instance that made it, which costs no budget.
+    async fn coordinated(self, cluster: &Cluster, client: IpAddr, per_minute: u32) -> Outcome {
+        let within = self.backend.config.timeout;
+        let token = self.refresh_token.clone();
+        let shared = cluster
+            .once(&token, REUSE_FOR, within, || async {
+                if per_minute > 0 {
+                    let count = cluster.hit("refresh", &client_key(client)).await;
+                    if count.events > per_minute {
+                        warn!(%client, "token refresh refused: the client's refresh budget is spent");
+                        let over = RefreshFailure::OverBudget {
+                            retry_after: count.resets_in.as_secs().max(1),
+                        };
+                        return (Err(over), None);
+                    }
+                }
+                let outcome = self.run().await;
+                let share = shareable(&outcome);
+                (outcome, share)
+            })
+            .await;
+        match shared {
+            Shared::Ran(outcome) => outcome,
+            Shared::Reused(plain) => from_shared(&plain).unwrap_or_else(|| {
+                Err(RefreshFailure::Unavailable {
+                    timeout: false,
+                    reason: "another instance's refresh outcome is unreadable".into(),
+                })
+            }),
+            Shared::Stuck => Err(RefreshFailure::Unavailable {
+                timeout: true,
+                reason: "another instance's refresh did not finish in time".into(),
+            }),
+        }
+    }
+
+    async fn run(&self) -> Outcome {
         let field = self.backend.config.refresh_field.as_str();
         let answer = match self
             .backend
@@ -183,21 +249,33 @@ impl Call {
                 });
             }
         };
-        if answer.status.is_client_error() && answer.status != http::StatusCode::TOO_MANY_REQUESTS {
+        let status = answer.status;
+        // Only these say "this refresh token is no good". Anything else (404, 405, 429, 5xx)
+        // is the backend unable to answer: a mistyped backend.refresh must not sign users out.
+        if matches!(status.as_u16(), 400 | 401 | 403) {
             info!(
-                status = answer.status.as_u16(),
+                status = status.as_u16(),
                 "token refresh rejected by the backend"
             );
             return Err(RefreshFailure::Rejected);
         }
-        if !answer.status.is_success() {
-            warn!(
-                status = answer.status.as_u16(),
-                "token refresh failed: backend error"
-            );
+        if !status.is_success() {
+            if status.is_client_error() && status != http::StatusCode::TOO_MANY_REQUESTS {
+                error!(
+                    url = %self.uri,
+                    status = status.as_u16(),
+                    "token refresh failed: backend.refresh answers with a status that is not a refusal of the token; is the URL right? Sessions are kept"
+                );
+            } else {
+                warn!(
+                    url = %self.uri,
+                    status = status.as_u16(),
+                    "token refresh failed: backend error"
+                );
+            }
             return Err(RefreshFailure::Unavailable {
                 timeout: false,
-                reason: format!("refresh answered {}", answer.status),
+                reason: format!("refresh answered {status}"),
             });
         }
         match self.backend.tokens(&answer, &self.access_cookie) {
@@ -210,5 +288,74 @@ impl Call {
                 })
             }
         }
+    }
+}
+
+/// What other instances may reuse: the tokens, or the rejection. A transient failure is not
+/// shared (each instance may try again).
+fn shareable(outcome: &Outcome) -> Option<Vec<u8>> {
+    let value = match outcome {
+        Ok(tokens) => json!({
+            "access": tokens.access,
+            "refresh": tokens.refresh,
+            "expires_in": tokens.expires_in,
+            "relayed_cookie": tokens.relayed_cookie.as_ref().and_then(|c| c.to_str().ok()),
+        }),
+        Err(RefreshFailure::Rejected) => json!({ "rejected": true }),
+        Err(_) => return None,
+    };
+    Some(value.to_string().into_bytes())
+}
+
+fn from_shared(plain: &[u8]) -> Option<Outcome> {
+    let value: Value = serde_json::from_slice(plain).ok()?;
+    if value.get("rejected") == Some(&Value::Bool(true)) {
+        return Some(Err(RefreshFailure::Rejected));
+    }
+    let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+    let relayed_cookie = match text("relayed_cookie") {
+        Some(cookie) => Some(http::HeaderValue::try_from(cookie).ok()?),
+        None => None,
+    };
+    Some(Ok(Arc::new(Tokens {
+        access: text("access")?,
+        refresh: text("refresh"),
+        expires_in: value.get("expires_in").and_then(Value::as_u64),
+        relayed_cookie,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_outcomes_round_trip() {
+        let tokens = Tokens {
+            access: "a.b.c".into(),
+            refresh: Some("r".into()),
+            expires_in: Some(60),
+            relayed_cookie: Some(http::HeaderValue::from_static("access_token=a.b.c; Path=/")),
+        };
+        let plain = shareable(&Ok(Arc::new(tokens))).expect("shared");
+        let Some(Ok(back)) = from_shared(&plain) else {
+            panic!("not tokens")
+        };
+        assert_eq!(back.access, "a.b.c");
+        assert_eq!(back.refresh.as_deref(), Some("r"));
+        assert_eq!(back.expires_in, Some(60));
+        assert!(back.relayed_cookie.is_some());
+        let rejected = shareable(&Err(RefreshFailure::Rejected)).expect("shared");
+        assert!(matches!(
+            from_shared(&rejected),
+            Some(Err(RefreshFailure::Rejected))
+        ));
+        let down = Err(RefreshFailure::Unavailable {
+            timeout: false,
+            reason: String::new(),
+        });
+        assert!(shareable(&down).is_none());
+        assert!(from_shared(b"{}").is_none());
+        assert!(from_shared(b"garbage").is_none());
     }
 }

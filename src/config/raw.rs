@@ -48,6 +48,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub admin: Option<RawAdmin>,
+    pub forward_auth: Option<RawForwardAuth>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub backend: Option<RawBackend>,
@@ -63,6 +64,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
+    pub cluster: Option<RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +73,7 @@ pub struct RawServer {
     pub listen: Option<OneOrMany<String>>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<String>,
+    pub hosts: Option<Vec<String>>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,
@@ -126,6 +129,18 @@ pub struct RawUpstreamTable {
 pub struct RawAdmin {
     pub listen: String,
     pub explain: Option<bool>,
+    /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
+    /// must carry; without one they only answer loopback peers.
+    pub token: Option<String>,
+}
+
+/// `[forward_auth]`: answer an ingress's auth subrequests on a listener of their own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: String,
+    /// Stripped from the path of a request that describes itself (Envoy's `path_prefix`).
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +158,8 @@ pub struct RawBackend {
     pub timeout: Option<Quantity>,
     /// PEM CA certificates trusted for the backend instead of the public roots.
     pub ca_file: Option<String>,
+    pub session_check: Option<String>,
+    pub session_check_format: Option<String>,
 }
 
 /// `login.fields`: a list of names copied as they are, or a table `backend_field = "submitted_field"`.
@@ -182,6 +199,11 @@ pub struct RawSession {
     pub refresh_ahead: Option<Quantity>,
     pub refresh_max_age: Option<Quantity>,
     pub me_path: Option<String>,
+    pub refreshes_per_minute: Option<u64>,
+    pub check_every: Option<Quantity>,
+    pub check_fail: Option<String>,
+    pub csrf: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,11 +222,13 @@ pub struct RawJwt {
     pub leeway: Option<Quantity>,
     pub claims: Option<BTreeMap<String, Allowed>>,
     pub cache: Option<u64>,
+    pub from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub host: Option<String>,
     pub path: Option<String>,
     pub auth: Option<String>,
     pub upstream: Option<String>,
@@ -218,4 +242,15 @@ pub struct RawRoute {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+/// `[cluster]`: state shared by every instance through Redis.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<Quantity>,
+    /// PEM CA certificates trusted for `rediss://` instead of the public roots.
+    pub ca_file: Option<String>,
 }

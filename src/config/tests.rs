@@ -258,3 +258,60 @@ fn jwks_refresh_is_a_positive_duration() {
         );
     }
 }
+
+#[test]
+fn zero_timeouts_are_refused() {
+    for (section, key) in [
+        ("server", "header_read_timeout"),
+        ("server", "upstream_timeout"),
+        ("server", "connect_timeout"),
+        ("backend", "timeout"),
+    ] {
+        let extra = match section {
+            "backend" => {
+                "[backend]\nlogin = \"http://127.0.0.1:4000/login\"\ntimeout = \"0s\"\n".to_owned()
+            }
+            _ => format!("[server]\n{key} = \"0s\"\n"),
+        };
+        let found = problems(&minimal(&extra));
+        let expected = format!("{section}.{key}: must be more than 0s");
+        assert!(
+            found.iter().any(|p| p.starts_with(&expected)),
+            "{expected}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_cookie_domain_on_a_public_suffix_is_refused() {
+    for domain in ["com", "co.uk", ".co.uk", "github.io", "COM"] {
+        let found = problems(&minimal(&format!("[session]\ndomain = {domain:?}\n")));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("session.domain:") && p.contains("public suffix")),
+            "{domain}: {found:#?}"
+        );
+    }
+    for domain in [
+        "example.com",
+        "app.example.co.uk",
+        ".example.com",
+        "localhost",
+        "corp",
+    ] {
+        let found = problems(&minimal(&format!("[session]\ndomain = {domain:?}\n")));
+        assert!(found.is_empty(), "{domain}: {found:#?}");
+    }
+}
+
+#[test]
+fn an_admin_token_is_long_enough() {
+    let found = problems(&minimal(
+        "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"short\"\n",
+    ));
+    assert!(
+        found.iter().any(|p| p.starts_with("admin.token:")),
+        "{found:#?}"
+    );
+}

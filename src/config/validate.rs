@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::raw::{self, Allowed, RawConfig, RawFields, RawRoute};
 use super::*;
 use crate::auth::jwt::{Alg, KeyMaterial};
-use crate::rules::Pattern;
+use crate::rules::{HostPattern, Pattern};
 
 /// Checks every value of `raw`, reads key files (relative to `base`), and reports every
 /// problem found rather than the first.
@@ -24,12 +24,18 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     };
     let server = v.server(raw.server);
     let admin = raw.admin.and_then(|admin| {
+        let token = admin.token.filter(|t| !t.is_empty());
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            v.problem("admin.token", "must be at least 16 characters");
+        }
         v.socket_addr("admin.listen", &admin.listen)
             .map(|listen| Admin {
                 listen,
                 explain: admin.explain.unwrap_or(false),
+                token,
             })
     });
+    let forward_auth = raw.forward_auth.and_then(|f| v.forward_auth(f));
     let upstreams = v.upstreams(&raw.upstreams);
     let backend = raw.backend.and_then(|b| v.backend(b));
     let login = v.login(raw.login);
@@ -38,13 +44,16 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     let jwt = v.jwt(raw.jwt);
     let rules = v.rules(raw.routes, &upstreams);
     let log = v.log(raw.log);
+    let cluster = raw.cluster.and_then(|c| v.cluster(c));
     v.cross_checks(&login, &logout, &session);
+    v.listeners(&server, admin.as_ref(), forward_auth.as_ref());
     if !v.problems.0.is_empty() {
         return Err(v.problems);
     }
     Ok(Config {
         server,
         admin,
+        forward_auth,
         upstreams,
         backend,
         login,
@@ -53,6 +62,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
         jwt,
         rules,
         log,
+        cluster,
     })
 }
 
@@ -80,6 +90,19 @@ impl Validator<'_> {
                 default
             }
         }
+    }
+
+    /// A duration that bounds a wait: zero would fail every request (or spin), so it is refused.
+    fn timeout(&mut self, path: &str, value: Option<raw::Quantity>, default: Duration) -> Duration {
+        let timeout = self.duration(path, value, default);
+        if timeout.is_zero() {
+            self.problem(
+                path,
+                "must be more than 0s: a zero timeout fails every request",
+            );
+            return default;
+        }
+        timeout
     }
 
     fn size(&mut self, path: &str, value: Option<raw::Quantity>, default: u64) -> u64 {
@@ -182,9 +205,21 @@ impl Validator<'_> {
                 .collect(),
         });
         if let Some(files) = &tls {
-            // Certificates load here too, so `check` and a reload catch a bad one.
-            if let Err(err) = crate::tls::acceptor(files) {
-                self.problem("server.tls", err);
+            // The files must be there; whether they hold a usable certificate and key is
+            // decided where TLS is built (`App::new`, and `portcullis check`), so a start, a
+            // reload and a check all refuse a bad one, and configuration knows nothing of TLS.
+            let mut paths = vec![
+                ("server.tls.cert", &files.cert),
+                ("server.tls.key", &files.key),
+            ];
+            for (_, cert, key) in &files.sni {
+                paths.push(("server.tls.sni", cert));
+                paths.push(("server.tls.sni", key));
+            }
+            for (path, file) in paths {
+                if let Err(err) = std::fs::metadata(file) {
+                    self.problem(path, format!("cannot read {}: {err}", file.display()));
+                }
             }
         }
         let redirect_http = raw
@@ -196,6 +231,31 @@ impl Validator<'_> {
                 "redirects to HTTPS, so it needs server.tls",
             );
         }
+        let hosts = raw
+            .hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, host)| {
+                let name = host.strip_prefix("*.").unwrap_or(&host);
+                let valid = !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if valid || host.parse::<std::net::IpAddr>().is_ok() {
+                    Some(host.to_ascii_lowercase())
+                } else {
+                    self.problem(
+                        format!("server.hosts[{i}]"),
+                        format!("{host:?} is not a host name (\"app.example.com\", \"*.example.com\") or an IP address"),
+                    );
+                    None
+                }
+            })
+            .collect();
         let trusted_proxies = raw
             .trusted_proxies
             .unwrap_or_default()
@@ -217,14 +277,6 @@ impl Validator<'_> {
         if !(8 << 10..=1 << 20).contains(&max_header_size) {
             self.problem("server.max_header_size", "must be between 8KiB and 1MiB");
         }
-        for (path, value) in [
-            ("server.keepalive_timeout", &raw.keepalive_timeout),
-            ("server.idle_timeout", &raw.idle_timeout),
-        ] {
-            if let Some(Ok(Duration::ZERO)) = value.as_ref().map(units::duration) {
-                self.problem(path, "must be more than 0");
-            }
-        }
         let max_connections = raw.max_connections.unwrap_or(10_000);
         if max_connections == 0 {
             self.problem("server.max_connections", "must be at least 1");
@@ -233,30 +285,31 @@ impl Validator<'_> {
             listen,
             tls,
             redirect_http,
+            hosts,
             trusted_proxies,
             max_body,
             max_header_size: usize::try_from(max_header_size).unwrap_or(usize::MAX),
-            header_read_timeout: self.duration(
+            header_read_timeout: self.timeout(
                 "server.header_read_timeout",
                 raw.header_read_timeout,
                 Duration::from_secs(10),
             ),
-            keepalive_timeout: self.duration(
+            keepalive_timeout: self.timeout(
                 "server.keepalive_timeout",
                 raw.keepalive_timeout,
                 Duration::from_secs(75),
             ),
-            idle_timeout: self.duration(
+            idle_timeout: self.timeout(
                 "server.idle_timeout",
                 raw.idle_timeout,
                 Duration::from_secs(60),
             ),
-            upstream_timeout: self.duration(
+            upstream_timeout: self.timeout(
                 "server.upstream_timeout",
                 raw.upstream_timeout,
                 Duration::from_secs(60),
             ),
-            connect_timeout: self.duration(
+            connect_timeout: self.timeout(
                 "server.connect_timeout",
                 raw.connect_timeout,
                 Duration::from_secs(5),
@@ -268,6 +321,25 @@ impl Validator<'_> {
                 Duration::from_secs(30),
             ),
         }
+    }
+
+    fn forward_auth(&mut self, raw: raw::RawForwardAuth) -> Option<ForwardAuth> {
+        let listen = self.socket_addr("forward_auth.listen", &raw.listen);
+        let path_prefix = raw.path_prefix.unwrap_or_default();
+        let well_formed = path_prefix.is_empty()
+            || (path_prefix.starts_with('/')
+                && !path_prefix.ends_with('/')
+                && crate::path::normalize(&path_prefix).is_ok_and(|p| p == path_prefix));
+        if !well_formed {
+            self.problem(
+                "forward_auth.path_prefix",
+                format!("{path_prefix:?} must be empty or a normalized path like \"/authz\" (no trailing /)"),
+            );
+        }
+        Some(ForwardAuth {
+            listen: listen?,
+            path_prefix,
+        })
     }
 
     fn upstreams(&mut self, raw: &BTreeMap<String, raw::RawUpstream>) -> Vec<Upstream> {
@@ -336,15 +408,13 @@ impl Validator<'_> {
                 None
             }
         };
-        let tls = ClientTls {
+        // Whether the PEM holds usable certificates and keys is decided where TLS is built
+        // (`App::new`, `portcullis check`: `tls::problems`).
+        ClientTls {
             ca_pem,
             client_pem,
             http2: http2.unwrap_or(false),
-        };
-        if let Err(err) = crate::tls::client_config(&tls) {
-            self.problem(path, err);
         }
-        tls
     }
 
     fn backend(&mut self, raw: raw::RawBackend) -> Option<Backend> {
@@ -397,8 +467,22 @@ impl Validator<'_> {
         if refresh_field.is_empty() {
             self.problem("backend.refresh_field", "must not be empty");
         }
-        let timeout = self.duration("backend.timeout", raw.timeout, Duration::from_secs(10));
+        let timeout = self.timeout("backend.timeout", raw.timeout, Duration::from_secs(10));
         let client = self.client_tls("backend", raw.ca_file, None, None, None);
+        let session_check = raw
+            .session_check
+            .and_then(|t| self.url("backend.session_check", &t));
+        let session_check_format = match raw.session_check_format.as_deref() {
+            None | Some("bearer") => CheckFormat::Bearer,
+            Some("introspection") => CheckFormat::Introspection,
+            Some(other) => {
+                self.problem(
+                    "backend.session_check_format",
+                    format!("{other:?} is not one of: bearer, introspection"),
+                );
+                CheckFormat::Bearer
+            }
+        };
         Some(Backend {
             login: login?,
             refresh,
@@ -411,6 +495,8 @@ impl Validator<'_> {
             expires_in,
             timeout,
             client,
+            session_check,
+            session_check_format,
         })
     }
 
@@ -519,6 +605,13 @@ impl Validator<'_> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             {
                 self.problem("session.domain", format!("{domain:?} is not a domain name"));
+            } else if is_public_suffix(domain) {
+                self.problem(
+                    "session.domain",
+                    format!(
+                        "{domain:?} is a public suffix: browsers refuse cookies for it, so no one could sign in; name your own domain (e.g. \"example.{domain}\")"
+                    ),
+                );
             }
             for (key, name) in [
                 ("access_cookie", &access_cookie),
@@ -532,6 +625,25 @@ impl Validator<'_> {
                 }
             }
         }
+        let check_every = self.duration(
+            "session.check_every",
+            raw.check_every,
+            Duration::from_secs(60),
+        );
+        if check_every.is_zero() {
+            self.problem("session.check_every", "must be longer than 0s");
+        }
+        let check_fail = match raw.check_fail.as_deref() {
+            None | Some("open") => CheckFail::Open,
+            Some("closed") => CheckFail::Closed,
+            Some(other) => {
+                self.problem(
+                    "session.check_fail",
+                    format!("{other:?} is not one of: open, closed"),
+                );
+                CheckFail::Open
+            }
+        };
         Session {
             access_cookie,
             refresh_cookie,
@@ -549,7 +661,91 @@ impl Validator<'_> {
                 Duration::from_secs(7 * 86_400),
             ),
             me_path: self.site_path("session.me_path", raw.me_path, "/auth/me"),
+            refreshes_per_minute: u32::try_from(raw.refreshes_per_minute.unwrap_or(120))
+                .unwrap_or_else(|_| {
+                    self.problem("session.refreshes_per_minute", "is too large");
+                    0
+                }),
+            check_every,
+            check_fail,
+            csrf: match raw.csrf.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("origin") => true,
+                Some("off") => false,
+                Some(other) => {
+                    self.problem(
+                        "session.csrf",
+                        format!("{other:?} is not one of: origin, off"),
+                    );
+                    true
+                }
+            },
+            allowed_origins: raw
+                .allowed_origins
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| match Origin::parse(text) {
+                    Some(origin) => Some(origin),
+                    None => {
+                        self.problem(
+                            format!("session.allowed_origins[{i}]"),
+                            format!("{text:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
+    }
+
+    fn cluster(&mut self, raw: raw::RawCluster) -> Option<Cluster> {
+        let Some(redis) = raw.redis.filter(|r| !r.is_empty()) else {
+            self.problem(
+                "cluster.redis",
+                "is required when [cluster] is present (redis://host:6379/0 or rediss://…)",
+            );
+            return None;
+        };
+        // Checked without naming the URL in the message: it may carry a password.
+        let well_formed = redis.parse::<Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("redis" | "rediss"))
+                && uri.host().is_some_and(|h| !h.is_empty())
+                && uri
+                    .path()
+                    .trim_start_matches('/')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                && uri.query().is_none()
+        });
+        if !well_formed {
+            self.problem(
+                "cluster.redis",
+                "is not a URL like redis://[user:password@]host[:port][/db] or rediss://…",
+            );
+        }
+        let key_prefix = raw.key_prefix.unwrap_or_else(|| "portcullis:".to_owned());
+        if key_prefix.len() > 64 || !key_prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                "cluster.key_prefix",
+                "must be at most 64 visible ASCII characters (no spaces)",
+            );
+        }
+        let timeout = self.duration("cluster.timeout", raw.timeout, Duration::from_millis(250));
+        if timeout.is_zero() || timeout > Duration::from_secs(10) {
+            self.problem("cluster.timeout", "must be between 1ms and 10s");
+        }
+        let ca_pem = raw
+            .ca_file
+            .and_then(|file| self.file("cluster.ca_file", &file));
+        if ca_pem.is_some() && !redis.starts_with("rediss://") {
+            self.problem("cluster.ca_file", "only applies to a rediss:// URL");
+        }
+        well_formed.then_some(Cluster {
+            redis,
+            key_prefix,
+            timeout,
+            ca_pem,
+        })
     }
 
     fn jwt(&mut self, raw: raw::RawJwt) -> Jwt {
@@ -667,7 +863,32 @@ impl Validator<'_> {
             leeway: self.duration("jwt.leeway", raw.leeway, Duration::from_secs(30)),
             claims,
             cache: usize::try_from(cache).unwrap_or(usize::MAX),
+            from: self.token_sources(raw.from),
         }
+    }
+
+    fn token_sources(&mut self, raw: Option<Vec<String>>) -> TokenSources {
+        let Some(names) = raw else {
+            return TokenSources::default();
+        };
+        let mut sources = TokenSources {
+            cookie: false,
+            authorization: false,
+        };
+        for (i, name) in names.iter().enumerate() {
+            match name.to_ascii_lowercase().as_str() {
+                "cookie" => sources.cookie = true,
+                "authorization" => sources.authorization = true,
+                _ => self.problem(
+                    format!("jwt.from[{i}]"),
+                    format!("{name:?} is not one of: cookie, authorization"),
+                ),
+            }
+        }
+        if names.is_empty() {
+            self.problem("jwt.from", "needs at least one of: cookie, authorization");
+        }
+        sources
     }
 
     fn claims(
@@ -709,6 +930,13 @@ impl Validator<'_> {
                     }
                 },
             };
+            let host = route.host.and_then(|text| match HostPattern::parse(&text) {
+                Ok(host) => Some(host),
+                Err(message) => {
+                    self.problem(at("host"), message);
+                    None
+                }
+            });
             let auth = match route.auth.as_deref() {
                 None | Some("public") => crate::rules::Auth::Public,
                 Some("required") => crate::rules::Auth::Required,
@@ -760,6 +988,15 @@ impl Validator<'_> {
             let mut headers = Vec::new();
             for (name, claim) in route.headers.unwrap_or_default() {
                 match HeaderName::try_from(name.as_str()) {
+                    // nginx and gunicorn drop header names with `_` by default, so the
+                    // application would only ever see a client's forged `-` spelling.
+                    Ok(_) if name.contains('_') => self.problem(
+                        at("headers"),
+                        format!(
+                            "{name:?} contains `_`: many servers (nginx, gunicorn) drop such headers; write {:?}",
+                            name.replace('_', "-")
+                        ),
+                    ),
                     Ok(header) if !crate::upstream::is_reserved_header(&header) => {
                         headers.push((header, claim))
                     }
@@ -779,6 +1016,7 @@ impl Validator<'_> {
             if let (Some(pattern), Some(upstream)) = (pattern, upstream) {
                 rules.push(Rule {
                     index: i,
+                    host,
                     pattern,
                     auth,
                     on_unauthenticated,
@@ -810,6 +1048,41 @@ impl Validator<'_> {
             );
         }
         Log { format, level }
+    }
+
+    /// The forward-auth listener answers with bearer tokens, so it may share an address with
+    /// no other listener (least of all the public one).
+    fn listeners(
+        &mut self,
+        server: &Server,
+        admin: Option<&Admin>,
+        forward_auth: Option<&ForwardAuth>,
+    ) {
+        let Some(forward_auth) = forward_auth else {
+            return;
+        };
+        // Port 0 asks the system for a free port: never the same one twice.
+        let clash = |other: &SocketAddr| {
+            other.port() != 0
+                && other.port() == forward_auth.listen.port()
+                && (other.ip() == forward_auth.listen.ip()
+                    || other.ip().is_unspecified()
+                    || forward_auth.listen.ip().is_unspecified())
+        };
+        if server
+            .listen
+            .iter()
+            .chain(server.redirect_http.iter())
+            .any(clash)
+        {
+            self.problem(
+                "forward_auth.listen",
+                "must differ from server.listen and server.redirect_http (its answers carry bearer tokens)",
+            );
+        }
+        if admin.is_some_and(|admin| clash(&admin.listen)) {
+            self.problem("forward_auth.listen", "must differ from admin.listen");
+        }
     }
 
     fn cross_checks(&mut self, login: &Login, logout: &Logout, session: &Session) {
@@ -846,4 +1119,13 @@ fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Whether `domain` (a leading `.` ignored) is on the public suffix list (`com`, `co.uk`,
+/// `github.io`): a domain under which anyone can register names, for which browsers refuse
+/// to set cookies. Names the list does not know (`localhost`, an intranet's `corp`) are not.
+fn is_public_suffix(domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    let bytes = domain.as_bytes();
+    psl::domain(bytes).is_none() && psl::suffix(bytes).is_some_and(|suffix| suffix.is_known())
 }

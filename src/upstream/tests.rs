@@ -19,18 +19,20 @@ fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {
     let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().expect("cidr")).collect();
     let conn = conn(peer);
     let request_id = HeaderValue::from_static("req-1");
+    let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {
         conn: &conn,
         trusted_proxies: &trusted,
         own_cookies: ["access_token", "refresh_token"],
         identity_headers: &[HeaderName::from_static("x-tenant")],
         request_id: &request_id,
+        host: &host,
     };
     rewrite_request_headers(
         &mut headers,
         &Permit::for_tests(Some("Bearer good")),
         &fwd,
-        None,
+        true,
     );
     headers
 }
@@ -147,21 +149,49 @@ fn upgrade_survives_the_rewrite() {
     );
     let conn = conn("127.0.0.1:1");
     let request_id = HeaderValue::from_static("req-1");
+    let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {
         conn: &conn,
         trusted_proxies: &[],
         own_cookies: ["a", "r"],
         identity_headers: &[],
         request_id: &request_id,
+        host: &host,
     };
     assert!(rewrite_request_headers(
         &mut headers,
         &Permit::for_tests(None),
         &fwd,
-        None
+        true
     ));
     assert_eq!(all(&headers, "connection"), ["upgrade"]);
     assert_eq!(all(&headers, "upgrade"), ["websocket"]);
+    // The same headers on a request that cannot be a handshake (a POST) keep nothing of it.
+    let mut post = HeaderMap::new();
+    post.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    post.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    post.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+    );
+    post.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    assert!(!rewrite_request_headers(
+        &mut post,
+        &Permit::for_tests(None),
+        &fwd,
+        false
+    ));
+    for gone in [
+        "connection",
+        "upgrade",
+        "sec-websocket-key",
+        "sec-websocket-version",
+    ] {
+        assert!(post.get(gone).is_none(), "{gone} survived on a POST");
+    }
 }
 
 #[test]
@@ -180,4 +210,56 @@ fn client_ip_skips_trusted_hops() {
         client_ip(&conn("203.0.113.1:1"), &headers, &trusted).to_string(),
         "203.0.113.1"
     );
+}
+
+#[test]
+fn identity_header_names_fold_underscore_and_dash_both_ways() {
+    let configured = [
+        HeaderName::from_static("x-email"),
+        HeaderName::from_static("x-role"),
+    ];
+    for name in [
+        "x-email",
+        "x_email",
+        "x-role",
+        "x_role",
+        "x_user_id",
+        "x-user_id",
+    ] {
+        assert!(is_identity_header(name, &configured), "{name}");
+    }
+    // A configured name is compared with `_` folded too, whichever side carries it.
+    let underscored = [HeaderName::from_static("x_email")];
+    assert!(is_identity_header("x-email", &underscored));
+    assert!(is_identity_header("x_email", &underscored));
+    assert!(!is_identity_header("x-emails", &underscored));
+    assert!(!is_identity_header("x-keep", &configured));
+}
+
+#[test]
+fn forwarded_for_hops_with_ports_are_read() {
+    let trusted = ["10.0.0.0/8"];
+    // Azure Application Gateway writes `ip:port`; IPv6 hops come as `[v6]:port`.
+    for (chain, client) in [
+        ("198.51.100.7:50123", "198.51.100.7"),
+        ("[2001:db8::7]:443", "2001:db8::7"),
+        ("198.51.100.7, 10.0.0.5:8080", "198.51.100.7"),
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(chain).expect("value"),
+        );
+        let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().expect("cidr")).collect();
+        let ip = client_ip(&conn("10.1.2.3:5555"), &headers, &trusted);
+        assert_eq!(ip.to_string(), client, "{chain}");
+    }
+}
+
+#[test]
+fn ipv4_mapped_peers_are_unmapped_once() {
+    let conn = conn("[::ffff:192.0.2.9]:5555");
+    assert_eq!(conn.peer.ip().to_string(), "192.0.2.9");
+    assert_eq!(conn.peer_ip, "192.0.2.9");
 }

@@ -28,7 +28,10 @@ Endpoints (the trailing slash is optional on every one):
                               {refresh} or {refresh_token}
   GET  /api/me/               Bearer -> {"username", "email"}
   GET  /api/items/            Bearer -> {"items": [...], "user": username}
+  GET  /api/session/          session check: Bearer of an active user -> 200 {"active": true};
+                              401 once the user is blocked (SimpleJWT refuses inactive users)
   GET  /_stats/               no auth: how often each endpoint was called, and what it answered
+  POST /_block/               no auth, test only: {username} -> the user is made inactive
 """
 
 import atexit
@@ -231,6 +234,26 @@ def items(request):
     )
 
 
+@api_view(["GET"])
+@permission_classes([IsAuthenticated])
+def session(request):
+    return Response({"active": True, "user": request.user.get_username()})
+
+
+def block(request):
+    import json
+
+    try:
+        username = json.loads(request.body or b"{}").get("username", "")
+    except ValueError:
+        return JsonResponse({"detail": "expected JSON"}, status=400)
+    updated = get_user_model().objects.filter(username=username).update(is_active=False)
+    return JsonResponse({"blocked": updated}, status=200 if updated else 404)
+
+
+block.csrf_exempt = True
+
+
 def stats(request):
     with STATS_LOCK:
         return JsonResponse(STATS, json_dumps_params={"sort_keys": True})
@@ -243,7 +266,9 @@ urlpatterns = [
     re_path(r"^api/logout/?$", counted("logout", logout)),
     re_path(r"^api/me/?$", counted("me", me)),
     re_path(r"^api/items/?$", counted("items", items)),
+    re_path(r"^api/session/?$", counted("session", session)),
     re_path(r"^_stats/?$", stats),
+    re_path(r"^_block/?$", block),
 ]
 
 # ---------------------------------------------------------------------------- serve

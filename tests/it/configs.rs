@@ -99,6 +99,7 @@ fn the_reference_names_every_key() {
         ("RawSniCert", "server.tls.sni[]"),
         ("RawUpstreamTable", "upstreams.<name>"),
         ("RawAdmin", "admin"),
+        ("RawForwardAuth", "forward_auth"),
         ("RawBackend", "backend"),
         ("RawLogin", "login"),
         ("RawLogout", "logout"),
@@ -133,4 +134,39 @@ fn the_reference_names_every_key() {
         checked > 60,
         "only {checked} keys found: did raw.rs change shape?"
     );
+}
+
+/// Every test `docs/security.md` names (`module::test` or `module::file::test`) exists, so the
+/// attack table cannot point at a test that was renamed or removed.
+#[test]
+fn the_security_page_names_only_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md");
+    let mut named = 0;
+    for quoted in page.split('`').skip(1).step_by(2) {
+        let parts: Vec<&str> = quoted.split("::").collect();
+        let is_test_path = parts.len() >= 2
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+        if !is_test_path {
+            continue;
+        }
+        let (name, modules) = parts.split_last().expect("two parts");
+        let dir = modules
+            .iter()
+            .fold(root.join("tests/it"), |dir, m| dir.join(m));
+        let file = dir.with_extension("rs");
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{quoted}: cannot read {}: {e}", file.display()));
+        assert!(
+            text.contains(&format!("fn {name}(")),
+            "docs/security.md names {quoted}, which {} does not define",
+            file.display()
+        );
+        named += 1;
+    }
+    assert!(named > 40, "only {named} tests named");
 }

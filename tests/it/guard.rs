@@ -1,4 +1,4 @@
-//! Route guards over real sockets: every row of SECURITY.md's JWT table for HS256, RS256,
+//! Route guards over real sockets: every row of the token table of docs/security.md for HS256, RS256,
 //! ES256 and EdDSA, the redirect / 401 / 403 decisions, what the upstream receives on an
 //! admitted request, `/auth/me`, and keys from `jwks_file` and `jwks_url` (rotation, refresh,
 //! outage, readiness).
@@ -12,10 +12,12 @@
 //! - [`attacks`]: the table itself, token kinds, sizes, and where the token is read from.
 //! - [`routes`]: redirect / 401 / 403, guest rules, what the upstream receives, `/auth/me`.
 //! - [`jwks`]: keys from `jwks_file` and `jwks_url`.
+//! - [`kid`]: a backend that stamps a `kid` on tokens of one static key.
 
 mod attacks;
 mod forge;
 mod jwks;
+mod kid;
 mod routes;
 
 use futures_util::future::join_all;

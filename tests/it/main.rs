@@ -3,11 +3,16 @@
 
 mod bench_smoke;
 mod browser;
+mod cluster;
 mod configs;
 mod core;
+mod csrf;
 mod django;
 mod exhaustion;
 mod guard;
+mod hardening;
+mod hosts;
+mod ingress;
 mod lifecycle;
 mod session;
 mod storm;

@@ -693,7 +693,7 @@ async fn login_attempts_are_limited_per_client() {
     assert_eq!(s.backend.logins(), 15);
 }
 
-/// Return paths SECURITY.md refuses, as the value the proxy sees after one decoding.
+/// Return paths docs/security.md lists as refused, as the value the proxy sees after one decoding.
 const OFF_SITE: &[&str] = &[
     "//evil.com",
     "//evil.com/dashboard",
@@ -719,6 +719,15 @@ const OFF_SITE: &[&str] = &[
     "evil.com",
     " /evil.com",
     "",
+    // Dot segments a browser resolves into `//evil.com` (RFC 3986 §5.2.4).
+    "/.//evil.com",
+    "/./\\evil.com",
+    "/a/..//evil.com",
+    "/..//evil.com",
+    "/%2e//evil.com",
+    "/%2E%2E//evil.com",
+    "/x/.%2e//evil.com",
+    "/./%5cevil.com",
 ];
 
 /// The same attacks as they appear literally in a URL (decoded once by the proxy).
@@ -733,6 +742,11 @@ const OFF_SITE_RAW: &[&str] = &[
     "javascript:alert(1)",
     "/x%0D%0ASet-Cookie:evil=1",
     "%0d%0a/evil.com",
+    "/.//evil.com",
+    "/%2e//evil.com",
+    "/%2e%2f%2fevil.com",
+    "/%252e//evil.com",
+    "/a/%2e%2e//evil.com",
 ];
 
 #[tokio::test]

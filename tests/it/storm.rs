@@ -1,4 +1,4 @@
-//! The refresh storm of issue 7: many concurrent requests of a few sessions whose access
+//! The refresh storm: many concurrent requests of a few sessions whose access
 //! tokens all expired at once. Each session costs exactly one backend refresh call, however
 //! many of its requests wait on it, and every request is answered as if nothing had expired.
 

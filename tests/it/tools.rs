@@ -114,6 +114,47 @@ fn check_strict_fails_on_warnings() {
 }
 
 #[test]
+fn check_and_start_refuse_unusable_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::new("HS256");
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").expect("write");
+    std::fs::write(dir.path().join("key.pem"), "not a key").expect("write");
+    std::fs::write(dir.path().join("ca.pem"), "not a CA").expect("write");
+    let config = write_config(
+        dir.path(),
+        &key,
+        "[server]
+tls = { cert = \"cert.pem\", key = \"key.pem\" }
+",
+    );
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&config));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("server.tls:"), "{text}");
+    // Starting refuses it too, with the reason.
+    let (code, text) = run(portcullis()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:0"));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("certificate"), "{text}");
+
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace(
+            "app = \"http://127.0.0.1:9\"",
+            "app = { url = \"https://127.0.0.1:9\", ca_file = \"ca.pem\" }",
+        )
+        .replace(
+            "[server]\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n",
+            "",
+        );
+    std::fs::write(&config, text).expect("write");
+    let (code, text) = run(portcullis().args(["check", "--config"]).arg(&config));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("upstreams.app:"), "{text}");
+}
+
+#[test]
 fn the_demo_config_passes_check() {
     let (code, text) = run(portcullis().args(["demo", "--print-config"]));
     assert_eq!(code, 0, "{text}");
@@ -352,6 +393,8 @@ fn explain_decision_table() {
         key.sign(serde_json::json!({ "sub": "alice", "exp": now - 600, "iat": now - 900 }))
     );
     let html = ["Accept: text/html".to_owned()];
+    let cross_site = ["Origin: https://evil.example".to_owned()];
+    let same_origin = ["Sec-Fetch-Site: same-origin".to_owned()];
     // (method, url, cookies, headers, status, a phrase of the action)
     type Case<'a> = (
         &'a str,
@@ -414,6 +457,31 @@ fn explain_decision_table() {
             "signed-in user",
         ),
         ("POST", "/login", None, &[], 200, "own endpoint login"),
+        // The CSRF guard: unsafe, cookie-authenticated, from another origin.
+        (
+            "POST",
+            "/dashboard/save",
+            Some(valid.as_str()),
+            &cross_site,
+            403,
+            "csrf",
+        ),
+        (
+            "DELETE",
+            "/dashboard/save",
+            Some(valid.as_str()),
+            &same_origin,
+            200,
+            "forward",
+        ),
+        (
+            "GET",
+            "/dashboard",
+            Some(valid.as_str()),
+            &cross_site,
+            200,
+            "forward",
+        ),
     ];
     for (method, url, cookies, headers, status, action) in cases {
         let request = portcullis::explain::Request {
@@ -421,6 +489,7 @@ fn explain_decision_table() {
             url,
             cookies,
             headers,
+            forward_auth: false,
         };
         let explanation =
             portcullis::explain::explain(&config, &request, now as u64).expect("explain");

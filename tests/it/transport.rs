@@ -1,7 +1,7 @@
 //! Production transport: TLS termination (ALPN, SNI, HTTPS redirect), HTTPS upstreams with a
 //! private CA, hot reload under load, and the admin listener's metrics.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,69 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 use crate::support::keys::TestKey;
+use crate::support::pki::Pki;
 use crate::support::proxy::{self, proxy};
 use crate::support::{upstream, Req};
-
-/// A test certificate authority and the leaf certificates it signs, written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().expect("ca key");
-        let ca = params.self_signed(&ca_key).expect("ca cert");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca");
-        Pki { dir, ca, ca_key }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// Issues a certificate for `names`; returns the paths of its chain and key.
-    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("sign leaf");
-        let cert_path = self.dir.path().join(format!("{file}.pem"));
-        let key_path = self.dir.path().join(format!("{file}.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        (cert_path, key_path)
-    }
-
-    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(self.ca.der().to_vec()))
-            .expect("add ca");
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
-}
 
 fn toml_path(path: &Path) -> String {
     serde_json::Value::from(path.to_string_lossy()).to_string()
@@ -246,7 +191,54 @@ async fn plain_http_listener_redirects_to_https() {
         .await;
     assert_eq!(resp.status, 308);
     assert_eq!(resp.location(), Some("https://a.test:8080/dashboard?x=1"));
+    // A Host the certificate is not for is never reflected into a redirect.
+    for forged in [
+        "evil.example",
+        "a.test.evil.example",
+        "x.a.test",
+        "",
+        "a.test@evil.example",
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/dashboard"))
+            .header("Host", forged)
+            .send()
+            .await;
+        assert_eq!(resp.status, 400, "Host {forged:?}");
+        assert_eq!(resp.location(), None, "Host {forged:?}");
+    }
     assert_eq!(up.requests(), 0);
+    let _ = tx.send(());
+
+    // server.hosts names the hosts instead of the certificate.
+    let hosts = text.replace(
+        "[server]\n",
+        "[server]\nhosts = [\"app.example.com\", \"*.apps.example.com\"]\n",
+    );
+    let config = portcullis::Config::from_toml_str(&hosts).expect("config");
+    let redirect = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect_addr = redirect.local_addr().expect("addr");
+    let listeners = portcullis::Listeners {
+        main: vec![TcpListener::bind("127.0.0.1:0").await.expect("bind")],
+        redirect_http: Some(redirect),
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(portcullis::run_all(config, listeners, async move {
+        let _ = rx.await;
+    }));
+    for (host, status) in [
+        ("app.example.com", 308),
+        ("APP.example.com:80", 308),
+        ("one.apps.example.com", 308),
+        ("a.test", 400),
+        ("two.one.apps.example.com", 400),
+    ] {
+        let resp = Req::get(&format!("http://{redirect_addr}/"))
+            .header("Host", host)
+            .send()
+            .await;
+        assert_eq!(resp.status, status, "Host {host:?}");
+    }
     let _ = tx.send(());
 }
 
@@ -548,6 +540,32 @@ async fn metrics_parse_and_move() {
     assert!(metric(proxy.admin, "portcullis_requests_total").await >= requests + 6.0);
     assert!(metric(proxy.admin, "portcullis_auth_decisions_total").await >= denied + 6.0);
     assert!(metric(proxy.admin, "portcullis_request_duration_seconds_count").await >= 6.0);
+
+    // Every family has a # HELP line, and requests are labelled by the route's pattern.
+    let text = Req::get(&format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .text();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() >= 5, "{text}");
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} "))),
+            "{family} has no # HELP line:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(
+            r#"portcullis_requests_total{mode="proxy",route="/private/:path*",status="4xx"}"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("rule=\""), "{text}");
     let health = Req::get(&format!("http://{}/healthz", proxy.admin))
         .send()
         .await;

@@ -157,7 +157,8 @@ pub struct KeyMaterial {
     pub public_key_pem: Option<Vec<u8>>,
     pub jwks_json: Option<Vec<u8>>,
     /// The `kid` a backend stamps on tokens signed with `secret` or `public_key_pem`
-    /// (`jwt.kid`). Without it those keys have no kid, and a token naming one is refused.
+    /// (`jwt.kid`). With it, a token naming another kid is not tried against those keys;
+    /// without it, they verify tokens whatever kid they name.
     pub kid: Option<String>,
 }
 
@@ -195,8 +196,23 @@ impl KeyCheck {
 /// One verification key paired with the one algorithm it is used with.
 pub(super) struct KeyEntry {
     pub(super) kid: Option<String>,
+    /// Tried whatever `kid` a token names: a static `secret` or `public_key_file` configured
+    /// without `jwt.kid`, as `jwtVerify(token, secret)`, PyJWT and HAProxy do. Keys with a
+    /// kid (JWKS keys, or `jwt.kid`) are only tried for tokens that name it, or no kid at all.
+    pub(super) any_kid: bool,
     pub(super) alg: Alg,
     pub(super) check: KeyCheck,
+}
+
+impl KeyEntry {
+    /// Whether this key is tried for a token of `alg` whose header names `kid`.
+    pub(super) fn fits(&self, alg: Alg, kid: Option<&str>) -> bool {
+        self.alg == alg
+            && match kid {
+                None => true,
+                Some(kid) => self.any_kid || self.kid.as_deref() == Some(kid),
+            }
+    }
 }
 
 /// An immutable set of verification keys: (optional kid, alg, verifier) entries. A key that
@@ -232,6 +248,7 @@ impl KeySet {
         }
         for entry in &mut set.entries {
             entry.kid.clone_from(&material.kid);
+            entry.any_kid = material.kid.is_none();
         }
         if let Some(jwks) = &material.jwks_json {
             set = set.merge(KeySet::from_jwks(algs, jwks)?);
@@ -358,6 +375,7 @@ fn secret_entries(algs: &[Alg], secret: &[u8]) -> Result<Vec<KeyEntry>, KeyError
         };
         entries.push(KeyEntry {
             kid: None,
+            any_kid: false,
             alg,
             check: KeyCheck::Hmac(ring::hmac::Key::new(algorithm, secret)),
         });
@@ -386,6 +404,7 @@ fn pem_entries(algs: &[Alg], pem: &[u8]) -> Result<Vec<KeyEntry>, KeyError> {
                 .map_err(|e| KeyError::PublicKey(format!("{kind} key for {alg}: {e}")))?;
             Ok(KeyEntry {
                 kid: None,
+                any_kid: false,
                 alg,
                 check: KeyCheck::Public(verifier),
             })
@@ -494,6 +513,7 @@ fn jwk_entries(algs: &[Alg], map: Map<String, Value>) -> Result<Vec<KeyEntry>, S
             let verifier = verifier_from_jwk(alg, &jwk).map_err(|e| format!("{alg}: {e}"))?;
             Ok(KeyEntry {
                 kid: kid.clone(),
+                any_kid: false,
                 alg,
                 check: KeyCheck::Public(verifier),
             })

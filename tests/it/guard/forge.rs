@@ -1,4 +1,4 @@
-//! Hand-made tokens: every attack of SECURITY.md's JWT table (and its variants) for one
+//! Hand-made tokens: every attack of the token table of docs/security.md (and its variants) for one
 //! key, the controls built the same way with nothing wrong, and the signing helpers they need.
 
 use josekit::jwk::alg::rsa::RsaKeyPair;
@@ -110,7 +110,7 @@ pub(super) fn segments(token: &str) -> [&str; 3] {
 }
 
 /// Every forged, malformed, mistyped or otherwise unacceptable token for `g`'s key: one entry
-/// per case of SECURITY.md's JWT table and its variants.
+/// per case of the token table of docs/security.md and its variants.
 pub(super) fn attacks(g: &Guard, jwks_url: &str, up_url: &str) -> Vec<(String, String)> {
     let key = &g.key;
     let alg = key.alg();
@@ -255,21 +255,10 @@ pub(super) fn attacks(g: &Guard, jwks_url: &str, up_url: &str) -> Vec<(String, S
         add(name, attacker.sign_with_header(header, claims.clone()));
     }
 
-    // kid is an exact-match lookup: injection text finds nothing, with any signature.
-    for kid in [
-        "../../../../../../dev/null",
-        "/dev/null",
-        "..%2f..%2fetc%2fpasswd",
-        "' OR '1'='1",
-        "x' UNION SELECT 'secret' --",
-        "$(curl http://127.0.0.1:9/)",
-        "`id`; rm -rf /",
-        "",
-    ] {
-        add(
-            &format!("kid {kid:?} with the right key"),
-            key.sign_with_header(json!({"kid": kid}), claims.clone()),
-        );
+    // kid text is never used as a path, a query or a command: injection text opens no other
+    // key, so only a signature by the configured key counts (those are in `controls`: the
+    // static key here takes any kid).
+    for kid in HOSTILE_KIDS {
         add(
             &format!("kid {kid:?}, HS256 with an empty secret"),
             hs256_any_key(b"", json!({"kid": kid}), &claims),
@@ -537,6 +526,19 @@ pub(super) fn attacks(g: &Guard, jwks_url: &str, up_url: &str) -> Vec<(String, S
 
 /// Tokens [`attacks`] builds as controls: same constructions, nothing wrong. They prove the
 /// denials are about the attack, not the harness.
+/// `kid` values that would read a file, inject SQL or run a command if a key were looked up
+/// by them anywhere but in the configured key set.
+const HOSTILE_KIDS: [&str; 8] = [
+    "../../../../../../dev/null",
+    "/dev/null",
+    "..%2f..%2fetc%2fpasswd",
+    "' OR '1'='1",
+    "x' UNION SELECT 'secret' --",
+    "$(curl http://127.0.0.1:9/)",
+    "`id`; rm -rf /",
+    "",
+];
+
 pub(super) fn controls(g: &Guard, jwks_url: &str) -> Vec<(String, String)> {
     let key = &g.key;
     let now = now();
@@ -577,6 +579,14 @@ pub(super) fn controls(g: &Guard, jwks_url: &str) -> Vec<(String, String)> {
         &b64(with(good_claims(), "x", json!("aa")).to_string()),
     );
     cases.push(("re-signed by the test signer".to_owned(), signed));
+    // A static key configured without jwt.kid verifies a token whatever kid it names, as
+    // jose's jwtVerify(token, secret), PyJWT and HAProxy do; the kid text is never used.
+    for kid in HOSTILE_KIDS.into_iter().chain(["backend-key-2026"]) {
+        cases.push((
+            format!("kid {kid:?} signed by the configured key"),
+            key.sign_with_header(json!({"kid": kid}), good_claims()),
+        ));
+    }
     if let Some(secret) = key.secret() {
         cases.push((
             "hand-made HMAC".to_owned(),

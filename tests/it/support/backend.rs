@@ -17,6 +17,8 @@
 //! | `POST /auth/refresh` | `{"<refresh_field>": token}` → a new access token, and a new refresh token when rotating (the old one is then revoked) |
 //! | `POST /auth/logout` | records `Authorization`; revokes that bearer token and any refresh token in the body |
 //! | `GET /auth/profile` | bearer access token → `{"email", "name", "sub"}` |
+//! | `GET /auth/session` | session check: bearer access token of a user whose sessions were not ended → `200`, else `401` |
+//! | `POST /auth/introspect` | RFC 7662: form `token=…` → `{"active": bool}` (`401` without the client's Basic credentials `portcullis:s3cret`) |
 //! | `GET /.well-known/jwks.json` | the key's JWKS, replaceable with [`Backend::set_jwks`] |
 //! | `/api/*` (any method) | a protected API: bearer access token → `{"user": sub, "method", "path"}`, else `401` |
 //!
@@ -269,6 +271,9 @@ impl BackendBuilder {
             settings: self,
             grants: Mutex::default(),
             revoked_access: Mutex::default(),
+            ended: Mutex::default(),
+            check_status: Mutex::default(),
+            session_checks: Counter::default(),
             logins: Counter::default(),
             refreshes: Counter::default(),
             logouts: Counter::default(),
@@ -336,6 +341,11 @@ struct State {
     /// Refresh tokens issued here, by token.
     grants: Mutex<HashMap<String, Grant>>,
     revoked_access: Mutex<HashSet<String>>,
+    /// Users whose sessions [`Backend::end_sessions`] ended (blocked accounts).
+    ended: Mutex<HashSet<String>>,
+    /// The status the session check and introspection answer instead, when set.
+    check_status: Mutex<Option<u16>>,
+    session_checks: Counter,
     logins: Counter,
     refreshes: Counter,
     logouts: Counter,
@@ -387,6 +397,31 @@ impl Backend {
 
     pub fn profile_url(&self) -> String {
         format!("{}/auth/profile", self.url())
+    }
+
+    pub fn session_url(&self) -> String {
+        format!("{}/auth/session", self.url())
+    }
+
+    /// The introspection endpoint, with the client credentials it requires in the URL.
+    pub fn introspect_url(&self) -> String {
+        format!("http://portcullis:s3cret@{}/auth/introspect", self.addr())
+    }
+
+    /// Ends every session of `login` (a blocked account): bearer checks, the session check
+    /// and introspection refuse its tokens from now on.
+    pub fn end_sessions(&self, login: &str) {
+        lock(&self.inner.state.ended).insert(login.to_owned());
+    }
+
+    /// Makes the session check and introspection answer `status` (`None`: normal answers).
+    pub fn set_check_status(&self, status: Option<u16>) {
+        *lock(&self.inner.state.check_status) = status;
+    }
+
+    /// Calls to `/auth/session` and `/auth/introspect`.
+    pub fn session_checks(&self) -> u64 {
+        self.inner.state.session_checks.get()
     }
 
     pub fn jwks_url(&self) -> String {

@@ -22,12 +22,15 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         ("POST", "/auth/refresh") => refresh(&state, request).await,
         ("POST", "/auth/logout") => logout(&state, request).await,
         ("GET", "/auth/profile") => profile(&state, request.headers()),
+        ("GET", "/auth/session") => session_check(&state, request.headers()),
+        ("POST", "/auth/introspect") => introspect(&state, request).await,
         ("GET", "/.well-known/jwks.json") => {
             state.jwks_fetches.increment();
             let jwks = lock(&state.jwks).clone();
             serve::json_response(200, &jwks)
         }
         (_, "/auth/login" | "/auth/refresh" | "/auth/logout" | "/auth/profile")
+        | (_, "/auth/session" | "/auth/introspect")
         | (_, "/.well-known/jwks.json") => detail(405, "method not allowed"),
         (_, p) if p == "/api" || p.starts_with("/api/") => {
             state.api_calls.increment();
@@ -153,6 +156,42 @@ fn profile(state: &State, headers: &HeaderMap) -> Response<Body> {
     )
 }
 
+fn session_check(state: &State, headers: &HeaderMap) -> Response<Body> {
+    state.session_checks.increment();
+    if let Some(status) = *lock(&state.check_status) {
+        return detail(status, "session check fault");
+    }
+    match state.authorize(headers) {
+        Ok(_) => serve::json_response(200, &json!({ "active": true })),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn introspect(state: &State, request: Request<Incoming>) -> Response<Body> {
+    state.session_checks.increment();
+    if let Some(status) = *lock(&state.check_status) {
+        return detail(status, "introspection fault");
+    }
+    let (parts, body) = request.into_parts();
+    // base64("portcullis:s3cret")
+    if header_text(&parts.headers, "authorization").as_deref()
+        != Some("Basic cG9ydGN1bGxpczpzM2NyZXQ=")
+    {
+        return detail(401, "introspection needs the client's credentials");
+    }
+    let body = read_body(body).await.unwrap_or_default();
+    let fields = form_fields(&body);
+    let Some(token) = fields.get("token") else {
+        return detail(400, "token missing");
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert("authorization", value);
+    }
+    let active = state.authorize(&headers).is_ok();
+    serve::json_response(200, &json!({ "active": active }))
+}
+
 impl State {
     /// The answer a fault replaces login/refresh with, after any [`Fault::Slow`] delay.
     async fn fault_answer(&self) -> Option<Response<Body>> {
@@ -271,7 +310,17 @@ impl State {
         if lock(&self.revoked_access).contains(token) {
             return Err(unauthorized("token revoked"));
         }
-        self.verify_access(token).map_err(|why| unauthorized(&why))
+        let claims = self
+            .verify_access(token)
+            .map_err(|why| unauthorized(&why))?;
+        let user = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if lock(&self.ended).contains(user) {
+            return Err(unauthorized("the account's sessions were ended"));
+        }
+        Ok(claims)
     }
 }
 
