@@ -433,11 +433,15 @@ impl Lease {
                 self.pool.check_in(sender, self.usage.clone(), now);
             } else if complete && !sender.is_closed() {
                 // The connection's task has not yet seen the end of the exchange (another
-                // thread may run it); return it once it has.
+                // thread may run it); return it once it has. (Outside a runtime, as when one
+                // shuts down, the connection is simply let go.)
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
                 let pool = self.pool.clone();
                 let usage = self.usage.clone();
                 let mut sender = sender;
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     if sender.ready().await.is_ok() {
                         pool.check_in(sender, usage, Instant::now());
                     }
