@@ -355,7 +355,8 @@ impl Authenticator {
         let generation = self.jwks.as_ref().map(Jwks::generation);
         match (self.verifier.verify(token, now()), &self.jwks, generation) {
             (Err(Rejection::UnknownKey), Some(jwks), Some(seen)) => {
-                if jwks.refetch_for_unknown_key(&self.verifier, seen).await {
+                // Boxed, as every rare path that calls out: the request's future stays small.
+                if Box::pin(jwks.refetch_for_unknown_key(&self.verifier, seen)).await {
                     self.verifier.verify(token, now())
                 } else {
                     Err(Rejection::UnknownKey)
@@ -633,7 +634,7 @@ impl Authenticator {
                     claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
                 if let (true, Some(refresh)) = (expiring, refresh) {
                     // Renewal ahead of expiry is best effort: the current token is still good.
-                    if let Ok(renewed) = self.renew(refresh, client).await {
+                    if let Ok(renewed) = Box::pin(self.renew(refresh, client)).await {
                         return Ok(renewed);
                     }
                 }
@@ -652,9 +653,9 @@ impl Authenticator {
                         self.check_revoked(token, &claims, now)?;
                     }
                 }
-                self.renew(refresh, client).await
+                Box::pin(self.renew(refresh, client)).await
             }
-            (None, Some(refresh)) => self.renew(refresh, client).await,
+            (None, Some(refresh)) => Box::pin(self.renew(refresh, client)).await,
             (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
             (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
@@ -808,6 +809,10 @@ pub fn subject(claims: &serde_json::Map<String, serde_json::Value>) -> Option<St
 }
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::try_from(format!("Bearer {token}"))
+    // Built by hand: `format!` would run the formatting machinery on every request.
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    HeaderValue::try_from(value)
         .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))
 }
