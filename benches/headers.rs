@@ -1,17 +1,17 @@
-//! Admission and the upstream header rewrite for a typical browser request with a valid
-//! (cached) HS256 token: what the proxy adds per request on top of routing.
+//! The request view, admission and the upstream header rewrite for a typical browser request
+//! with a valid (cached) HS256 token: what the proxy adds per request on top of routing.
 //!
 //! `cargo bench --bench headers`. The `Permit` comes from `Authenticator::admit` itself, the
 //! only way to get one, so the rewrite is measured exactly as `upstream::forward` runs it.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt as _;
 use http::Request;
 use portcullis::auth::Admission;
 use portcullis::upstream::{rewrite_request_headers, Forwarding};
+use portcullis::view::RequestView;
 use portcullis::{rules, App, Config, ConnInfo};
 use serde_json::{json, Value};
 
@@ -81,17 +81,27 @@ fn request(token: &str) -> http::request::Parts {
 
 fn headers(c: &mut Criterion) {
     let app = App::new(config()).expect("the app builds");
-    let rule = rules::route(&app.config.rules, "/api/v1/items").expect("a rule");
+    let rule = rules::route(&app.config.rules, "app.example.com", "/api/v1/items").expect("a rule");
     let parts = request(&token());
+    let conn = ConnInfo::new(
+        "203.0.113.7:51000".parse().expect("address"),
+        "127.0.0.1:8080".parse().expect("address"),
+        false,
+    );
+    let mut path = None;
+    let (view, host) =
+        RequestView::proxied(&parts, &conn, &[], &mut path).expect("a valid request");
+    c.bench_function("request view (normalize, host)", |b| {
+        b.iter(|| {
+            let mut path = None;
+            let built = RequestView::proxied(black_box(&parts), &conn, &[], &mut path)
+                .map(|(view, host)| (view.path.len(), host.port()));
+            black_box(built.is_ok())
+        })
+    });
     let admit = || {
         app.auth
-            .admit(
-                rule,
-                &parts,
-                "/api/v1/items?page=1",
-                portcullis::auth::Via::default(),
-                &mut Vec::new(),
-            )
+            .admit(rule, &view, &mut Vec::new())
             .now_or_never()
             .expect("a cached token needs no I/O")
             .expect("the token is admitted")
@@ -101,9 +111,6 @@ fn headers(c: &mut Criterion) {
     };
     c.bench_function("admit (HS256, cached)", |b| b.iter(|| black_box(admit())));
 
-    let peer: SocketAddr = "203.0.113.7:51000".parse().expect("address");
-    let local: SocketAddr = "127.0.0.1:8080".parse().expect("address");
-    let conn = ConnInfo::new(peer, local, false);
     let request_id = http::HeaderValue::from_static("6a1b2c3d-1f");
     let session = &app.config.session;
     let forwarding = Forwarding {
@@ -112,12 +119,13 @@ fn headers(c: &mut Criterion) {
         own_cookies: [&session.access_cookie, &session.refresh_cookie],
         identity_headers: &[],
         request_id: &request_id,
+        host: host.header_value(),
     };
     c.bench_function("rewrite request headers", |b| {
         b.iter_batched(
             || parts.headers.clone(),
             |mut headers| {
-                rewrite_request_headers(&mut headers, &permit, &forwarding, None, true);
+                rewrite_request_headers(&mut headers, &permit, &forwarding, true);
                 headers
             },
             BatchSize::SmallInput,

@@ -55,7 +55,9 @@ fn routing(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let normalized = path::normalize(black_box(raw)).expect("a valid path");
-                black_box(rules::route(&config.rules, &normalized).map(|r| r.index))
+                black_box(
+                    rules::route(&config.rules, "app.example.com", &normalized).map(|r| r.index),
+                )
             })
         });
     }

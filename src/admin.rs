@@ -160,17 +160,19 @@ pub fn may_change_state<B>(token: Option<&str>, request: &Request<B>) -> bool {
     }
 }
 
-/// `GET /explain?method=GET&url=/path&cookie=k%3Dv&header=Name%3A%20value`: the JSON of
-/// `portcullis explain` for that request, under the live configuration.
+/// `GET /explain?method=GET&url=/path&cookie=k%3Dv&header=Name%3A%20value[&forward_auth=1]`:
+/// the JSON of `portcullis explain` for that request, under the live configuration.
 fn explain(live: &Live, query: &str) -> Response<Body> {
     let mut method = "GET".to_owned();
     let (mut url, mut cookie, mut headers) = (None, None, Vec::new());
+    let mut forward_auth = false;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "method" => method = value.into_owned(),
             "url" => url = Some(value.into_owned()),
             "cookie" => cookie = Some(value.into_owned()),
             "header" => headers.push(value.into_owned()),
+            "forward_auth" => forward_auth = matches!(value.as_ref(), "1" | "true"),
             _ => {}
         }
     }
@@ -183,6 +185,7 @@ fn explain(live: &Live, query: &str) -> Response<Body> {
                 url,
                 cookies: cookie.as_deref(),
                 headers: &headers,
+                forward_auth,
             };
             crate::explain::explain_with(
                 &app.config,

@@ -19,7 +19,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 
 use crate::body::Body;
 use crate::cluster::{Cluster, Revoked};
@@ -27,6 +26,7 @@ use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
 use crate::upstream::HttpClient;
+use crate::view::RequestView;
 use backend::{BackendClient, Tokens};
 use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
@@ -42,6 +42,8 @@ pub struct Permit {
     authorization: Option<HeaderValue>,
     /// Identity headers filled from verified claims.
     identity: Vec<(HeaderName, HeaderValue)>,
+    /// The verified claims (`required` rules).
+    claims: Option<Arc<Claims>>,
 }
 
 impl Permit {
@@ -49,6 +51,7 @@ impl Permit {
         Permit {
             authorization: None,
             identity: Vec::new(),
+            claims: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl Permit {
                 HeaderName::from_static("x-user-id"),
                 HeaderValue::from_static("42"),
             )],
+            claims: None,
         }
     }
 
@@ -84,6 +88,25 @@ impl Permit {
             crate::response::keep_from_shared_caches(headers);
         }
     }
+
+    /// Whether the permit carries a bearer token (a `required` rule admitted it).
+    pub fn is_authenticated(&self) -> bool {
+        self.authorization.is_some()
+    }
+
+    /// A verified claim as a header value (strings as they are, other JSON as its text).
+    pub fn claim_header(&self, claim: &str) -> Option<HeaderValue> {
+        claim_value(self.claims.as_ref()?, claim)
+    }
+}
+
+/// `claim` of `claims` as a header value; `None` when absent, null or not header-safe.
+fn claim_value(claims: &Claims, claim: &str) -> Option<HeaderValue> {
+    match claims.get(claim)? {
+        serde_json::Value::String(s) => HeaderValue::try_from(s.as_str()).ok(),
+        serde_json::Value::Null => None,
+        other => HeaderValue::try_from(other.to_string()).ok(),
+    }
 }
 
 /// What to do with a routed request.
@@ -92,28 +115,6 @@ pub enum Admission {
     Forward(Permit),
     /// A signed-in user on a `guest` rule: send them here instead.
     Redirect(String),
-}
-
-/// How the request reached the proxy, as far as admission cares: under TLS or not, and
-/// whether its peer is a trusted proxy (whose `X-Forwarded-Proto`/`-Host` are believed).
-#[derive(Debug, Clone, Copy)]
-pub struct Via {
-    pub tls: bool,
-    pub trusted_peer: bool,
-    /// The client's address (`X-Forwarded-For` from a trusted peer): what its refresh
-    /// budget is counted under.
-    pub client: IpAddr,
-}
-
-impl Default for Via {
-    /// Plain HTTP from an unknown, untrusted client (`0.0.0.0`).
-    fn default() -> Via {
-        Via {
-            tls: false,
-            trusted_peer: false,
-            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        }
-    }
 }
 
 /// Where a request's access token comes from (`jwt.from`).
@@ -163,8 +164,7 @@ pub fn credential(from: TokenSources, headers: &HeaderMap) -> Credential<'_> {
 pub fn csrf_verdict(
     session: &Session,
     from: TokenSources,
-    request: &Parts,
-    via: Via,
+    request: &RequestView<'_>,
 ) -> (csrf::Verdict, Option<csrf::Origin>) {
     if !session.csrf {
         return (csrf::Verdict::Pass("session.csrf = \"off\""), None);
@@ -172,16 +172,16 @@ pub fn csrf_verdict(
     if !csrf::is_unsafe(&request.method) {
         return (csrf::Verdict::Pass("a safe method"), None);
     }
-    let has_session = cookies::find(&request.headers, &session.access_cookie).is_some()
-        || cookies::find(&request.headers, &session.refresh_cookie).is_some();
-    if credential(from, &request.headers) != Credential::Cookie || !has_session {
+    let has_session = cookies::find(request.headers, &session.access_cookie).is_some()
+        || cookies::find(request.headers, &session.refresh_cookie).is_some();
+    if credential(from, request.headers) != Credential::Cookie || !has_session {
         return (
             csrf::Verdict::Pass("not authenticated by the session cookies"),
             None,
         );
     }
-    let site = csrf::Origin::of_request(via.tls, &request.headers, &request.uri, via.trusted_peer);
-    let verdict = csrf::check(&request.headers, site.as_ref(), &session.allowed_origins);
+    let site = csrf::Origin::of_view(request);
+    let verdict = csrf::check(request.headers, site.as_ref(), &session.allowed_origins);
     (verdict, site)
 }
 
@@ -223,7 +223,7 @@ pub fn login_redirect(login: &crate::config::Login, target: &str) -> String {
 }
 
 /// Unix seconds now.
-pub use crate::unix_now as now;
+pub use crate::clock::unix_now as now;
 
 /// Why a request could not be authenticated.
 #[derive(Debug)]
@@ -359,7 +359,8 @@ impl Authenticator {
         let generation = self.jwks.as_ref().map(Jwks::generation);
         match (self.verifier.verify(token, now()), &self.jwks, generation) {
             (Err(Rejection::UnknownKey), Some(jwks), Some(seen)) => {
-                if jwks.refetch_for_unknown_key(&self.verifier, seen).await {
+                // Boxed, as every rare path that calls out: the request's future stays small.
+                if Box::pin(jwks.refetch_for_unknown_key(&self.verifier, seen)).await {
                     self.verifier.verify(token, now())
                 } else {
                     Err(Rejection::UnknownKey)
@@ -369,8 +370,8 @@ impl Authenticator {
         }
     }
 
-    /// Decides whether the request routed to `rule` may go upstream. `target` is the
-    /// normalized path with the original query, used as the return path after login.
+    /// Decides whether the request routed to `rule` may go upstream. The view's `target` (the
+    /// normalized path with the original query) is the return path after login.
     ///
     /// A renewal spends the refresh token at the backend, so its cookies are handed to
     /// `renewed` as soon as it succeeds, whatever is decided next: the caller sends them with
@@ -379,9 +380,7 @@ impl Authenticator {
     pub async fn admit(
         &self,
         rule: &Rule,
-        request: &Parts,
-        target: &str,
-        via: Via,
+        request: &RequestView<'_>,
         renewed: &mut Vec<HeaderValue>,
     ) -> Result<Admission, Error> {
         match rule.auth {
@@ -389,20 +388,20 @@ impl Authenticator {
             // Only a token that is valid as it stands counts as signed in here. Renewing one
             // would spend the refresh token on a redirect that cannot carry the new cookies;
             // the page redirected to renews it properly.
-            Auth::Guest if self.has_valid_token(&request.headers) => {
+            Auth::Guest if self.has_valid_token(request.headers) => {
                 Ok(Admission::Redirect(self.login.success_redirect.clone()))
             }
             Auth::Guest => Ok(Admission::Forward(Permit::public())),
             Auth::Required => {
-                if let csrf::Verdict::Refuse(reason) = self.csrf(request, via) {
+                if let csrf::Verdict::Refuse(reason) = self.csrf(request) {
                     return Err(Error::Csrf(reason));
                 }
                 let mut verified = match self
-                    .authenticate_request(&request.headers, via.client)
+                    .authenticate_request(request.headers, request.client_ip)
                     .await
                 {
                     Ok(verified) => verified,
-                    Err(failure) => return Err(self.refuse(rule, request, target, failure)),
+                    Err(failure) => return Err(self.refuse(rule, request, failure)),
                 };
                 *renewed = std::mem::take(&mut verified.set_cookies);
                 for (claim, allowed) in &rule.claims {
@@ -416,27 +415,21 @@ impl Authenticator {
                     .headers
                     .iter()
                     .filter_map(|(name, claim)| {
-                        let value = match verified.claims.get(claim)? {
-                            serde_json::Value::String(s) => {
-                                HeaderValue::try_from(s.as_str()).ok()?
-                            }
-                            serde_json::Value::Null => return None,
-                            other => HeaderValue::try_from(other.to_string()).ok()?,
-                        };
-                        Some((name.clone(), value))
+                        Some((name.clone(), claim_value(&verified.claims, claim)?))
                     })
                     .collect();
                 Ok(Admission::Forward(Permit {
                     authorization: Some(bearer(&verified.token)?),
                     identity,
+                    claims: Some(verified.claims),
                 }))
             }
         }
     }
 
     /// [`csrf_verdict`] for a request, logged when it refuses.
-    fn csrf(&self, request: &Parts, via: Via) -> csrf::Verdict {
-        let (verdict, site) = csrf_verdict(&self.session, self.from, request, via);
+    fn csrf(&self, request: &RequestView<'_>) -> csrf::Verdict {
+        let (verdict, site) = csrf_verdict(&self.session, self.from, request);
         if let csrf::Verdict::Refuse(reason) = verdict {
             // Origins are public; saying both tells an operator behind a TLS-terminating proxy
             // what is missing (server.trusted_proxies, or session.allowed_origins).
@@ -512,7 +505,7 @@ impl Authenticator {
                     claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
                 if let (true, Some(refresh)) = (expiring, refresh) {
                     // Renewal ahead of expiry is best effort: the current token is still good.
-                    if let Ok(renewed) = self.renew(refresh, client).await {
+                    if let Ok(renewed) = Box::pin(self.renew(refresh, client)).await {
                         return Ok(renewed);
                     }
                 }
@@ -532,9 +525,9 @@ impl Authenticator {
                         self.check_revoked(token, &claims, now)?;
                     }
                 }
-                self.renew(refresh, client).await
+                Box::pin(self.renew(refresh, client)).await
             }
-            (None, Some(refresh)) => self.renew(refresh, client).await,
+            (None, Some(refresh)) => Box::pin(self.renew(refresh, client)).await,
             (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
             (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
@@ -591,8 +584,8 @@ impl Authenticator {
 
     /// The refusal for an unauthenticated request on `rule`: a redirect to the login page for
     /// page navigations, `401` for API calls.
-    fn refuse(&self, rule: &Rule, request: &Parts, target: &str, failure: Failure) -> Error {
-        let navigation = redirects_to_login(rule, &request.headers);
+    fn refuse(&self, rule: &Rule, request: &RequestView<'_>, failure: Failure) -> Error {
+        let navigation = redirects_to_login(rule, request.headers);
         let clear_cookies = match &failure {
             Failure::RefreshRejected | Failure::Revoked(_) => self.cleared_session(),
             Failure::BackendDown(_) if !navigation => {
@@ -604,7 +597,7 @@ impl Authenticator {
             }
             _ => Vec::new(),
         };
-        let login = navigation.then(|| login_redirect(&self.login, target));
+        let login = navigation.then(|| login_redirect(&self.login, &request.target));
         Error::Unauthenticated {
             reason: failure.to_string(),
             login,
@@ -683,6 +676,10 @@ pub fn policy(config: &Config) -> Policy {
 pub use crate::cluster::revocations::subject;
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::try_from(format!("Bearer {token}"))
+    // Built by hand: `format!` would run the formatting machinery on every request.
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    HeaderValue::try_from(value)
         .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))
 }

@@ -220,7 +220,9 @@ impl Cluster {
     /// Revokes at once here, and on every instance as soon as the store takes it (now, or
     /// when it is back). Only what is new here is passed on.
     pub fn revoke(&self, revocation: Revocation) -> Inserted {
-        let inserted = self.revocations.insert(&revocation, crate::unix_now());
+        let inserted = self
+            .revocations
+            .insert(&revocation, crate::clock::unix_now());
         if inserted == Inserted::New {
             if let Some(store) = &self.store {
                 store.share_revocation(revocation, None);
@@ -233,7 +235,8 @@ impl Cluster {
     /// `Some(true)` when every instance was told, `Some(false)` when only this one knows yet
     /// (it is passed on when the store is back), `None` without `[cluster]`.
     pub async fn revoke_everywhere(&self, revocation: Revocation) -> Option<bool> {
-        self.revocations.insert(&revocation, crate::unix_now());
+        self.revocations
+            .insert(&revocation, crate::clock::unix_now());
         let store = self.store.as_ref()?;
         let (told, heard) = oneshot::channel();
         store.share_revocation(revocation, Some(told));
@@ -362,7 +365,7 @@ impl Cluster {
     pub async fn load_revocations(&self) -> Option<usize> {
         let store = self.store.as_ref()?;
         let records = store.load_revocations().await.ok()?;
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         for record in &records {
             self.revocations.insert(record, now);
         }

@@ -33,6 +33,7 @@ pub const ENV_PREFIX: &str = "PORTCULLIS_";
 pub struct Config {
     pub server: Server,
     pub admin: Option<Admin>,
+    pub forward_auth: Option<ForwardAuth>,
     pub upstreams: Vec<Upstream>,
     pub backend: Option<Backend>,
     pub login: Login,
@@ -58,7 +59,14 @@ pub struct Server {
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
     pub max_header_size: usize,
+    /// Time to send a request head, from its first byte (and a TLS handshake, and the first
+    /// byte of a new plain connection).
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 connection may sit idle between requests.
+    pub keepalive_timeout: Duration,
+    /// How long an HTTP/2 connection without requests (PINGs aside), or a TLS connection that
+    /// has sent nothing since its handshake, stays open.
+    pub idle_timeout: Duration,
     /// How long the upstream may take to start its response before the client gets 504.
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
@@ -92,6 +100,15 @@ pub struct Admin {
     /// The bearer token state-changing admin endpoints (`POST /reload`) require; without
     /// one, they answer only peers on the loopback interface.
     pub token: Option<String>,
+}
+
+/// `[forward_auth]`: where an ingress asks whether a request may go through.
+#[derive(Debug, Clone)]
+pub struct ForwardAuth {
+    pub listen: SocketAddr,
+    /// Removed from the path of a request without `X-Forwarded-Uri`/`X-Original-URI` (Envoy
+    /// `ext_authz`): `""` or a path like `/authz`, without a trailing `/`.
+    pub path_prefix: String,
 }
 
 /// A named upstream: where routed requests go. Only scheme and authority are kept.

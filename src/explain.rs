@@ -1,6 +1,8 @@
 //! `portcullis explain`: what the proxy would do with one request, and why — without sending
-//! anything anywhere. It runs the same normalization, rule matching, token checks and header
-//! rules as the request pipeline, and reports each step.
+//! anything anywhere. It builds the same view of the request as the pipeline (normalized path,
+//! host; for `--forward-auth`, read from the ingress's headers as the forward-auth listener
+//! reads them), runs the same rule matching, token checks and header rules, and reports each
+//! step.
 
 use std::fmt::Write as _;
 
@@ -10,9 +12,13 @@ use serde::Serialize;
 use crate::auth::{self, cookies, jwt};
 use crate::cluster::{Revocations, TokenFacts};
 use crate::config::Config;
+use crate::error::Error;
+use crate::forward_auth::{self, Ingress};
 use crate::path;
 use crate::rules::Auth;
 use crate::upstream;
+use crate::view::RequestView;
+use crate::ConnInfo;
 
 /// One request to explain.
 pub struct Request<'a> {
@@ -22,12 +28,18 @@ pub struct Request<'a> {
     pub cookies: Option<&'a str>,
     /// Extra headers as `Name: value`.
     pub headers: &'a [String],
+    /// The request is an ingress's subrequest to `forward_auth.listen`.
+    pub forward_auth: bool,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
+    /// `proxy`, or `forward_auth` with the ingress convention the headers follow.
+    pub mode: String,
     pub method: String,
     pub target: String,
+    /// The host rules match (`host[:port]`), or why the request's host is refused.
+    pub host: Result<String, String>,
     /// The normalized path, or why the path is refused.
     pub normalized: Result<String, String>,
     pub endpoint: Option<String>,
@@ -45,6 +57,7 @@ pub struct Explanation {
 #[derive(Debug, Serialize)]
 pub struct RuleTried {
     pub index: usize,
+    pub host: Option<String>,
     pub pattern: String,
     pub auth: String,
     pub matched: bool,
@@ -81,6 +94,12 @@ pub fn explain_with(
     now: u64,
     revocations: Option<&Revocations>,
 ) -> Result<Explanation, String> {
+    let mut builder = http::Request::builder()
+        .method(
+            http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+                .map_err(|_| format!("{:?} is not a method", request.method))?,
+        )
+        .uri(request.url);
     let uri: http::Uri = request
         .url
         .parse()
@@ -102,9 +121,38 @@ pub fn explain_with(
             HeaderValue::try_from(cookie).map_err(|_| "bad cookie text")?,
         );
     }
+    // A bare path names no host: take the one the proxy listens on, as a client would.
+    if uri.authority().is_none() && !headers.contains_key(http::header::HOST) {
+        let listen = config
+            .server
+            .listen
+            .first()
+            .map_or_else(|| "localhost".to_owned(), ToString::to_string);
+        if let Ok(value) = HeaderValue::try_from(listen) {
+            headers.insert(http::header::HOST, value);
+        }
+    }
+    if let Some(all) = builder.headers_mut() {
+        *all = headers;
+    }
+    let (parts, ()) = builder
+        .body(())
+        .map_err(|_| format!("{:?} is not a URL or path", request.url))?
+        .into_parts();
+    let headers = &parts.headers;
+    let ingress = if request.forward_auth {
+        Some(Ingress::detect(headers).map_err(|err| err.to_string())?)
+    } else {
+        None
+    };
     let mut out = Explanation {
+        mode: match ingress {
+            None => "proxy".to_owned(),
+            Some(ingress) => format!("forward_auth, original request from {}", ingress.name()),
+        },
         method: request.method.to_ascii_uppercase(),
         target: request.url.to_owned(),
+        host: Err(String::new()),
         normalized: Err(String::new()),
         endpoint: None,
         rules: Vec::new(),
@@ -116,23 +164,43 @@ pub fn explain_with(
         injected: Vec::new(),
         stripped: Vec::new(),
     };
-    let normalized = match path::normalize(uri.path()) {
-        Ok(normalized) => normalized,
+    // An explained request comes from nowhere in particular: an address no proxy list trusts.
+    let unspecified = std::net::SocketAddr::from(([192, 0, 2, 1], 0));
+    let conn = ConnInfo::new(unspecified, unspecified, uri.scheme_str() == Some("https"));
+    let mut slot = None;
+    let built = match ingress {
+        None => RequestView::proxied(&parts, &conn, &config.server.trusted_proxies, &mut slot)
+            .map(|(view, _)| view),
+        Some(ingress) => forward_auth::view(&parts, &conn, config, ingress, &mut slot),
+    };
+    let status_of = |err: Error| match ingress {
+        None => err.status().as_u16(),
+        Some(ingress) => forward_auth::refusal(ingress, err).status().as_u16(),
+    };
+    let view = match built {
+        Ok(view) => view,
         Err(err) => {
-            out.normalized = Err(err.to_string());
-            out.action = "refuse: 400 Bad Request".to_owned();
-            out.status = 400;
+            let why = err.to_string();
+            match slot {
+                Some(path) => {
+                    out.normalized = Ok(path);
+                    out.host = Err(why.clone());
+                }
+                None => out.normalized = Err(why.clone()),
+            }
+            out.status = status_of(err);
+            out.action = format!("refuse: {} ({why})", out.status);
             return Ok(out);
         }
     };
-    out.normalized = Ok(normalized.clone());
-    let target = match uri.query() {
-        Some(query) => format!("{normalized}?{query}"),
-        None => normalized.clone(),
-    };
+    out.method = view.method.to_string();
+    out.host = Ok(view.host.to_string());
+    out.normalized = Ok(view.path.to_owned());
+    let normalized = view.path;
+    let target = view.target.to_string();
 
     // The proxy's own endpoints come before any rule; like rules, they ignore one trailing `/`.
-    let own_path = path::without_trailing_slash(&normalized);
+    let own_path = path::without_trailing_slash(normalized);
     let own = if own_path == config.login.path && out.method == "POST" && config.backend.is_some() {
         Some((
             "login",
@@ -153,16 +221,22 @@ pub fn explain_with(
     };
     if let Some((name, what)) = own {
         out.endpoint = Some(name.to_owned());
-        out.action = format!("own endpoint {name}: {what}");
+        out.action = match ingress {
+            None => format!("own endpoint {name}: {what}"),
+            Some(_) => format!(
+                "own endpoint {name}: 200, let through untouched (the ingress sends it to server.listen)"
+            ),
+        };
         out.status = 200;
         return Ok(out);
     }
 
     let mut matched = None;
     for rule in &config.rules {
-        let hit = rule.matches(&normalized);
+        let hit = rule.matches(view.host.matchable(), normalized);
         out.rules.push(RuleTried {
             index: rule.index,
+            host: rule.host.as_ref().map(ToString::to_string),
             pattern: rule.pattern.to_string(),
             auth: format!("{:?}", rule.auth).to_lowercase(),
             matched: hit,
@@ -173,10 +247,11 @@ pub fn explain_with(
         }
     }
     let Some(rule) = matched else {
-        out.action = "refuse: 404 Not Found (no rule matches)".to_owned();
-        out.status = 404;
+        out.status = status_of(Error::NotFound);
+        out.action = format!("refuse: {} (no rule matches)", out.status);
         return Ok(out);
     };
+    let headers = view.headers;
 
     // The token, checked exactly as verify() does, step by step.
     let verifier = jwt::Verifier::new(
@@ -184,12 +259,12 @@ pub fn explain_with(
         auth::policy(config),
     );
     // Where the token comes from (jwt.from): a client's own bearer token is never renewed.
-    let source = auth::credential(config.jwt.from, &headers);
+    let source = auth::credential(config.jwt.from, headers);
     let (access, refresh_cookie, source_name) = match source {
         auth::Credential::Header(token) => (Some(token), None, "Authorization header".to_owned()),
         auth::Credential::Cookie => (
-            cookies::find(&headers, &config.session.access_cookie),
-            cookies::find(&headers, &config.session.refresh_cookie),
+            cookies::find(headers, &config.session.access_cookie),
+            cookies::find(headers, &config.session.refresh_cookie),
             config.session.access_cookie.clone(),
         ),
         auth::Credential::Nothing => (None, None, String::new()),
@@ -267,74 +342,76 @@ pub fn explain_with(
     };
 
     let upstream = &config.upstream(rule.upstream).name;
-    let navigation = auth::redirects_to_login(rule, &headers);
+    let navigation = auth::redirects_to_login(rule, headers);
     let identity: Vec<HeaderName> = config
         .rules
         .iter()
         .flat_map(|r| r.headers.iter().map(|(h, _)| h.clone()))
         .collect();
-    out.stripped = stripped_headers(
-        &headers,
-        &identity,
-        &[
-            &config.session.access_cookie,
-            &config.session.refresh_cookie,
-        ],
-    );
-    let forwarding = [
-        "X-Forwarded-For",
-        "X-Forwarded-Proto",
-        "X-Forwarded-Host",
-        "X-Request-Id",
-    ];
+    if ingress.is_none() {
+        out.stripped = stripped_headers(
+            headers,
+            &identity,
+            &[
+                &config.session.access_cookie,
+                &config.session.refresh_cookie,
+            ],
+        );
+    }
+    // What an allowed request becomes: forwarded (proxy mode) or a 200 answer.
+    let allow = match ingress {
+        None => format!("forward to upstream {upstream:?} as {target}"),
+        Some(_) => format!("allow: 200 (the ingress forwards {target})"),
+    };
+    let redirects = ingress.is_none_or(Ingress::relays_redirects);
     match rule.auth {
         Auth::Public => {
-            out.action = format!("forward to upstream {upstream:?} as {target}");
+            out.action = allow;
             out.status = 200;
         }
-        Auth::Guest if claims.is_some() => {
+        Auth::Guest if claims.is_some() && redirects => {
             out.action = format!(
                 "redirect a signed-in user: 302 to {}",
                 config.login.success_redirect
             );
             out.status = 302;
         }
-        Auth::Guest => {
-            out.action = format!("forward to upstream {upstream:?} as {target} (signed out)");
+        Auth::Guest if claims.is_some() => {
+            out.action = format!("{allow} (a signed-in user; this ingress cannot redirect)");
             out.status = 200;
         }
-        Auth::Required if csrf_refused(config, request.method, &uri, &headers, &mut out) => {}
+        Auth::Guest => {
+            out.action = format!("{allow} (signed out)");
+            out.status = 200;
+        }
+        Auth::Required if csrf_refused(config, &view, &mut out) => {}
         Auth::Required => match claims {
             None if revoked.is_some() => {
-                out.action = if navigation {
-                    format!(
-                        "refuse a revoked token: clear the cookies, 302 to {}",
-                        auth::login_redirect(&config.login, &target)
-                    )
-                } else {
-                    "refuse a revoked token: clear the cookies, 401 Unauthorized".to_owned()
-                };
-                out.status = if navigation { 302 } else { 401 };
+                let (status, refusal) = unauthenticated(ingress, navigation, config, &target);
+                out.status = status;
+                out.action = format!("refuse a revoked token: clear the cookies, {refusal}");
             }
             None if out.refresh.is_some() => {
-                out.action =
-                    format!("renew the session, then forward to upstream {upstream:?} as {target}");
+                out.action = format!("renew the session, then {allow}");
                 out.status = 200;
                 out.injected
                     .push("Authorization: Bearer <renewed access token>".into());
                 out.injected
                     .push("Set-Cookie on the response: the renewed tokens".into());
-            }
-            None if navigation => {
-                out.action = format!(
-                    "refuse: 302 to {}",
-                    auth::login_redirect(&config.login, &target)
-                );
-                out.status = 302;
+                if ingress.is_some() {
+                    out.injected.push(
+                        "X-Auth-Set-Cookie-Access / X-Auth-Set-Cookie-Refresh: the same cookies"
+                            .into(),
+                    );
+                }
             }
             None => {
-                out.action = "refuse: 401 Unauthorized (WWW-Authenticate: Bearer)".into();
-                out.status = 401;
+                let (status, refusal) = unauthenticated(ingress, navigation, config, &target);
+                out.status = status;
+                out.action = match status {
+                    302 => format!("refuse: {refusal}"),
+                    _ => "refuse: 401 Unauthorized (WWW-Authenticate: Bearer)".into(),
+                };
             }
             Some(claims) => {
                 let missing: Vec<&str> = rule
@@ -344,12 +421,17 @@ pub fn explain_with(
                     .map(|(name, _)| name.as_str())
                     .collect();
                 if missing.is_empty() {
-                    out.action = format!("forward to upstream {upstream:?} as {target}");
+                    out.action = allow;
                     out.status = 200;
                     out.injected
                         .push("Authorization: Bearer <the access token>".into());
                     for (header, claim) in &rule.headers {
                         out.injected.push(format!("{header}: <claim {claim}>"));
+                    }
+                    if ingress.is_some() {
+                        out.injected.push("X-Auth-Request-User: <claim sub>".into());
+                        out.injected
+                            .push("X-Auth-Request-Email: <claim email>".into());
                     }
                 } else {
                     out.action = format!(
@@ -362,36 +444,54 @@ pub fn explain_with(
         },
     }
     if out.status == 200 {
-        out.injected
-            .extend(forwarding.iter().map(|h| (*h).to_owned()));
+        let extra: &[&str] = match ingress {
+            None => &[
+                "X-Forwarded-For",
+                "X-Forwarded-Proto",
+                "X-Forwarded-Host",
+                "X-Request-Id",
+            ],
+            Some(_) => &["Cookie: the client's, without the proxy's own cookies"],
+        };
+        out.injected.extend(extra.iter().map(|h| (*h).to_owned()));
     }
     Ok(out)
 }
 
-/// Records the CSRF guard's decision on a request for a `required` rule; `true` (with the
-/// action set) when it refuses. The request is taken as reaching the proxy directly (a
-/// relative URL over plain HTTP, an `https://` URL over TLS), so `X-Forwarded-*` headers
-/// given here are not believed.
-fn csrf_refused(
+/// The refusal of a request without a usable token, as its door answers it: the status, and
+/// `302 to <login>` or `401 Unauthorized`.
+fn unauthenticated(
+    ingress: Option<Ingress>,
+    navigation: bool,
     config: &Config,
-    method: &str,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    out: &mut Explanation,
-) -> bool {
-    let Ok(method) = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-        return false;
+    target: &str,
+) -> (u16, String) {
+    let refused = Error::Unauthenticated {
+        reason: String::new(),
+        login: navigation.then(|| auth::login_redirect(&config.login, target)),
+        clear_cookies: Vec::new(),
     };
-    let mut request = http::Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
-    let (parts, ()) = request.into_parts();
-    let via = auth::Via {
-        tls: uri.scheme_str() == Some("https"),
-        ..auth::Via::default()
+    let refused = match ingress {
+        None => refused,
+        Some(ingress) => forward_auth::refusal(ingress, refused),
     };
-    match auth::csrf_verdict(&config.session, config.jwt.from, &parts, via).0 {
+    let status = refused.status().as_u16();
+    match refused {
+        Error::Unauthenticated {
+            login: Some(location),
+            ..
+        } => (status, format!("302 to {location}")),
+        _ => (status, "401 Unauthorized".to_owned()),
+    }
+}
+
+/// Records the CSRF guard's decision on a request for a `required` rule; `true` (with the
+/// action set) when it refuses. It compares with the view's origin: in proxy mode the request
+/// is taken as reaching the proxy directly (a relative URL over plain HTTP, an `https://` URL
+/// over TLS), so `X-Forwarded-*` headers given here are not believed; in forward auth they are
+/// the ingress's.
+fn csrf_refused(config: &Config, view: &RequestView<'_>, out: &mut Explanation) -> bool {
+    match auth::csrf_verdict(&config.session, config.jwt.from, view).0 {
         auth::csrf::Verdict::Pass(why) => {
             out.csrf = Some(format!("pass: {why}"));
             false
@@ -450,6 +550,16 @@ fn stripped_headers(
 pub fn render(e: &Explanation) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "request     {} {}", e.method, e.target);
+    let _ = writeln!(out, "mode        {}", e.mode);
+    match &e.host {
+        Ok(host) => {
+            let _ = writeln!(out, "host        {host}");
+        }
+        Err(why) if !why.is_empty() => {
+            let _ = writeln!(out, "host        refused: {why}");
+        }
+        Err(_) => {}
+    }
     match &e.normalized {
         Ok(path) => {
             let _ = writeln!(out, "normalized  {path}");
@@ -463,9 +573,14 @@ pub fn render(e: &Explanation) -> String {
     }
     for rule in &e.rules {
         let mark = if rule.matched { "match" } else { "no" };
+        let host = rule
+            .host
+            .as_ref()
+            .map(|h| format!("{h} "))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "rule        routes[{}] {} ({}): {mark}",
+            "rule        routes[{}] {host}{} ({}): {mark}",
             rule.index, rule.pattern, rule.auth
         );
     }

@@ -1,35 +1,59 @@
-//! The per-request pipeline: one function that shows every phase in order.
+//! The per-request pipeline: the phases every request runs through, in order, whichever front
+//! door it came in by.
 //!
-//! request filter (method, target, limits) → normalize → the proxy's own endpoints → route →
-//! admit (authenticate, authorize) → forward (rewrite, stream) → log. [`handle`] never fails:
-//! every error becomes a response in exactly one place, `Error::into_response`.
+//! Proxy mode (`server.listen`): request filter (method, limits) → view (normalize, host) →
+//! the proxy's own endpoints → route → admit (authenticate, authorize) → forward (rewrite,
+//! stream) → log. Forward auth (`forward_auth.listen`, [`crate::forward_auth`]) runs the same
+//! view, route and admit phases on the request the ingress describes, then answers instead of
+//! forwarding. [`handle`] never fails: every error becomes a response in exactly one place
+//! per door (`Error::into_response`, or `forward_auth::answer`).
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
-use crate::auth::{Admission, Authenticator, Via};
+use crate::auth::{Admission, Authenticator};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
-use crate::path;
+use crate::forward_auth::{self, Decision, Ingress};
 use crate::response;
 use crate::rules::{self, Rule};
-use crate::upstream::{self, Forwarding, HttpClient};
+use crate::upstream::{self, Forwarding, Pool};
+use crate::view::RequestView;
 use crate::ConnInfo;
+
+/// The listener a request came in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `server.listen`: requests are forwarded.
+    Proxy,
+    /// `forward_auth.listen`: an ingress asks about a request; it is answered.
+    ForwardAuth,
+}
+
+impl Door {
+    /// The `mode` of access log lines and metrics.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Door::Proxy => "proxy",
+            Door::ForwardAuth => "forward_auth",
+        }
+    }
+}
 
 /// Everything a request needs, built once from a validated configuration.
 pub struct App {
     pub config: Config,
-    /// One pooled client per upstream, in `config.upstreams` order.
-    pub clients: Vec<HttpClient>,
+    /// One connection pool per upstream, in `config.upstreams` order.
+    pub pools: Vec<Pool>,
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -53,10 +77,10 @@ impl App {
         config: Config,
         cluster: Arc<crate::cluster::Cluster>,
     ) -> Result<App, Error> {
-        let clients = config
+        let pools = config
             .upstreams
             .iter()
-            .map(|u| upstream::client(&config.server, &u.client))
+            .map(|u| upstream::pool(&config.server, u))
             .collect::<Result<Vec<_>, _>>()?;
         let backend_tls = config
             .backend
@@ -81,11 +105,19 @@ impl App {
             .collect();
         identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         identity_headers.dedup();
-        let patterns: Vec<String> = config.rules.iter().map(|r| r.pattern.to_string()).collect();
+        // Each rule's metrics label: its path pattern, after its host when it has one.
+        let patterns: Vec<String> = config
+            .rules
+            .iter()
+            .map(|r| match &r.host {
+                Some(host) => format!("{host}{}", r.pattern),
+                None => r.pattern.to_string(),
+            })
+            .collect();
         let metrics = crate::telemetry::RequestMetrics::new(&patterns);
         Ok(App {
             config,
-            clients,
+            pools,
             auth,
             tls,
             served_names,
@@ -99,6 +131,8 @@ impl App {
 /// records, and cookies renewed on the way, which every response to the request carries.
 #[derive(Default)]
 struct Trace<'a> {
+    /// The method of the request as the view saw it (forward auth: the original one).
+    method: Option<Method>,
     path: Option<String>,
     rule: Option<&'a Rule>,
     /// The admission's outcome (`allow`, `unauthenticated`, `csrf`, …), once there is one.
@@ -127,35 +161,31 @@ where
     }
 }
 
-/// Handles one downstream request. Never fails: errors are answered here.
+/// Handles one request that came in by `door`. Never fails: errors are answered here.
 pub async fn handle(
     app: Arc<App>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
+    door: Door,
 ) -> Response<Body> {
     let started = Instant::now();
     let request_id = next_request_id();
     let method = request.method().clone();
     let mut trace = Trace::default();
-    let result = pipeline(&app, &conn, request, &request_id, &mut trace).await;
-    let mut response = match result {
-        Ok(response) => response,
-        Err(err) => {
-            match err.source_of_fault() {
-                Source::Client => {}
-                Source::Upstream => {
-                    warn!(request_id = ?request_id, error = %err, "upstream failure")
-                }
-                Source::Internal => {
-                    error!(request_id = ?request_id, error = %err, "internal error")
-                }
-            }
-            err.into_response()
+    let mut response = match door {
+        Door::Proxy => {
+            let result = proxy(&app, &conn, request, &request_id, &mut trace).await;
+            result.unwrap_or_else(|err| {
+                log_failure(&err, &request_id);
+                err.into_response()
+            })
         }
+        Door::ForwardAuth => forward_auth(&app, &conn, request, &request_id, &mut trace).await,
     };
     session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
     let elapsed = started.elapsed();
     app.metrics.request(
+        door.mode(),
         trace.rule.map(|r| r.index),
         response.status().as_u16(),
         elapsed,
@@ -166,7 +196,8 @@ pub async fn handle(
     info!(
         target: "access",
         request_id = request_id.to_str().unwrap_or_default(),
-        method = %method,
+        mode = door.mode(),
+        method = %trace.method.as_ref().unwrap_or(&method),
         path = trace.path.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
         rule = trace.rule.map(|r| r.index as i64).unwrap_or(-1),
@@ -178,105 +209,56 @@ pub async fn handle(
     response
 }
 
-async fn pipeline<'a>(
+fn log_failure(err: &Error, request_id: &HeaderValue) {
+    match err.source_of_fault() {
+        Source::Client => {}
+        Source::Upstream => warn!(request_id = ?request_id, error = %err, "upstream failure"),
+        Source::Internal => error!(request_id = ?request_id, error = %err, "internal error"),
+    }
+}
+
+/// Proxy mode: the request goes upstream if admitted.
+async fn proxy<'a>(
     app: &'a App,
     conn: &ConnInfo,
     request: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'a>,
 ) -> Result<Response<Body>, Error> {
-    // Request filter: refuse what cannot be proxied before looking at anything else.
-    // CONNECT would open a tunnel past every rule; TRACE would echo the request back with
-    // the injected bearer token in it (nginx refuses it too).
-    if request.method() == Method::CONNECT || request.method() == Method::TRACE {
-        return Err(Error::MethodNotAllowed);
-    }
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > app.config.server.max_header_size {
-        return Err(Error::HeadersTooLarge);
-    }
-    if declared_length(&request)? > app.config.server.max_body {
-        return Err(Error::PayloadTooLarge);
-    }
-
-    // Normalize: the one path that is matched and forwarded.
-    let normalized = path::normalize(request.uri().path()).map_err(|err| {
-        tracing::debug!(error = %err, "refused request path");
-        Error::BadRequest(err.message())
-    })?;
-    // The request's own target when normalizing changed nothing (the usual case): a
-    // reference-counted copy, no new string.
-    let original = request.uri().path_and_query().cloned();
-    let target: Cow<'_, str> = match (&original, request.uri().query()) {
-        (Some(pq), _) if pq.path() == normalized => Cow::Borrowed(pq.as_str()),
-        (_, Some(query)) => Cow::Owned(format!("{normalized}?{query}")),
-        (_, None) => Cow::Owned(normalized.clone()),
-    };
-    trace.path = Some(normalized);
-    let normalized = trace.path.as_deref().unwrap_or("/");
-
-    // The proxy's own endpoints, before any rule. Like rules, they ignore one trailing `/`.
-    let method = request.method();
-    let own = path::without_trailing_slash(normalized);
-    if own == app.config.login.path && method == Method::POST && app.config.backend.is_some() {
-        let client_ip =
-            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
-        let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
-        return app.auth.login(request, client_ip, trusted).await;
-    }
-    if own == app.config.logout.path {
-        if method != Method::POST && method != Method::GET {
-            return Err(Error::MethodNotAllowed);
-        }
-        let trusted = upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies);
-        let client_ip =
-            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
-        return app.auth.logout(request, trusted, client_ip).await;
-    }
-    if own == app.config.session.me_path {
-        if method != Method::GET && method != Method::HEAD {
-            return Err(Error::MethodNotAllowed);
-        }
-        let client_ip =
-            upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
-        return app
-            .auth
-            .me(request.headers(), client_ip, &mut trace.renewed)
-            .await;
-    }
-
-    // Route.
-    let rule = rules::route(&app.config.rules, normalized).ok_or(Error::NotFound)?;
-    trace.rule = Some(rule);
-
-    // Admit: authenticate and authorize; only an admitted request gets a permit.
-    let client_ip =
-        upstream::client_ip(conn, request.headers(), &app.config.server.trusted_proxies);
+    filter(&app.config, &request)?;
     let (parts, body) = request.into_parts();
-    let via = Via {
-        tls: conn.tls,
-        trusted_peer: upstream::is_trusted(conn.peer.ip(), &app.config.server.trusted_proxies),
-        client: client_ip,
-    };
-    let admission = app
-        .auth
-        .admit(rule, &parts, &target, via, &mut trace.renewed)
-        .await;
-    let outcome = match &admission {
-        Ok(Admission::Forward(_)) => "allow",
-        Ok(Admission::Redirect(_)) => "guest_redirect",
-        Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
-        Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
-        Err(Error::Forbidden(_)) => "forbidden",
-        Err(Error::Csrf(_)) => "csrf",
-        Err(_) => "error",
-    };
-    crate::telemetry::auth(outcome);
-    trace.auth = Some(outcome);
+    // The target as received, shared rather than copied: what goes upstream when normalizing
+    // changed nothing (the usual case).
+    let original = parts.uri.path_and_query().cloned();
+    let (view, authority) = RequestView::proxied(
+        &parts,
+        conn,
+        &app.config.server.trusted_proxies,
+        &mut trace.path,
+    )?;
+    trace.method = Some(view.method.clone());
+
+    // The proxy's own endpoints, before any rule.
+    if let Some(endpoint) = own_endpoint(&app.config, &view)? {
+        let client_ip = view.client_ip;
+        let host = view.host.as_str().to_owned();
+        drop(view);
+        let request = Request::from_parts(parts, body);
+        // Boxed: these call the backend, and unboxed they would make every request's future
+        // as large as theirs.
+        return match endpoint {
+            Endpoint::Login => Box::pin(app.auth.login(request, client_ip, &host)).await,
+            Endpoint::Logout => Box::pin(app.auth.logout(request, &host, client_ip)).await,
+            Endpoint::Me => {
+                let renewed = &mut trace.renewed;
+                Box::pin(app.auth.me(request.headers(), client_ip, renewed)).await
+            }
+        };
+    }
+
+    let rule = route(app, &view)?;
+    trace.rule = Some(rule);
+    let admission = admit(app, rule, &view, &mut trace.renewed, &mut trace.auth).await;
     let permit = match admission? {
         Admission::Forward(permit) => permit,
         Admission::Redirect(location) => {
@@ -284,9 +266,12 @@ async fn pipeline<'a>(
         }
     };
 
-    let request = Request::from_parts(parts, body);
-
     // Forward.
+    let target = match view.target {
+        Cow::Owned(changed) => Cow::Owned(changed),
+        Cow::Borrowed(_) => Cow::Borrowed(original.as_ref().map_or("/", |pq| pq.as_str())),
+    };
+    let request = Request::from_parts(parts, body);
     let session = &app.config.session;
     let forwarding = Forwarding {
         conn,
@@ -294,10 +279,11 @@ async fn pipeline<'a>(
         own_cookies: [&session.access_cookie, &session.refresh_cookie],
         identity_headers: &app.identity_headers,
         request_id,
+        host: authority.header_value(),
     };
     let upstream = app.config.upstream(rule.upstream);
     upstream::forward(
-        &app.clients[rule.upstream],
+        &app.pools[rule.upstream],
         &app.config,
         upstream,
         permit,
@@ -306,6 +292,144 @@ async fn pipeline<'a>(
         &forwarding,
     )
     .await
+}
+
+/// Forward auth: the same phases on the request the ingress describes, then an answer.
+async fn forward_auth<'a>(
+    app: &'a App,
+    conn: &ConnInfo,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace<'a>,
+) -> Response<Body> {
+    // The body of a subrequest is never read: the answer depends on the head alone.
+    let (parts, _body) = request.into_parts();
+    let ingress = match Ingress::detect(&parts.headers) {
+        Ok(ingress) => ingress,
+        // Refused as nginx would need it: the stricter answer fits every ingress.
+        Err(err) => {
+            let asked = &parts.headers;
+            return forward_auth::answer(
+                Ingress::Original,
+                Err(err),
+                Vec::new(),
+                asked,
+                &app.config,
+            );
+        }
+    };
+    let decision = decide(app, conn, &parts, ingress, trace).await;
+    if let Err(err) = &decision {
+        log_failure(err, request_id);
+    }
+    let renewed = std::mem::take(&mut trace.renewed);
+    forward_auth::answer(ingress, decision, renewed, &parts.headers, &app.config)
+}
+
+async fn decide<'a>(
+    app: &'a App,
+    conn: &ConnInfo,
+    parts: &Parts,
+    ingress: Ingress,
+    trace: &mut Trace<'a>,
+) -> Result<Decision, Error> {
+    let view = forward_auth::view(parts, conn, &app.config, ingress, &mut trace.path)?;
+    trace.method = Some(view.method.clone());
+    filter_method(&view.method)?;
+    if own_endpoint(&app.config, &view)?.is_some() {
+        return Ok(Decision::OwnEndpoint);
+    }
+    let rule = route(app, &view)?;
+    trace.rule = Some(rule);
+    admit(app, rule, &view, &mut trace.renewed, &mut trace.auth)
+        .await
+        .map(Decision::Admitted)
+}
+
+/// Request filter: refuse what cannot be proxied before looking at anything else.
+fn filter(config: &Config, request: &Request<Incoming>) -> Result<(), Error> {
+    filter_method(request.method())?;
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > config.server.max_header_size {
+        return Err(Error::HeadersTooLarge);
+    }
+    if declared_length(request)? > config.server.max_body {
+        return Err(Error::PayloadTooLarge);
+    }
+    Ok(())
+}
+
+/// Methods no rule may admit, whichever door asks: CONNECT would open a tunnel past every
+/// rule; TRACE would echo the request back with the injected bearer token in it (nginx
+/// refuses it too).
+fn filter_method(method: &Method) -> Result<(), Error> {
+    if method == Method::CONNECT || method == Method::TRACE {
+        return Err(Error::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+/// The proxy's own endpoints.
+enum Endpoint {
+    Login,
+    Logout,
+    Me,
+}
+
+/// Which of the proxy's own endpoints the request is for, if any. Like rules, they ignore one
+/// trailing `/`; a wrong method on one is `405`.
+fn own_endpoint(config: &Config, view: &RequestView<'_>) -> Result<Option<Endpoint>, Error> {
+    let own = crate::path::without_trailing_slash(view.path);
+    let method = &view.method;
+    if own == config.login.path && method == Method::POST && config.backend.is_some() {
+        return Ok(Some(Endpoint::Login));
+    }
+    if own == config.logout.path {
+        if method != Method::POST && method != Method::GET {
+            return Err(Error::MethodNotAllowed);
+        }
+        return Ok(Some(Endpoint::Logout));
+    }
+    if own == config.session.me_path {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(Error::MethodNotAllowed);
+        }
+        return Ok(Some(Endpoint::Me));
+    }
+    Ok(None)
+}
+
+/// Route: the first rule that takes the request's host and normalized path.
+fn route<'a>(app: &'a App, view: &RequestView<'_>) -> Result<&'a Rule, Error> {
+    rules::route(&app.config.rules, view.host.matchable(), view.path).ok_or(Error::NotFound)
+}
+
+/// Admit: refuse forgeries, authenticate and authorize; only an admitted request gets a
+/// permit. Renewed cookies go to `renewed` whatever is decided; the outcome to `outcome`.
+async fn admit(
+    app: &App,
+    rule: &Rule,
+    view: &RequestView<'_>,
+    renewed: &mut Vec<HeaderValue>,
+    outcome: &mut Option<&'static str>,
+) -> Result<Admission, Error> {
+    let admission = app.auth.admit(rule, view, renewed).await;
+    let decided = match &admission {
+        Ok(Admission::Forward(_)) => "allow",
+        Ok(Admission::Redirect(_)) => "guest_redirect",
+        Err(Error::Unauthenticated { login: Some(_), .. }) => "redirect",
+        Err(Error::Unauthenticated { login: None, .. }) => "unauthenticated",
+        Err(Error::Forbidden(_)) => "forbidden",
+        Err(Error::Csrf(_)) => "csrf",
+        Err(_) => "error",
+    };
+    crate::telemetry::auth(decided);
+    *outcome = Some(decided);
+    admission
 }
 
 /// Sends renewed cookies with the response, whatever its status, and keeps every response
@@ -366,16 +490,45 @@ fn next_request_id() -> HeaderValue {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Formatted on the stack: the header value is then the one allocation.
-    let mut text = std::io::Cursor::new([0u8; 8 + 1 + 16]);
-    write!(text, "{:08x}-{n:x}", boot as u32).expect("25 bytes hold 8 + 1 + 16 hex digits");
-    let len = usize::try_from(text.position()).expect("at most 25");
-    HeaderValue::from_bytes(&text.get_ref()[..len]).expect("hex digits are header-safe")
+    // `{boot:08x}-{n:x}`, written by hand on the stack (no formatting machinery): the header
+    // value is then the one allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 8 + 1 + 16];
+    let boot = boot as u32;
+    for (i, byte) in text[..8].iter_mut().enumerate() {
+        *byte = HEX[((boot >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    text[8] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        text[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text[..9 + digits]).expect("hex digits are header-safe")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_boot_and_counter_in_hex() {
+        let first = next_request_id();
+        let second = next_request_id();
+        let (boot, n) = first
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert_eq!(boot.len(), 8);
+        assert!(boot.bytes().all(|b| b.is_ascii_hexdigit()));
+        let n = u64::from_str_radix(n, 16).expect("hex counter");
+        let (_, m) = second
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert!(u64::from_str_radix(m, 16).expect("hex counter") > n);
+    }
 
     #[tokio::test]
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {

@@ -8,8 +8,10 @@
 //! - [`config`]: loading and validating configuration (the only user of figment).
 //! - [`server`]: sockets, TLS, HTTP/1.1 + HTTP/2 connections, limits, graceful shutdown.
 //! - [`live`]: the current configuration and hot reload.
-//! - [`handler`]: the per-request pipeline, phase by phase.
-//! - [`path`]: request-path normalization; [`rules`]: which rule a path belongs to.
+//! - [`handler`]: the per-request pipeline, phase by phase, for both front doors.
+//! - [`view`]: the request as the proxy sees it (origin, host, normalized path, client).
+//! - [`forward_auth`]: the second front door: an ingress's subrequests, read and answered.
+//! - [`path`]: request-path normalization; [`rules`]: which rule a host and path belong to.
 //! - [`auth`]: token verification, admission and the `Permit`; only `auth/jwt/` names josekit.
 //! - [`upstream`]: the pooled client, header rewriting and forwarding.
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
@@ -28,12 +30,14 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod cookie_header;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod forward_auth;
 pub mod handler;
 pub mod lint;
 pub mod live;
@@ -45,6 +49,7 @@ pub mod single_flight;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,20 +62,6 @@ pub use config::Config;
 pub use error::Error;
 pub use handler::App;
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Unix milliseconds now.
-pub fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -80,6 +71,24 @@ pub struct ConnInfo {
     /// The peer's IP address as an `X-Forwarded-For` entry, rendered once per connection
     /// rather than on every request.
     pub peer_ip: http::HeaderValue,
+    /// The connection's place under `server.max_connections`.
+    pub slot: Slot,
+}
+
+/// A connection's place under `server.max_connections`, held by whatever still uses the
+/// socket (its task, its requests, a WebSocket tunnel spliced onto it) and given back when
+/// the last of them lets go.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    _permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        Slot {
+            _permit: Some(Arc::new(permit)),
+        }
+    }
 }
 
 impl ConnInfo {
@@ -96,7 +105,13 @@ impl ConnInfo {
             local,
             tls,
             peer_ip,
+            slot: Slot::default(),
         }
+    }
+
+    /// The same connection, holding `slot` for as long as it is in use.
+    pub fn holding(self, slot: Slot) -> ConnInfo {
+        ConnInfo { slot, ..self }
     }
 }
 
@@ -116,6 +131,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// A plain-HTTP listener that only redirects to HTTPS (`server.redirect_http`).
     pub redirect_http: Option<TcpListener>,
+    /// The forward-auth listener (`forward_auth.listen`): an ingress's auth subrequests.
+    pub forward_auth: Option<TcpListener>,
     /// The configuration file, re-read on reload (SIGHUP or `POST /reload`).
     pub config_path: Option<PathBuf>,
 }
@@ -171,10 +188,24 @@ pub async fn run_all(
             shutdown.clone(),
         ));
     }
-    let servers: Vec<_> = listeners
+    let doors = listeners
         .main
         .into_iter()
-        .map(|listener| tokio::spawn(server::serve(live.clone(), listener, shutdown.clone())))
+        .map(|listener| (listener, handler::Door::Proxy))
+        .chain(
+            listeners
+                .forward_auth
+                .map(|listener| (listener, handler::Door::ForwardAuth)),
+        );
+    let servers: Vec<_> = doors
+        .map(|(listener, door)| {
+            tokio::spawn(server::serve(
+                live.clone(),
+                listener,
+                shutdown.clone(),
+                door,
+            ))
+        })
         .collect();
     let mut result = Ok(());
     for server in servers {

@@ -28,19 +28,27 @@ pub fn lint(config: &Config) -> Vec<Warning> {
     let mut warn = |path: String, message: String| warnings.push(Warning { path, message });
 
     for (i, later) in config.rules.iter().enumerate() {
-        if let Some(earlier) = config.rules[..i]
-            .iter()
-            .find(|e| e.pattern.covers(&later.pattern))
-        {
+        // Host and path together: a rule is shadowed only when an earlier one takes every
+        // host and every path it does.
+        if let Some(earlier) = config.rules[..i].iter().find(|e| e.covers(later)) {
+            let what = match &earlier.host {
+                Some(host) => format!("{host} {}", earlier.pattern),
+                None => earlier.pattern.to_string(),
+            };
+            let span = if later.host.is_some() {
+                "host and path"
+            } else {
+                "path"
+            };
             let message = if later.auth == Auth::Required && earlier.auth == Auth::Public {
                 format!(
-                    "this required rule can never match: public rule routes[{}] ({}) before it covers every path it does, so those paths are NOT protected",
-                    earlier.index, earlier.pattern
+                    "this required rule can never match: public rule routes[{}] ({what}) before it covers every {span} it does, so those paths are NOT protected",
+                    earlier.index
                 )
             } else {
                 format!(
-                    "never matches: routes[{}] ({}) before it covers every path it does",
-                    earlier.index, earlier.pattern
+                    "never matches: routes[{}] ({what}) before it covers every {span} it does",
+                    earlier.index
                 )
             };
             warn(format!("routes[{}]", later.index), message);
@@ -166,6 +174,18 @@ pub fn lint(config: &Config) -> Vec<Warning> {
                     format!("{uri} is plain HTTP to another host: passwords and tokens would cross the network in clear; use https://"),
                 );
             }
+        }
+    }
+
+    if let Some(forward_auth) = &config.forward_auth {
+        if !forward_auth.listen.ip().is_loopback() {
+            warn(
+                "forward_auth.listen".into(),
+                format!(
+                    "{} is not a loopback address: its answers carry bearer tokens, so make sure only the ingress can reach it (a private network, a firewall or NetworkPolicy)",
+                    forward_auth.listen
+                ),
+            );
         }
     }
 

@@ -90,6 +90,13 @@ impl Live {
                     .to_owned(),
             );
         }
+        let forward_auth = |config: &Config| config.forward_auth.as_ref().map(|f| f.listen);
+        if forward_auth(&config) != forward_auth(&old.config) {
+            return Err(
+                "forward_auth.listen changed: listeners are bound at start-up; restart to move it"
+                    .to_owned(),
+            );
+        }
         if config.cluster != old.config.cluster {
             return Err(
                 "[cluster] changed: the shared state is set up at start-up; restart to change it"

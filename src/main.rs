@@ -57,6 +57,11 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Explain an ingress's subrequest to forward_auth.listen: the original request is
+        /// read from the headers (X-Forwarded-Uri/-Method/-Host/-Proto, X-Original-URI/-Method)
+        /// or, without them, from METHOD and URL below forward_auth.path_prefix.
+        #[arg(long)]
+        forward_auth: bool,
         /// The request method, e.g. GET.
         method: String,
         /// The request target: a path (/dashboard?x=1) or a URL.
@@ -101,15 +106,19 @@ fn main() -> ExitCode {
             cookie,
             headers,
             json,
+            forward_auth,
             method,
             url,
         } => explain(
             &cli.config,
-            cookie.as_deref(),
-            &headers,
+            portcullis::explain::Request {
+                method: &method,
+                url: &url,
+                cookies: cookie.as_deref(),
+                headers: &headers,
+                forward_auth,
+            },
             json,
-            &method,
-            &url,
         ),
         Command::Health { url } => match health(&url) {
             Ok(()) => ExitCode::SUCCESS,
@@ -191,11 +200,8 @@ fn shared_revocations(config: &Config) -> Option<portcullis::cluster::Cluster> {
 
 fn explain(
     path: &std::path::Path,
-    cookie: Option<&str>,
-    headers: &[String],
+    request: portcullis::explain::Request<'_>,
     json: bool,
-    method: &str,
-    url: &str,
 ) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -206,12 +212,6 @@ fn explain(
             );
             return ExitCode::from(1);
         }
-    };
-    let request = portcullis::explain::Request {
-        method,
-        url,
-        cookies: cookie,
-        headers,
     };
     let revocations = shared_revocations(&config);
     match portcullis::explain::explain_with(
@@ -272,10 +272,15 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             Some(address) => Some(bind(address, "server.redirect_http").await?),
             None => None,
         };
+        let forward_auth = match &config.forward_auth {
+            Some(forward_auth) => Some(bind(forward_auth.listen, "forward_auth.listen").await?),
+            None => None,
+        };
         let listeners = portcullis::Listeners {
             main: listeners,
             admin,
             redirect_http,
+            forward_auth,
             config_path: Some(path.to_owned()),
         };
         portcullis::run_all(config, listeners, shutdown_signal())

@@ -1,9 +1,12 @@
-//! Routing rules: which rule a normalized path belongs to. Pure and allocation-free per request.
+//! Routing rules: which rule a request's host and normalized path belong to. Pure and
+//! allocation-free per request.
 //!
 //! Patterns use Next.js matcher syntax (`/x/:path*`, `/x/:path+`, `/x/:id`, `/x/:id?`) or globs
 //! (`/x/**`, `/x/*`), with `/` as the only separator. Rules are tried in configuration order and
 //! the first match wins. Matching ignores one trailing `/`, so `/admin/` is guarded exactly like
 //! `/admin`; literals are spelt the way paths are normalized; `required` rules ignore ASCII case.
+//! A rule's optional host is exact or `*.example.com` (one or more labels), compared without
+//! regard to ASCII case, port or one trailing dot; a rule without one takes any host.
 
 use std::fmt;
 
@@ -35,6 +38,8 @@ pub enum OnUnauthenticated {
 pub struct Rule {
     /// Position in the configuration (`routes[index]`), for logs and `explain`.
     pub index: usize,
+    /// The host the rule is restricted to; `None` takes any host.
+    pub host: Option<HostPattern>,
     pub pattern: Pattern,
     pub auth: Auth,
     pub on_unauthenticated: OnUnauthenticated,
@@ -210,18 +215,118 @@ impl fmt::Display for Pattern {
     }
 }
 
-impl Rule {
-    /// Whether this rule takes the normalized `path`. A `required` rule ignores ASCII case:
-    /// many upstreams route `/Admin` like `/admin` (Express and ASP.NET by default), so a
-    /// guard that only knew one spelling could be walked around.
-    pub fn matches(&self, path: &str) -> bool {
-        self.pattern.matches_with(path, self.auth == Auth::Required)
+/// A rule's host: exactly one name, or every name under a domain (`*.example.com` takes
+/// `a.example.com` and `a.b.example.com`, not `example.com`). Stored lower-case, without a
+/// trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix with its leading dot: `.example.com`.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    /// Compiles `app.example.com` or `*.example.com`; the error says what is wrong.
+    pub fn parse(source: &str) -> Result<HostPattern, String> {
+        let lower = source.to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower);
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower),
+        };
+        let is_ip = name.parse::<std::net::IpAddr>().is_ok()
+            || name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok());
+        let is_name = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !(is_name || is_ip && !wildcard) {
+            return Err(format!(
+                "{source:?} is not a host name like \"app.example.com\" or \"*.example.com\" (no port, no scheme)"
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Subdomains(format!(".{name}"))
+        } else if let Ok(std::net::IpAddr::V6(v6)) = name.parse::<std::net::IpAddr>() {
+            HostPattern::Exact(format!("[{v6}]"))
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+
+    /// Whether `host` (a request's host without its port or trailing dot, any case) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            // An IPv6 literal has many spellings (`[::1]`, `[0::1]`): compare addresses.
+            HostPattern::Exact(name) if name.starts_with('[') => {
+                let address = |text: &str| {
+                    text.strip_prefix('[')?
+                        .strip_suffix(']')?
+                        .parse::<std::net::Ipv6Addr>()
+                        .ok()
+                };
+                address(host).is_some() && address(host) == address(name)
+            }
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+
+    /// Whether every host `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        match (self, other) {
+            (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+            (HostPattern::Exact(_), HostPattern::Subdomains(_)) => false,
+            (HostPattern::Subdomains(_), HostPattern::Exact(name)) => self.matches(name),
+            (HostPattern::Subdomains(a), HostPattern::Subdomains(b)) => b.ends_with(a.as_str()),
+        }
     }
 }
 
-/// The first rule that takes the normalized `path`.
-pub fn route<'r>(rules: &'r [Rule], path: &str) -> Option<&'r Rule> {
-    rules.iter().find(|rule| rule.matches(path))
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Subdomains(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule takes the normalized `path` on `host` (as [`crate::view::Host::matchable`]
+    /// gives it). A `required` rule ignores ASCII case: many upstreams route `/Admin` like
+    /// `/admin` (Express and ASP.NET by default), so a guard that only knew one spelling could
+    /// be walked around.
+    pub fn matches(&self, host: &str, path: &str) -> bool {
+        self.host.as_ref().is_none_or(|h| h.matches(host))
+            && self.pattern.matches_with(path, self.auth == Auth::Required)
+    }
+
+    /// Whether every request `other` takes is also taken by `self` (so a later `other` never
+    /// matches). Conservative: `false` when unsure.
+    pub fn covers(&self, other: &Rule) -> bool {
+        let hosts = match (&self.host, &other.host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(ours), Some(theirs)) => ours.covers(theirs),
+        };
+        hosts && self.pattern.covers(&other.pattern)
+    }
+}
+
+/// The first rule that takes the normalized `path` on `host`.
+pub fn route<'r>(rules: &'r [Rule], host: &str, path: &str) -> Option<&'r Rule> {
+    rules.iter().find(|rule| rule.matches(host, path))
 }
 
 /// Escapes non-ASCII characters so a pattern written with `é` normalizes like a request.

@@ -23,7 +23,6 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Handles for the metrics whose labels are fixed, registered with the recorder once.
 struct Fixed {
-    request_duration: Histogram,
     upstream_duration: Histogram,
     /// One counter per name in [`AUTH_DECISIONS`], in that order.
     auth: Vec<Counter>,
@@ -69,7 +68,6 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             let _ = FIXED.set(Fixed {
-                request_duration: histogram!("portcullis_request_duration_seconds"),
                 upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
                 auth: AUTH_DECISIONS
                     .iter()
@@ -85,11 +83,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         "portcullis_requests_total",
-        "Downstream requests answered, by route (its path pattern; none when no rule matched) and status class.",
+        "Requests answered, by mode (proxy, or forward_auth for an ingress's subrequests), route (its host and path pattern; none when no rule matched) and status class.",
     ),
     (
         "portcullis_request_duration_seconds",
-        "Time from a request's arrival to its response head, in seconds.",
+        "Time from a request's arrival to its response head, in seconds, by mode.",
     ),
     (
         "portcullis_upstream_duration_seconds",
@@ -193,38 +191,53 @@ fn class(status: u16) -> usize {
     }
 }
 
-/// The request counters of one configuration, one per (rule, status class), registered when
-/// the `App` is built.
+/// The `mode` label values: requests served by the public listener, and forward-auth
+/// decisions.
+const MODES: [&str; 2] = ["proxy", "forward_auth"];
+
+/// The request counters of one configuration, one per (mode, rule, status class), registered
+/// when the `App` is built.
 pub struct RequestMetrics {
-    /// `[rule index][status class]`; the last row counts requests no rule matched.
-    requests: Vec<[Counter; 5]>,
+    /// `[mode][rule index][status class]`; each mode's last row counts requests no rule
+    /// matched.
+    requests: [Vec<[Counter; 5]>; 2],
+    /// Request durations per mode.
+    durations: [Histogram; 2],
 }
 
 impl RequestMetrics {
-    /// Counters labelled by each rule's name (its path pattern, see [`route_labels`]).
+    /// Counters labelled by mode and by each rule's name (its host and path pattern, see
+    /// [`route_labels`]).
     pub fn new(routes: &[String]) -> RequestMetrics {
-        let row = |route: String| {
-            CLASSES.map(|status| {
-                counter!("portcullis_requests_total", "route" => route.clone(), "status" => status)
-            })
+        let labels = route_labels(routes);
+        let rows = |mode: &'static str| {
+            let row = |route: String| {
+                CLASSES.map(|status| {
+                    counter!("portcullis_requests_total", "mode" => mode, "route" => route.clone(), "status" => status)
+                })
+            };
+            labels
+                .iter()
+                .cloned()
+                .map(row)
+                .chain(std::iter::once(row("none".to_owned())))
+                .collect()
         };
-        let requests = route_labels(routes)
-            .into_iter()
-            .map(row)
-            .chain(std::iter::once(row("none".to_owned())))
-            .collect();
-        RequestMetrics { requests }
+        RequestMetrics {
+            requests: MODES.map(rows),
+            durations: MODES
+                .map(|mode| histogram!("portcullis_request_duration_seconds", "mode" => mode)),
+        }
     }
 
-    /// One downstream request finished.
-    pub fn request(&self, rule: Option<usize>, status: u16, elapsed: Duration) {
-        let none = self.requests.len() - 1;
+    /// One request finished; `mode` is `"proxy"` or `"forward_auth"`.
+    pub fn request(&self, mode: &str, rule: Option<usize>, status: u16, elapsed: Duration) {
+        let mode = usize::from(mode == MODES[1]);
+        let requests = &self.requests[mode];
+        let none = requests.len() - 1;
         let row = rule.filter(|&r| r < none).unwrap_or(none);
-        self.requests[row][class(status)].increment(1);
-        match FIXED.get() {
-            Some(fixed) => fixed.request_duration.record(elapsed.as_secs_f64()),
-            None => histogram!("portcullis_request_duration_seconds").record(elapsed.as_secs_f64()),
-        }
+        requests[row][class(status)].increment(1);
+        self.durations[mode].record(elapsed.as_secs_f64());
     }
 }
 

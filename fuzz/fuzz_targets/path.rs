@@ -10,6 +10,7 @@ use portcullis::rules::{route, Auth, OnUnauthenticated, Pattern, Rule};
 fn rule(index: usize, pattern: &str, auth: Auth) -> Rule {
     Rule {
         index,
+        host: None,
         pattern: Pattern::parse(pattern).expect("fixed pattern"),
         auth,
         on_unauthenticated: OnUnauthenticated::Auto,
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         rule(2, "/:path*", Auth::Public),
     ];
     let protected = normalized == "/dashboard" || normalized.starts_with("/dashboard/");
-    let matched = route(&rules, &normalized).expect("the catch-all matches everything");
+    let matched = route(&rules, "app.example.com", &normalized).expect("the catch-all matches everything");
     if protected {
         assert_eq!(
             matched.auth,

@@ -12,8 +12,10 @@
 
 use std::fmt;
 
-use http::header::{HeaderMap, HOST};
+use http::header::HeaderMap;
 use http::Method;
+
+use crate::view::{RequestView, Scheme};
 
 /// An origin: scheme, host and port, compared exactly (the host without regard to ASCII case).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,32 +68,12 @@ impl Origin {
         })
     }
 
-    /// The origin a request reached the proxy at: its scheme (`https` under TLS) and its
-    /// `Host` (or HTTP/2 `:authority`). A trusted proxy in front may say otherwise with
-    /// `X-Forwarded-Proto` and `X-Forwarded-Host`; nobody else may. `None` when the request
-    /// names no usable host.
-    pub fn of_request(
-        tls: bool,
-        headers: &HeaderMap,
-        uri: &http::Uri,
-        trusted_peer: bool,
-    ) -> Option<Origin> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let forwarded_proto = trusted_peer
-            .then(|| text("x-forwarded-proto"))
-            .flatten()
-            .map(|proto| proto.split(',').next().unwrap_or("").trim());
-        let https = match forwarded_proto {
-            Some(proto) => proto.eq_ignore_ascii_case("https"),
-            None => tls,
-        };
-        let host = trusted_peer
-            .then(|| text("x-forwarded-host"))
-            .flatten()
-            .map(|host| host.split(',').next().unwrap_or("").trim())
-            .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
-            .or_else(|| uri.authority().map(http::uri::Authority::as_str))?;
-        Origin::from_authority(https, host)
+    /// The origin a request reached the proxy at, as its view says: its scheme and host
+    /// (`Host`, HTTP/2 `:authority`; a trusted proxy's `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host`, or the ingress's in forward auth). `None` when the host is not one
+    /// an origin can name.
+    pub fn of_view(view: &RequestView<'_>) -> Option<Origin> {
+        Origin::from_authority(view.scheme == Scheme::Https, view.host.as_str())
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{
-    HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, HOST, REFERER, RETRY_AFTER, SET_COOKIE,
+    HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, REFERER, RETRY_AFTER, SET_COOKIE,
 };
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -217,36 +217,19 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 impl Authenticator {
-    fn request_host<'h>(
-        &self,
-        headers: &'h HeaderMap,
-        uri: &'h http::Uri,
-        trusted: bool,
-    ) -> Option<&'h str> {
-        let forwarded = trusted
-            .then(|| {
-                headers
-                    .get("x-forwarded-host")
-                    .and_then(|v| v.to_str().ok())
-            })
-            .flatten();
-        forwarded
-            .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-    }
-
-    /// `POST login.path`.
+    /// `POST login.path`. `host` is the `host[:port]` the request was sent to (what an
+    /// `Origin` must name).
     pub async fn login(
         &self,
         request: http::Request<Incoming>,
         client_ip: IpAddr,
-        trusted_peer: bool,
+        host: &str,
     ) -> Result<Response<Body>, Error> {
         let Some(backend) = &self.backend else {
             return Err(Error::NotFound);
         };
         let (parts, body) = request.into_parts();
-        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        let host = Some(host);
         if is_cross_site(&parts.headers, host) {
             warn!(%client_ip, "login refused: cross-site request");
             return Err(Error::Forbidden("cross-site login request"));
@@ -448,11 +431,11 @@ impl Authenticator {
     pub async fn logout(
         &self,
         request: http::Request<Incoming>,
-        trusted_peer: bool,
+        host: &str,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, Error> {
         let (parts, _) = request.into_parts();
-        let host = self.request_host(&parts.headers, &parts.uri, trusted_peer);
+        let host = Some(host);
         if parts.method == http::Method::POST && is_cross_site(&parts.headers, host) {
             return Err(Error::Forbidden("cross-site logout request"));
         }

@@ -274,7 +274,7 @@ impl Shared {
     fn insert(&self, id: u128, answer: Answer) {
         let mut answers = self.answers.write().unwrap_or_else(|p| p.into_inner());
         if answers.len() >= MAX_ANSWERS && !answers.contains_key(&id) {
-            let now = crate::unix_now();
+            let now = crate::clock::unix_now();
             answers.retain(|_, answer| answer.until >= now);
             if answers.len() >= MAX_ANSWERS {
                 // Forgetting answers costs backend calls, never a wrong admission (an ended
@@ -304,7 +304,7 @@ impl Shared {
         );
         if from_backend {
             let stands_for = fresh_until.saturating_duration_since(Instant::now());
-            let valid_until = crate::unix_millis()
+            let valid_until = crate::clock::unix_millis()
                 .saturating_add(u64::try_from(stands_for.as_millis()).unwrap_or(u64::MAX));
             self.cluster.share_answer(
                 PURPOSE,
@@ -323,7 +323,7 @@ impl Shared {
             .await
             .and_then(|plain| decode_valid(&plain))
         {
-            let left = valid_until.saturating_sub(crate::unix_millis());
+            let left = valid_until.saturating_sub(crate::clock::unix_millis());
             if left > 0 {
                 // As if asked when that instance asked: it stands no longer than there.
                 let left = Duration::from_millis(left).min(self.every);
@@ -351,7 +351,7 @@ impl Shared {
                 info!("the backend ended a session: its token is revoked");
                 self.cluster
                     .revoke(Revocation::token(jti, token, until, true));
-                let remembered = until.saturating_sub(crate::unix_now());
+                let remembered = until.saturating_sub(crate::clock::unix_now());
                 self.insert(
                     id,
                     Answer {

@@ -110,10 +110,9 @@ pub struct RedisStore {
     /// The URL without credentials, for log lines.
     shown: String,
     up: AtomicBool,
-    /// When the current run of failed calls began (milliseconds after `epoch`, plus one);
-    /// 0 after a success.
+    /// When the current run of failed calls began (`clock::millis`, plus one); 0 after a
+    /// success.
     failing_since: AtomicU64,
-    epoch: Instant,
     revocations: Arc<Revocations>,
     outbox: Mutex<VecDeque<Outgoing>>,
     outbox_ready: Notify,
@@ -160,7 +159,6 @@ impl RedisStore {
             shown,
             up: AtomicBool::new(false),
             failing_since: AtomicU64::new(0),
-            epoch: Instant::now(),
             revocations,
             outbox: Mutex::new(VecDeque::new()),
             outbox_ready: Notify::new(),
@@ -193,7 +191,7 @@ impl RedisStore {
 
     /// A call failed: the store is down once calls have failed for `down_after`.
     fn failed(&self, why: &str) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let now = crate::clock::millis(std::time::Instant::now()).saturating_add(1);
         if let Err(since) =
             self.failing_since
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -331,7 +329,7 @@ impl RedisStore {
     /// Every revocation in force, read page by page (each page with its own deadline), even
     /// while the store is marked down (start-up, `portcullis explain`).
     async fn fetch_revocations(&self) -> Result<Vec<Revocation>, Unreachable> {
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         let mut records = Vec::new();
         for set in [self.key("revoked"), self.key("revoked:unproven")] {
             let mut cursor = 0u64;
@@ -368,7 +366,7 @@ impl RedisStore {
         let records = self.fetch_revocations().await.inspect_err(|err| {
             warn!(redis = %self.shown, reason = %err.0, "cluster: cannot load the shared revocations yet; trying again");
         })?;
-        let now = crate::unix_now();
+        let now = crate::clock::unix_now();
         for record in &records {
             self.revocations.insert(record, now);
         }
@@ -497,7 +495,8 @@ impl RedisStore {
         };
         if channel == revoked_channel {
             if let Some(revocation) = Revocation::decode(text) {
-                self.revocations.insert(&revocation, crate::unix_now());
+                self.revocations
+                    .insert(&revocation, crate::clock::unix_now());
             }
         } else if let Some(key) = Id::from_hex(text) {
             self.wake(&key);
@@ -553,7 +552,7 @@ impl Store for RedisStore {
 
     fn hit<'a>(&'a self, scope: &'static str, who: &'a str) -> Pending<'a, Count> {
         async move {
-            let now = crate::unix_now();
+            let now = crate::clock::unix_now();
             let window = WINDOW.as_secs();
             let key = self.key(&format!("count:{scope}:{who}:{}", now / window));
             let mut conn = self.conn();

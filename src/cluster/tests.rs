@@ -75,7 +75,7 @@ async fn without_a_store_a_call_is_made_here_and_counts_are_local() {
     assert_eq!(cluster.hit("login", "192.0.2.1").await.events, 1);
     assert_eq!(cluster.hit("login", "192.0.2.1").await.events, 2);
     assert_eq!(cluster.counted_here("login", "192.0.2.1").events, 2);
-    let now = crate::unix_now();
+    let now = crate::clock::unix_now();
     cluster.revocations().saw_lifetime(600);
     cluster.revoke(Revocation::token(None, TOKEN, now + 60, true));
     assert!(cluster

@@ -48,6 +48,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub admin: Option<RawAdmin>,
+    pub forward_auth: Option<RawForwardAuth>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub backend: Option<RawBackend>,
@@ -77,6 +78,8 @@ pub struct RawServer {
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,
     pub header_read_timeout: Option<Quantity>,
+    pub keepalive_timeout: Option<Quantity>,
+    pub idle_timeout: Option<Quantity>,
     pub upstream_timeout: Option<Quantity>,
     pub connect_timeout: Option<Quantity>,
     pub max_connections: Option<u64>,
@@ -129,6 +132,15 @@ pub struct RawAdmin {
     /// A bearer token that `POST /reload` (and the other state-changing admin endpoints)
     /// must carry; without one they only answer loopback peers.
     pub token: Option<String>,
+}
+
+/// `[forward_auth]`: answer an ingress's auth subrequests on a listener of their own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub listen: String,
+    /// Stripped from the path of a request that describes itself (Envoy's `path_prefix`).
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +228,7 @@ pub struct RawJwt {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub host: Option<String>,
     pub path: Option<String>,
     pub auth: Option<String>,
     pub upstream: Option<String>,

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::raw::{self, Allowed, RawConfig, RawFields, RawRoute};
 use super::*;
 use crate::auth::jwt::{Alg, KeyMaterial};
-use crate::rules::Pattern;
+use crate::rules::{HostPattern, Pattern};
 
 /// Checks every value of `raw`, reads key files (relative to `base`), and reports every
 /// problem found rather than the first.
@@ -35,6 +35,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
                 token,
             })
     });
+    let forward_auth = raw.forward_auth.and_then(|f| v.forward_auth(f));
     let upstreams = v.upstreams(&raw.upstreams);
     let backend = raw.backend.and_then(|b| v.backend(b));
     let login = v.login(raw.login);
@@ -45,12 +46,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     let log = v.log(raw.log);
     let cluster = raw.cluster.and_then(|c| v.cluster(c));
     v.cross_checks(&login, &logout, &session);
+    v.listeners(&server, admin.as_ref(), forward_auth.as_ref());
     if !v.problems.0.is_empty() {
         return Err(v.problems);
     }
     Ok(Config {
         server,
         admin,
+        forward_auth,
         upstreams,
         backend,
         login,
@@ -291,6 +294,16 @@ impl Validator<'_> {
                 raw.header_read_timeout,
                 Duration::from_secs(10),
             ),
+            keepalive_timeout: self.timeout(
+                "server.keepalive_timeout",
+                raw.keepalive_timeout,
+                Duration::from_secs(75),
+            ),
+            idle_timeout: self.timeout(
+                "server.idle_timeout",
+                raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
             upstream_timeout: self.timeout(
                 "server.upstream_timeout",
                 raw.upstream_timeout,
@@ -308,6 +321,25 @@ impl Validator<'_> {
                 Duration::from_secs(30),
             ),
         }
+    }
+
+    fn forward_auth(&mut self, raw: raw::RawForwardAuth) -> Option<ForwardAuth> {
+        let listen = self.socket_addr("forward_auth.listen", &raw.listen);
+        let path_prefix = raw.path_prefix.unwrap_or_default();
+        let well_formed = path_prefix.is_empty()
+            || (path_prefix.starts_with('/')
+                && !path_prefix.ends_with('/')
+                && crate::path::normalize(&path_prefix).is_ok_and(|p| p == path_prefix));
+        if !well_formed {
+            self.problem(
+                "forward_auth.path_prefix",
+                format!("{path_prefix:?} must be empty or a normalized path like \"/authz\" (no trailing /)"),
+            );
+        }
+        Some(ForwardAuth {
+            listen: listen?,
+            path_prefix,
+        })
     }
 
     fn upstreams(&mut self, raw: &BTreeMap<String, raw::RawUpstream>) -> Vec<Upstream> {
@@ -898,6 +930,13 @@ impl Validator<'_> {
                     }
                 },
             };
+            let host = route.host.and_then(|text| match HostPattern::parse(&text) {
+                Ok(host) => Some(host),
+                Err(message) => {
+                    self.problem(at("host"), message);
+                    None
+                }
+            });
             let auth = match route.auth.as_deref() {
                 None | Some("public") => crate::rules::Auth::Public,
                 Some("required") => crate::rules::Auth::Required,
@@ -977,6 +1016,7 @@ impl Validator<'_> {
             if let (Some(pattern), Some(upstream)) = (pattern, upstream) {
                 rules.push(Rule {
                     index: i,
+                    host,
                     pattern,
                     auth,
                     on_unauthenticated,
@@ -1008,6 +1048,41 @@ impl Validator<'_> {
             );
         }
         Log { format, level }
+    }
+
+    /// The forward-auth listener answers with bearer tokens, so it may share an address with
+    /// no other listener (least of all the public one).
+    fn listeners(
+        &mut self,
+        server: &Server,
+        admin: Option<&Admin>,
+        forward_auth: Option<&ForwardAuth>,
+    ) {
+        let Some(forward_auth) = forward_auth else {
+            return;
+        };
+        // Port 0 asks the system for a free port: never the same one twice.
+        let clash = |other: &SocketAddr| {
+            other.port() != 0
+                && other.port() == forward_auth.listen.port()
+                && (other.ip() == forward_auth.listen.ip()
+                    || other.ip().is_unspecified()
+                    || forward_auth.listen.ip().is_unspecified())
+        };
+        if server
+            .listen
+            .iter()
+            .chain(server.redirect_http.iter())
+            .any(clash)
+        {
+            self.problem(
+                "forward_auth.listen",
+                "must differ from server.listen and server.redirect_http (its answers carry bearer tokens)",
+            );
+        }
+        if admin.is_some_and(|admin| clash(&admin.listen)) {
+            self.problem("forward_auth.listen", "must differ from admin.listen");
+        }
     }
 
     fn cross_checks(&mut self, login: &Login, logout: &Logout, session: &Session) {

@@ -90,6 +90,10 @@ fn one_finding_per_warning() {
         ("admin.listen", base("", "", secret, guarded) + "[admin]\nlisten = \"0.0.0.0:9090\"\n"),
         ("backend.login", base("", "", secret, guarded) + "[backend]\nlogin = \"http://auth.internal.example/login\"\n"),
         ("backend.refresh", base("", "", secret, guarded) + "[backend]\nlogin = \"https://auth.example/login\"\nrefresh = \"http://auth.example/refresh\"\n"),
+        ("forward_auth.listen", base("", "", secret, guarded).replace("[upstreams]", "[forward_auth]\nlisten = \"0.0.0.0:18997\"\n[upstreams]")),
+        // A host rule behind a rule for every subdomain, and one behind a rule without host.
+        ("routes[1]", base("", "", secret, "[[routes]]\nhost = \"*.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"Admin.example.com\"\npath = \"/x\"\nauth = \"required\"\nupstream = \"app\"\n")),
+        ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),
     ];
     for (path, text) in cases {
         let config = Config::from_toml_str(&text).unwrap_or_else(|p| panic!("{path}: {p}"));
@@ -136,5 +140,28 @@ fn sound_network_settings_are_not_flagged() {
     assert_eq!(
         lint(&Config::from_toml_str(&text).expect("valid")),
         Vec::new()
+    );
+}
+
+#[test]
+fn host_rules_shadow_only_what_they_cover() {
+    let routes = "[[routes]]\nhost = \"app.example.com\"\npath = \"/:path*\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n";
+    let config = |routes: &str| {
+        let text = format!("[upstreams]\napp = \"http://127.0.0.1:3000\"\n[jwt]\nsecret = \"9f8e2b7c41d05a3e6f1c8b92d7e04a5f\"\n{routes}");
+        Config::from_toml_str(&text).expect("valid")
+    };
+    assert_eq!(lint(&config(routes)), Vec::new());
+    let shadowed = routes.replace("host = \"app.example.com\"\n", "");
+    let warnings = lint(&config(&shadowed));
+    assert_eq!(paths(&warnings), vec!["routes[1]", "routes[2]"]);
+    assert!(
+        warnings[0].message.contains("NOT protected"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].message.contains("host and path"),
+        "{}",
+        warnings[0]
     );
 }

@@ -19,18 +19,19 @@ fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {
     let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().expect("cidr")).collect();
     let conn = conn(peer);
     let request_id = HeaderValue::from_static("req-1");
+    let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {
         conn: &conn,
         trusted_proxies: &trusted,
         own_cookies: ["access_token", "refresh_token"],
         identity_headers: &[HeaderName::from_static("x-tenant")],
         request_id: &request_id,
+        host: &host,
     };
     rewrite_request_headers(
         &mut headers,
         &Permit::for_tests(Some("Bearer good")),
         &fwd,
-        None,
         true,
     );
     headers
@@ -148,18 +149,19 @@ fn upgrade_survives_the_rewrite() {
     );
     let conn = conn("127.0.0.1:1");
     let request_id = HeaderValue::from_static("req-1");
+    let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {
         conn: &conn,
         trusted_proxies: &[],
         own_cookies: ["a", "r"],
         identity_headers: &[],
         request_id: &request_id,
+        host: &host,
     };
     assert!(rewrite_request_headers(
         &mut headers,
         &Permit::for_tests(None),
         &fwd,
-        None,
         true
     ));
     assert_eq!(all(&headers, "connection"), ["upgrade"]);
@@ -180,7 +182,6 @@ fn upgrade_survives_the_rewrite() {
         &mut post,
         &Permit::for_tests(None),
         &fwd,
-        None,
         false
     ));
     for gone in [

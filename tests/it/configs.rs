@@ -99,6 +99,7 @@ fn the_reference_names_every_key() {
         ("RawSniCert", "server.tls.sni[]"),
         ("RawUpstreamTable", "upstreams.<name>"),
         ("RawAdmin", "admin"),
+        ("RawForwardAuth", "forward_auth"),
         ("RawBackend", "backend"),
         ("RawLogin", "login"),
         ("RawLogout", "logout"),

@@ -8,8 +8,10 @@
 //! - [`upstream`]: [`upstream()`], the site/API behind the proxy; records every request.
 //! - [`backend`]: [`backend()`], the credential service; issues, refreshes and revokes tokens.
 //! - [`client`]: [`Req`]/[`Resp`], an HTTP/1.1 and h2c client that never follows redirects.
-//! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris.
+//! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris; a hand-built
+//!   HTTP/2 client for pseudo-headers a well-behaved client never sends.
 //! - [`raw_upstream`]: an upstream that records the exact bytes of every request head.
+//! - [`ingress`]: real nginx and Caddy started with the documented forward-auth recipes.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
 //! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
@@ -27,6 +29,7 @@ pub mod client;
 pub mod cookies;
 pub mod cutter;
 pub mod django;
+pub mod ingress;
 pub mod instance;
 pub mod keys;
 pub mod pki;

@@ -489,6 +489,7 @@ fn explain_decision_table() {
             url,
             cookies,
             headers,
+            forward_auth: false,
         };
         let explanation =
             portcullis::explain::explain(&config, &request, now as u64).expect("explain");

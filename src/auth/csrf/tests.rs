@@ -125,28 +125,49 @@ fn a_request_without_browser_headers_passes() {
 
 #[test]
 fn the_site_origin_comes_from_the_request_and_trusted_proxies_only() {
-    let uri: http::Uri = "/x".parse().expect("uri");
-    let direct = headers(&[
+    let origin = |uri: &str, lines: &[(&'static str, &'static str)], trusted: bool, tls: bool| {
+        let mut builder = http::Request::get(uri);
+        for (name, value) in lines {
+            builder = builder.header(*name, *value);
+        }
+        let (parts, ()) = builder.body(()).expect("request").into_parts();
+        let peer = "10.0.0.1:1000".parse().expect("addr");
+        let conn = crate::ConnInfo::new(peer, peer, tls);
+        let proxies: Vec<ipnet::IpNet> = if trusted {
+            vec!["10.0.0.0/8".parse().expect("cidr")]
+        } else {
+            Vec::new()
+        };
+        let mut path = None;
+        let (view, _) = RequestView::proxied(&parts, &conn, &proxies, &mut path).expect("view");
+        Origin::of_view(&view).map(|o| o.to_string())
+    };
+    let direct = [
         ("host", "app.example.com:8080"),
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "evil.example.com"),
-    ]);
+    ];
     assert_eq!(
-        Origin::of_request(false, &direct, &uri, false).map(|o| o.to_string()),
+        origin("/x", &direct, false, false),
         Some("http://app.example.com:8080".to_owned())
     );
     assert_eq!(
-        Origin::of_request(false, &direct, &uri, true).map(|o| o.to_string()),
+        origin("/x", &direct, true, false),
         Some("https://evil.example.com:443".to_owned())
     );
-    let h2: http::Uri = "https://app.example.com/x".parse().expect("uri");
     assert_eq!(
-        Origin::of_request(true, &HeaderMap::new(), &h2, false).map(|o| o.to_string()),
+        origin("/x", &[("host", "App.Example.com")], false, true),
         Some("https://app.example.com:443".to_owned())
     );
+    // RFC 9112 §3.2.2: an absolute-form target names the host, whatever Host says.
     assert_eq!(
-        Origin::of_request(true, &HeaderMap::new(), &uri, false),
-        None
+        origin(
+            "https://app.example.com/x",
+            &[("host", "evil.example.com")],
+            false,
+            true
+        ),
+        Some("https://app.example.com:443".to_owned())
     );
 }
 

@@ -125,7 +125,7 @@ async fn claims_are_taken_renewed_found_and_released_by_lease_id() {
 async fn revocations_are_written_capped_and_loaded_page_by_page() {
     let server = redis_server().await;
     let store = store_on(server.port);
-    let until = crate::unix_now() + 3600;
+    let until = crate::clock::unix_now() + 3600;
     let count = PAGE * 2 + 17;
     for i in 0..count {
         store
@@ -169,7 +169,7 @@ async fn revocations_are_written_capped_and_loaded_page_by_page() {
 async fn a_full_shared_set_refuses_new_records() {
     let server = redis_server().await;
     let store = store_on(server.port);
-    let until = crate::unix_now() + 3600;
+    let until = crate::clock::unix_now() + 3600;
     let mut conn = store.conn();
     // Fill the unproven set to its cap straight in Redis.
     for chunk in 0..MAX_UNPROVEN / 10_000 {

@@ -16,31 +16,84 @@ pub struct Proxy {
 
 /// Starts Portcullis with `toml` (its `server.listen` is ignored: the test binds the socket).
 pub async fn proxy(toml: &str) -> Proxy {
-    let config = match portcullis::Config::from_toml_str(toml) {
-        Ok(config) => config,
-        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
-    };
-    start(config).await
+    start(parse(toml)).await
 }
 
 /// Starts Portcullis with an already validated configuration.
 pub async fn start(config: portcullis::Config) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    start_on(config, listener)
+    start_on(config, bind().await)
 }
 
 /// Starts Portcullis with `toml` on a socket the test bound itself (say, a dual-stack `[::]:0`).
 pub fn proxy_on(toml: &str, listener: TcpListener) -> Proxy {
+    start_on(parse(toml), listener)
+}
+
+fn start_on(config: portcullis::Config, listener: TcpListener) -> Proxy {
+    launch(
+        config,
+        portcullis::Listeners {
+            main: vec![listener],
+            ..Default::default()
+        },
+    )
+}
+
+/// Starts Portcullis with `toml` and an admin listener (`/healthz`, `/readyz`); returns the
+/// proxy and the admin listener's address.
+pub async fn proxy_with_admin(toml: &str) -> (Proxy, SocketAddr) {
+    let admin = bind().await;
+    let admin_addr = admin.local_addr().expect("admin address");
+    let listeners = portcullis::Listeners {
+        main: vec![bind().await],
+        admin: Some(admin),
+        ..Default::default()
+    };
+    (launch(parse(toml), listeners), admin_addr)
+}
+
+/// The listeners of [`proxy_with_forward_auth`] besides `server.listen`.
+#[derive(Clone, Copy, Debug)]
+pub struct Doors {
+    pub forward_auth: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts Portcullis with `toml`, a forward-auth listener and an admin listener; returns the
+/// proxy (its `addr` is `server.listen`) and the other two addresses.
+pub async fn proxy_with_forward_auth(toml: &str) -> (Proxy, Doors) {
+    let (forward_auth, admin) = (bind().await, bind().await);
+    let doors = Doors {
+        forward_auth: forward_auth.local_addr().expect("forward-auth address"),
+        admin: admin.local_addr().expect("admin address"),
+    };
+    let listeners = portcullis::Listeners {
+        main: vec![bind().await],
+        forward_auth: Some(forward_auth),
+        admin: Some(admin),
+        ..Default::default()
+    };
+    (launch(parse(toml), listeners), doors)
+}
+
+fn parse(toml: &str) -> portcullis::Config {
     match portcullis::Config::from_toml_str(toml) {
-        Ok(config) => start_on(config, listener),
+        Ok(config) => config,
         Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
     }
 }
 
-fn start_on(config: portcullis::Config, listener: TcpListener) -> Proxy {
-    let addr = listener.local_addr().expect("proxy address");
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Runs Portcullis on `listeners` (the first main one is the proxy's address).
+fn launch(config: portcullis::Config, listeners: portcullis::Listeners) -> Proxy {
+    let addr = listeners.main[0].local_addr().expect("proxy address");
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(portcullis::run(config, listener, async move {
+    let task = tokio::spawn(portcullis::run_all(config, listeners, async move {
         let _ = rx.await;
     }));
     Proxy {
@@ -48,34 +101,6 @@ fn start_on(config: portcullis::Config, listener: TcpListener) -> Proxy {
         shutdown: Some(tx),
         task: Some(task),
     }
-}
-
-/// Starts Portcullis with `toml` and an admin listener (`/healthz`, `/readyz`); returns the
-/// proxy and the admin listener's address.
-pub async fn proxy_with_admin(toml: &str) -> (Proxy, SocketAddr) {
-    let config = match portcullis::Config::from_toml_str(toml) {
-        Ok(config) => config,
-        Err(problems) => panic!("test config is invalid:\n{problems}\n---\n{toml}"),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-    let addr = listener.local_addr().expect("proxy address");
-    let admin_addr = admin.local_addr().expect("admin address");
-    let (tx, rx) = oneshot::channel::<()>();
-    let listeners = portcullis::Listeners {
-        main: vec![listener],
-        admin: Some(admin),
-        ..Default::default()
-    };
-    let task = tokio::spawn(portcullis::run_all(config, listeners, async move {
-        let _ = rx.await;
-    }));
-    let proxy = Proxy {
-        addr,
-        shutdown: Some(tx),
-        task: Some(task),
-    };
-    (proxy, admin_addr)
 }
 
 impl Proxy {

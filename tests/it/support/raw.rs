@@ -209,3 +209,24 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     }
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Sends `request` over a fresh HTTP/2 (h2c, prior knowledge) connection with the `h2`
+/// crate, which writes pseudo-headers and headers exactly as given: a `host` header beside
+/// `:authority`, userinfo in `:authority`, or no `:authority` at all (a request whose version
+/// says HTTP/1.1 is sent with `:scheme http` and no authority). Returns the status.
+pub async fn h2(addr: SocketAddr, request: http::Request<()>) -> u16 {
+    let tcp = TcpStream::connect(addr).await.expect("connecting for h2");
+    let (client, connection) = ::h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let (response, _) = client
+        .send_request(request, true)
+        .expect("the h2 client accepts the request");
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an h2 answer within 10 s")
+        .expect("an h2 response");
+    response.status().as_u16()
+}

@@ -71,6 +71,10 @@ pub async fn raw_upstream() -> RawUpstream {
 }
 
 impl RawUpstream {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

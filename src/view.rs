@@ -1,0 +1,375 @@
+//! The request as the proxy sees it: which origin it was sent to (scheme, host, port), which
+//! normalized path and target, from which client. Both front doors build one — proxy mode
+//! from the request itself, forward auth from the ingress's description of it — and every
+//! later phase (route, admit, forward or answer) reads only this view.
+//!
+//! [`authority`] is *the* host of a request: host rules, the `Host` sent upstream and the
+//! origin admission compares against all come from it. It follows the RFCs to the letter,
+//! because a host two servers read differently is a host rule walked around: exactly one
+//! `Host` on HTTP/1.x (RFC 9112 §3.2), an absolute-form target's authority over it (§3.2.2),
+//! `:authority` over a `host` header on HTTP/2 (RFC 9113 §8.3.1), no userinfo, and `400` for
+//! a missing or malformed one. `X-Forwarded-Host`/`-Proto` are believed only from
+//! `server.trusted_proxies` (and from the ingress in forward auth).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Version};
+use ipnet::IpNet;
+
+use crate::error::Error;
+use crate::path;
+use crate::ConnInfo;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The scheme a request was sent with, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+
+    /// `http` or `https`, in any case; anything else is not a scheme a browser sent.
+    pub fn parse(text: &str) -> Option<Scheme> {
+        if text.eq_ignore_ascii_case("https") {
+            Some(Scheme::Https)
+        } else if text.eq_ignore_ascii_case("http") {
+            Some(Scheme::Http)
+        } else {
+            None
+        }
+    }
+}
+
+/// A validated `host[:port]`: a DNS name, an IPv4 address or a bracketed IPv6 address, and
+/// an optional port. No userinfo, no percent-encoding, no empty labels.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The text as received, case kept: what the upstream is sent as `Host`.
+    value: HeaderValue,
+    /// Length of the host part (brackets included, port excluded).
+    host_len: usize,
+    port: Option<u16>,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Host({:?})", self.as_str())
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Host {
+    /// Parses a `Host` value (or an authority). The error is fit for a client.
+    pub fn parse(value: HeaderValue) -> Result<Host, &'static str> {
+        let bytes = value.as_bytes();
+        if bytes.is_empty() {
+            return Err("empty Host");
+        }
+        if bytes.contains(&b'@') {
+            return Err("userinfo in the request's host");
+        }
+        let host_len = if bytes[0] == b'[' {
+            let close = bytes
+                .iter()
+                .position(|&b| b == b']')
+                .ok_or("malformed Host")?;
+            let inside = std::str::from_utf8(&bytes[1..close]).map_err(|_| "malformed Host")?;
+            inside
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| "malformed Host")?;
+            close + 1
+        } else {
+            let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+            let name = &bytes[..end];
+            let well_formed = !name.is_empty()
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+                // Labels are never empty; one trailing dot (a fully qualified name) is allowed.
+                && !name.starts_with(b".")
+                && !name.windows(2).any(|w| w == b"..");
+            if !well_formed {
+                return Err("malformed Host");
+            }
+            end
+        };
+        let port = match &bytes[host_len..] {
+            [] => None,
+            [b':', digits @ ..] => {
+                let well_formed = !digits.is_empty()
+                    && digits.len() <= 5
+                    && digits.iter().all(u8::is_ascii_digit);
+                let port = std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|_| well_formed)
+                    .and_then(|d| d.parse::<u16>().ok())
+                    .ok_or("malformed port in Host")?;
+                Some(port)
+            }
+            _ => return Err("malformed Host"),
+        };
+        Ok(Host {
+            value,
+            host_len,
+            port,
+        })
+    }
+
+    fn from_authority(authority: &http::uri::Authority) -> Result<Host, &'static str> {
+        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| "malformed Host")?;
+        Host::parse(value)
+    }
+
+    /// `host[:port]` as received.
+    pub fn as_str(&self) -> &str {
+        self.value.to_str().expect("a parsed Host is visible ASCII")
+    }
+
+    /// The host without its port, case kept (`[::1]` keeps its brackets).
+    pub fn name(&self) -> &str {
+        &self.as_str()[..self.host_len]
+    }
+
+    /// The host for comparisons: without its port and without one trailing dot
+    /// (`App.Example.com.` is `App.Example.com`); compare it without regard to ASCII case.
+    pub fn matchable(&self) -> &str {
+        let name = self.name();
+        name.strip_suffix('.').unwrap_or(name)
+    }
+
+    /// The explicit port, if the host carried one.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The value to send as `Host`.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.value
+    }
+}
+
+/// *The* host of a request, as it reached this listener: what host rules match (unless a
+/// trusted proxy names another, see [`RequestView`]) and what the upstream is sent as `Host`.
+///
+/// - HTTP/2 and later: `:authority`, whatever `host` headers say; without it, exactly one
+///   `host` header.
+/// - HTTP/1.x: exactly one valid `Host` header, always (RFC 9112 §3.2); with an absolute-form
+///   target, the target's authority replaces it (§3.2.2).
+/// - Userinfo (`evil@app.test`) anywhere, a missing, repeated or malformed host: `400`.
+pub fn authority(parts: &Parts) -> Result<Host, Error> {
+    let mut headers = parts.headers.get_all(header::HOST).iter();
+    let first = headers.next();
+    let repeated = headers.next().is_some();
+    if parts.version >= Version::HTTP_2 {
+        if let Some(authority) = parts.uri.authority() {
+            return Host::from_authority(authority).map_err(Error::BadRequest);
+        }
+    }
+    if repeated {
+        return Err(Error::BadRequest("more than one Host header"));
+    }
+    let header = first.ok_or(Error::BadRequest("missing Host header"))?;
+    let host = Host::parse(header.clone()).map_err(Error::BadRequest)?;
+    match parts.uri.authority() {
+        Some(authority) => Host::from_authority(authority).map_err(Error::BadRequest),
+        None => Ok(host),
+    }
+}
+
+/// The first host a trusted proxy forwarded in `X-Forwarded-Host` (the client-facing one of
+/// a chain), if any. A malformed one is refused like a malformed `Host`.
+pub fn forwarded_host(headers: &HeaderMap) -> Result<Option<Host>, Error> {
+    let Some(value) = headers.get(X_FORWARDED_HOST) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))?;
+    let first = text.split(',').next().unwrap_or("").trim();
+    if first.is_empty() {
+        return Ok(None);
+    }
+    let value = HeaderValue::from_str(first)
+        .map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))?;
+    Host::parse(value)
+        .map(Some)
+        .map_err(|_| Error::BadRequest("malformed X-Forwarded-Host"))
+}
+
+/// The scheme a trusted proxy says the client used (`X-Forwarded-Proto`, first of a chain).
+pub fn forwarded_proto(headers: &HeaderMap) -> Option<Scheme> {
+    let text = headers.get(X_FORWARDED_PROTO)?.to_str().ok()?;
+    Scheme::parse(text.split(',').next()?.trim())
+}
+
+/// Whether the peer is a configured trusted proxy, whose `X-Forwarded-*` headers are believed.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = crate::unmapped(peer);
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// The client's address: the peer, or — behind trusted proxies — the nearest untrusted
+/// address in `X-Forwarded-For`, read from the right.
+pub fn client_ip(conn: &ConnInfo, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(conn.peer.ip(), trusted) {
+        return conn.peer.ip();
+    }
+    forwarded_client(conn.peer.ip(), headers, trusted)
+}
+
+/// The nearest address in `X-Forwarded-For` that is not a trusted proxy, read from the right
+/// of a chain that `peer` (believed) sent; `peer` itself when the chain is empty.
+pub fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let mut client = peer;
+    let hops = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) => {
+                client = ip;
+                if !is_trusted(ip, trusted) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, `ip:port` (as Azure Application Gateway writes)
+/// or `[v6]:port`, with an IPv4-mapped IPv6 address read as the IPv4 address it is.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(crate::unmapped(ip))
+}
+
+/// The normalized path (placed in `slot`, which outlives the view: the access log reads it)
+/// and the target sent upstream: that path plus the original query, borrowed from `raw`
+/// when normalizing changed nothing (the usual case).
+pub fn normalize<'s, 'q>(
+    raw: &'q str,
+    slot: &'s mut Option<String>,
+) -> Result<(&'s str, Cow<'q, str>), Error> {
+    let (raw_path, query) = match raw.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (raw, None),
+    };
+    let normalized = path::normalize(raw_path).map_err(|err| {
+        tracing::debug!(error = %err, "refused request path");
+        Error::BadRequest(err.message())
+    })?;
+    let path: &'s str = slot.insert(normalized);
+    let target = match query {
+        _ if raw_path == path => Cow::Borrowed(raw),
+        Some(query) => Cow::Owned(format!("{path}?{query}")),
+        None => Cow::Owned(path.to_owned()),
+    };
+    Ok((path, target))
+}
+
+/// One request as the proxy sees it, whichever door it came through.
+#[derive(Debug)]
+pub struct RequestView<'r> {
+    pub method: Method,
+    /// The origin the client sent the request to (`X-Forwarded-Proto`/`-Host` from a trusted
+    /// proxy or the ingress, else the connection and [`authority`]): what host rules match
+    /// and what an `Origin` header is compared with.
+    pub scheme: Scheme,
+    pub host: Host,
+    /// The normalized path: what rules match and what goes upstream.
+    pub path: &'r str,
+    /// The normalized path with the original query.
+    pub target: Cow<'r, str>,
+    pub headers: &'r HeaderMap,
+    pub client_ip: IpAddr,
+    /// Whether the peer is a trusted proxy (always, for the ingress in forward auth).
+    pub trusted_peer: bool,
+}
+
+impl<'r> RequestView<'r> {
+    /// Proxy mode: the view of a request received on `server.listen`. Also returns the
+    /// request's own [`authority`], which the upstream is sent as `Host`.
+    pub fn proxied(
+        parts: &'r Parts,
+        conn: &ConnInfo,
+        trusted_proxies: &[IpNet],
+        path_slot: &'r mut Option<String>,
+    ) -> Result<(RequestView<'r>, Host), Error> {
+        let raw = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let (path, target) = normalize(raw, path_slot)?;
+        let authority = authority(parts)?;
+        let trusted_peer = is_trusted(conn.peer.ip(), trusted_proxies);
+        let (scheme, host) = if trusted_peer {
+            let scheme = forwarded_proto(&parts.headers);
+            let host = forwarded_host(&parts.headers)?;
+            (scheme, host)
+        } else {
+            (None, None)
+        };
+        let view = RequestView {
+            method: parts.method.clone(),
+            scheme: scheme.unwrap_or(if conn.tls {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            }),
+            host: host.unwrap_or_else(|| authority.clone()),
+            path,
+            target,
+            headers: &parts.headers,
+            client_ip: if trusted_peer {
+                forwarded_client(conn.peer.ip(), &parts.headers, trusted_proxies)
+            } else {
+                conn.peer.ip()
+            },
+            trusted_peer,
+        };
+        Ok((view, authority))
+    }
+
+    /// The port of the origin: explicit, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.host
+            .port()
+            .unwrap_or_else(|| self.scheme.default_port())
+    }
+}
+
+#[cfg(test)]
+mod tests;
