@@ -5,6 +5,7 @@
 use std::process::{Child, Command, Stdio};
 
 use super::*;
+use crate::cluster::revocations::MAX_UNPROVEN;
 use crate::cluster::{is_outcome, LEASE};
 
 struct Server {
