@@ -17,6 +17,7 @@
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
 //!   redirects and JSON answers the proxy writes itself.
 //! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
+//! - [`single_flight`]: one call per key however many callers want it at once.
 //! - [`cluster`]: state shared by every instance (revocations, counters, one refresh per
 //!   token) through Redis, with local state as the fallback.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, `POST /sessions/revoke`
@@ -44,6 +45,7 @@ pub mod path;
 pub mod response;
 pub mod rules;
 pub mod server;
+pub mod single_flight;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
