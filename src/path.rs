@@ -68,6 +68,31 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     Ok(normalized)
 }
 
+/// Whether `raw` is already in the form [`normalize`] gives, so that normalizing it would
+/// return it unchanged: a `/`, then segments of plain `pchar` characters (no `%` escape at all)
+/// separated by single `/`s, none of them ending with `.` (which covers `.` and `..`). One pass
+/// over the bytes and no allocation: the path of nearly every request takes it. Conservative:
+/// `false` sends a path to [`normalize`], which decides.
+pub fn is_normal_form(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    // `previous` is the byte before the current one; a segment ends at a `/` or at the end.
+    let mut previous = b'/';
+    for &byte in &bytes[1..] {
+        if byte == b'/' {
+            if previous == b'/' || previous == b'.' {
+                return false;
+            }
+        } else if !is_pchar(byte) {
+            return false;
+        }
+        previous = byte;
+    }
+    previous != b'.'
+}
+
 /// `path` without one trailing `/` (the root stays `/`): rules and the proxy's own endpoints
 /// treat `/admin/` as `/admin`.
 pub fn without_trailing_slash(path: &str) -> &str {

@@ -286,21 +286,58 @@ pub fn normalize<'s, 'q>(
     raw: &'q str,
     slot: &'s mut Option<String>,
 ) -> Result<(&'s str, Cow<'q, str>), Error> {
-    let (raw_path, query) = match raw.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (raw, None),
+    let (raw_path, query) = split_target(raw);
+    let normalized = normalized_path(raw_path)?.unwrap_or_else(|| raw_path.to_owned());
+    let path: &'s str = slot.insert(normalized);
+    Ok((path, with_query(raw, raw_path, query, path)))
+}
+
+/// [`normalize`] for a target that outlives the view (proxy mode): a path that normalizing
+/// leaves alone is borrowed from `raw`, and copied into `slot` only when the access log,
+/// which outlives the request, is on.
+pub fn normalize_shared<'r>(
+    raw: &'r str,
+    slot: &'r mut Option<String>,
+) -> Result<(&'r str, Cow<'r, str>), Error> {
+    let (raw_path, query) = split_target(raw);
+    let path: &'r str = match normalized_path(raw_path)? {
+        Some(changed) => slot.insert(changed),
+        None if tracing::enabled!(target: "access", tracing::Level::INFO) => {
+            slot.insert(raw_path.to_owned())
+        }
+        None => raw_path,
     };
-    let normalized = path::normalize(raw_path).map_err(|err| {
+    Ok((path, with_query(raw, raw_path, query, path)))
+}
+
+/// The path and the query of a request target.
+fn split_target(raw: &str) -> (&str, Option<&str>) {
+    match memchr::memchr(b'?', raw.as_bytes()) {
+        Some(at) => (&raw[..at], Some(&raw[at + 1..])),
+        None => (raw, None),
+    }
+}
+
+/// The normalized form of `raw_path`, or `None` when it is already normal (the usual case,
+/// decided without allocating).
+fn normalized_path(raw_path: &str) -> Result<Option<String>, Error> {
+    if path::is_normal_form(raw_path) {
+        return Ok(None);
+    }
+    path::normalize(raw_path).map(Some).map_err(|err| {
         tracing::debug!(error = %err, "refused request path");
         Error::BadRequest(err.message())
-    })?;
-    let path: &'s str = slot.insert(normalized);
-    let target = match query {
+    })
+}
+
+/// The target sent upstream: `path` with the original query, `raw` itself when `path` is
+/// the raw path.
+fn with_query<'q>(raw: &'q str, raw_path: &str, query: Option<&str>, path: &str) -> Cow<'q, str> {
+    match query {
         _ if raw_path == path => Cow::Borrowed(raw),
         Some(query) => Cow::Owned(format!("{path}?{query}")),
         None => Cow::Owned(path.to_owned()),
-    };
-    Ok((path, target))
+    }
 }
 
 /// One request as the proxy sees it, whichever door it came through.
@@ -332,7 +369,7 @@ impl<'r> RequestView<'r> {
         path_slot: &'r mut Option<String>,
     ) -> Result<(RequestView<'r>, Host), Error> {
         let raw = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let (path, target) = normalize(raw, path_slot)?;
+        let (path, target) = normalize_shared(raw, path_slot)?;
         let authority = authority(parts)?;
         let trusted_peer = is_trusted(conn.peer.ip(), trusted_proxies);
         let (scheme, host) = if trusted_peer {

@@ -83,3 +83,48 @@ fn normalization_is_idempotent() {
         assert_eq!(normalize(&once).as_deref(), Ok(once.as_str()), "{input:?}");
     }
 }
+
+#[test]
+fn the_fast_check_only_passes_paths_normalizing_leaves_alone() {
+    // Every path up to five bytes over an alphabet of the bytes that matter: a path the fast
+    // check passes normalizes to itself, and every such path without an escape passes it.
+    let alphabet = [b'/', b'.', b'a', b'%', b'2', b'e', b'~', b'#', b' ', b';'];
+    let mut checked = 0;
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(path) = stack.pop() {
+        let text = std::str::from_utf8(&path).expect("ascii");
+        let same = normalize(text).is_ok_and(|n| n == text);
+        if is_normal_form(text) {
+            assert!(same, "{text:?} passed the fast check but normalizes differently");
+        } else {
+            assert!(
+                !same || text.contains('%'),
+                "{text:?} is normal but failed the fast check"
+            );
+        }
+        checked += 1;
+        if path.len() < 5 {
+            for &byte in &alphabet {
+                let mut longer = path.clone();
+                longer.push(byte);
+                stack.push(longer);
+            }
+        }
+    }
+    assert!(checked > 100_000);
+    for (path, normal) in [
+        ("/", true),
+        ("/api/v1/items", true),
+        ("/a.b/c/", true),
+        ("/a/", true),
+        ("/a/.", false),
+        ("/a./b", false),
+        ("/a//b", false),
+        ("/%7e", false),
+        ("//", false),
+        ("", false),
+        ("a", false),
+    ] {
+        assert_eq!(is_normal_form(path), normal, "{path:?}");
+    }
+}

@@ -137,7 +137,12 @@ fn normalizing_keeps_the_original_query() {
         let mut slot = None;
         let (path, target) = normalize(raw, &mut slot).expect(raw);
         assert_eq!((path, target.as_ref()), (want_path, want_target), "{raw}");
+        let mut slot = None;
+        let (path, target) = normalize_shared(raw, &mut slot).expect(raw);
+        assert_eq!((path, target.as_ref()), (want_path, want_target), "{raw}");
     }
     let mut slot = None;
     assert!(normalize("/a%2Fb", &mut slot).is_err());
+    let mut slot = None;
+    assert!(normalize_shared("/a%2Fb", &mut slot).is_err());
 }
