@@ -143,7 +143,7 @@ impl Pattern {
     /// when `ignore_case` is set.
     pub fn matches_with(&self, path: &str, ignore_case: bool) -> bool {
         let trimmed = path.strip_suffix('/').unwrap_or(path);
-        let mut parts = trimmed.split('/').skip(1);
+        let mut parts = segments(trimmed);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => {
@@ -165,6 +165,7 @@ impl Pattern {
                 Segment::Optional => {
                     return parts.next().is_none_or(|p| !p.is_empty()) && parts.next().is_none()
                 }
+                Segment::Rest { min: 0 } => return true,
                 Segment::Rest { min } => return parts.filter(|p| !p.is_empty()).count() >= *min,
             }
         }
@@ -327,6 +328,28 @@ impl Rule {
 /// The first rule that takes the normalized `path` on `host`.
 pub fn route<'r>(rules: &'r [Rule], host: &str, path: &str) -> Option<&'r Rule> {
     rules.iter().find(|rule| rule.matches(host, path))
+}
+
+/// What `path.split('/').skip(1)` yields, found byte by byte: request paths are short, and a
+/// plain loop is several times cheaper here than the general string search behind `split`.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    let mut rest = path
+        .bytes()
+        .position(|b| b == b'/')
+        .map(|first| &path[first + 1..]);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// Escapes non-ASCII characters so a pattern written with `é` normalizes like a request.
