@@ -50,18 +50,19 @@ pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// just because another cookie on it is not ASCII.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |name: &[u8]| names.iter().any(|n| n.as_bytes() == name);
-    let any_ours = headers
-        .get_all(COOKIE)
+    // One lookup: the lines are walked again from it rather than looked up again.
+    let lines = headers.get_all(COOKIE);
+    let any_ours = lines
         .iter()
         .flat_map(|line| pieces(line.as_bytes()))
         .any(|pair| ours(pair_name(pair)));
     // HTTP/2 clients send one cookie per header field; an HTTP/1.1 upstream expects them in
     // one line (RFC 9113 §8.2.3), so several lines are always joined.
-    if !any_ours && headers.get_all(COOKIE).iter().nth(1).is_none() {
+    if !any_ours && lines.iter().nth(1).is_none() {
         return;
     }
     let mut kept: Vec<u8> = Vec::new();
-    for line in headers.get_all(COOKIE) {
+    for line in lines.iter() {
         for pair in pieces(line.as_bytes()) {
             let pair = pair.trim_ascii();
             if pair.is_empty() || ours(pair_name(pair)) {
@@ -73,11 +74,14 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
             kept.extend_from_slice(pair);
         }
     }
-    headers.remove(COOKIE);
-    if !kept.is_empty() {
-        // The bytes came from header values and only `; ` was added, so this cannot fail.
-        if let Ok(value) = HeaderValue::from_bytes(&kept) {
+    // The bytes came from header values and only `; ` was added, so this cannot fail; an
+    // insert replaces every line.
+    match HeaderValue::from_bytes(&kept) {
+        Ok(value) if !kept.is_empty() => {
             headers.insert(COOKIE, value);
+        }
+        _ => {
+            headers.remove(COOKIE);
         }
     }
 }

@@ -53,6 +53,11 @@ pub fn keep_from_shared_caches(headers: &mut HeaderMap) {
         "private",
         "no-store",
     ];
+    // Most responses say nothing about caching: one lookup decides that.
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        return;
+    }
     if has_directive(headers, &DECIDED) {
         return;
     }

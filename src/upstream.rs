@@ -93,7 +93,10 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const HOP_BY_HOP_COUNT: usize = 10;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
-pub const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+///
+/// A `static`, not a `const`: a `const` array of header names is built and dropped again at
+/// every use.
+pub static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -178,10 +181,13 @@ pub fn rewrite_request_headers(
     fwd: &Forwarding<'_>,
     may_upgrade: bool,
 ) -> bool {
-    let upgrade = may_upgrade.then(|| upgrade_protocol(headers)).flatten();
-    strip_hop_by_hop(headers);
-    if upgrade.is_none() {
-        for name in WEBSOCKET_HANDSHAKE {
+    let present = Present::scan(headers, Some(fwd.identity_headers));
+    let upgrade = (may_upgrade && present.has(&header::CONNECTION) && present.has(&header::UPGRADE))
+        .then(|| upgrade_protocol(headers))
+        .flatten();
+    strip_hop_by_hop(headers, &present);
+    if upgrade.is_none() && present.websocket {
+        for name in &WEBSOCKET_HANDSHAKE {
             headers.remove(name);
         }
     }
@@ -195,13 +201,15 @@ pub fn rewrite_request_headers(
         .then(|| headers.get(X_FORWARDED_HOST).cloned())
         .flatten();
 
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_identity_header(name.as_str(), fwd.identity_headers))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+    if present.identity {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_identity_header(name.as_str(), fwd.identity_headers))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
     crate::cookie_header::strip(headers, &fwd.own_cookies);
 
@@ -223,9 +231,10 @@ pub fn rewrite_request_headers(
     let proto = forwarded_proto
         .unwrap_or_else(|| HeaderValue::from_static(if fwd.conn.tls { "https" } else { "http" }));
     headers.insert(X_FORWARDED_PROTO, proto);
-    if let Some(host) = forwarded_host.or_else(|| headers.get(header::HOST).cloned()) {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    headers.insert(
+        X_FORWARDED_HOST,
+        forwarded_host.unwrap_or_else(|| fwd.host.clone()),
+    );
     headers.insert(X_REQUEST_ID, fwd.request_id.clone());
     if let Some(protocol) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -234,8 +243,79 @@ pub fn rewrite_request_headers(
     upgrade.is_some()
 }
 
+/// Which of the headers the rewrite removes a map carries, found in one pass over its names:
+/// a removal is a hash lookup, so only the headers that are there are removed by name.
+struct Present {
+    /// `HOP_BY_HOP[i]` is there.
+    hop_by_hop: [bool; HOP_BY_HOP_COUNT],
+    /// Some header of [`WEBSOCKET_HANDSHAKE`] is there.
+    websocket: bool,
+    /// Some name claims an identity ([`is_identity_header`]; only when asked).
+    identity: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap, identity: Option<&[HeaderName]>) -> Present {
+        let mut present = Present {
+            hop_by_hop: [false; HOP_BY_HOP_COUNT],
+            websocket: false,
+            identity: false,
+        };
+        for name in headers.keys() {
+            let name = name.as_str();
+            if let Some(i) = hop_by_hop_index(name) {
+                present.hop_by_hop[i] = true;
+            } else if is_websocket_handshake(name) {
+                present.websocket = true;
+            } else if let Some(configured) = identity {
+                present.identity |= is_identity_header(name, configured);
+            }
+        }
+        present
+    }
+
+    fn has(&self, hop_by_hop: &HeaderName) -> bool {
+        HOP_BY_HOP
+            .iter()
+            .zip(self.hop_by_hop)
+            .any(|(name, here)| here && name == hop_by_hop)
+    }
+}
+
+/// The position of `name` in [`HOP_BY_HOP`]. A `match` on the text (its length first) is far
+/// cheaper than comparing with each name in turn, and this runs for every header of every
+/// request and response.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    let index = match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authorization" => 7,
+        "proxy-authenticate" => 8,
+        "http2-settings" => 9,
+        _ => return None,
+    };
+    debug_assert_eq!(HOP_BY_HOP[index], name);
+    Some(index)
+}
+
+/// Whether `name` is one of [`WEBSOCKET_HANDSHAKE`].
+fn is_websocket_handshake(name: &str) -> bool {
+    matches!(
+        name,
+        "sec-websocket-key"
+            | "sec-websocket-version"
+            | "sec-websocket-extensions"
+            | "sec-websocket-protocol"
+    )
+}
+
 /// The request headers that only mean something in a WebSocket handshake (RFC 6455 §11.3).
-const WEBSOCKET_HANDSHAKE: [HeaderName; 4] = [
+static WEBSOCKET_HANDSHAKE: [HeaderName; 4] = [
     header::SEC_WEBSOCKET_KEY,
     header::SEC_WEBSOCKET_VERSION,
     header::SEC_WEBSOCKET_EXTENSIONS,
@@ -247,7 +327,7 @@ pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
     let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    strip_hop_by_hop(headers);
+    strip_hop_by_hop(headers, &Present::scan(headers, None));
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
@@ -287,34 +367,33 @@ fn accepts_websocket(request_key: Option<&HeaderValue>, response: &HeaderMap) ->
     upgrade && accept
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // `close` names no header and `keep-alive` is removed below anyway: the usual
-        // `Connection` values build no list.
-        .filter(|token| {
-            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
-        })
-        .filter_map(|token| HeaderName::try_from(token).ok())
-        // The framing of the request is the proxy's business, not the client's to remove.
-        .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
-        .collect();
-    for name in &named {
-        headers.remove(name);
-    }
-    // One pass over the names present marks the hop-by-hop ones: comparing standard header
-    // names is cheap, and a removal by name is a hash lookup each, so only those are removed.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[i] = true;
+/// Removes the hop-by-hop headers `present` found, and every header `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, present: &Present) {
+    if present.has(&header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` names no header and `keep-alive` is removed below anyway: the usual
+            // `Connection` values build no list.
+            .filter(|token| {
+                !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+            })
+            .filter_map(|token| HeaderName::try_from(token).ok())
+            // The framing of the request is the proxy's business, not the client's to remove.
+            .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
+            .collect();
+        for name in &named {
+            headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+    for (name, _) in HOP_BY_HOP
+        .iter()
+        .zip(present.hop_by_hop)
+        .filter(|(_, here)| *here)
+    {
         headers.remove(name);
     }
 }

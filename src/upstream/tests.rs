@@ -263,3 +263,19 @@ fn ipv4_mapped_peers_are_unmapped_once() {
     assert_eq!(conn.peer.ip().to_string(), "192.0.2.9");
     assert_eq!(conn.peer_ip, "192.0.2.9");
 }
+
+#[test]
+fn the_name_matches_agree_with_the_lists() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(hop_by_hop_index(name.as_str()), Some(i));
+        assert!(!is_websocket_handshake(name.as_str()));
+    }
+    for name in &WEBSOCKET_HANDSHAKE {
+        assert!(is_websocket_handshake(name.as_str()));
+        assert_eq!(hop_by_hop_index(name.as_str()), None);
+    }
+    for other in ["host", "cookie", "connectio", "tee", "x-upgrade", "sec-websocket-accept"] {
+        assert_eq!(hop_by_hop_index(other), None, "{other}");
+        assert!(!is_websocket_handshake(other), "{other}");
+    }
+}
