@@ -20,20 +20,21 @@
 //! check passed, so an expired token may safely be taken as proof of a session to refresh.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
+use http::HeaderValue;
 use serde_json::{Map, Value};
 
 mod cache;
 mod keys;
+mod parse;
 #[cfg(test)]
 mod tests;
 
 use cache::Cache;
 pub use keys::*;
+use parse::{Audience, Json};
 
 /// Tokens longer than this are refused before any decoding. Real access tokens are far
 /// smaller, and the bound caps every later allocation.
@@ -50,8 +51,9 @@ pub const CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// exactly, and far below the values that make josekit panic.
 const TIME_LIMIT: u64 = 1 << 53;
 
-/// What a cache entry costs besides its token and claims text: the map slot, the `Arc`, and
-/// the parsed JSON, which takes roughly twice the space of its text.
+/// What a cache entry costs besides its token (the key, and again in the claims' `Bearer`
+/// value) and claims text (kept, and parsed into a map taking roughly twice its space when a
+/// rule asks for one): the map slot and the `Arc`.
 const CACHE_ENTRY_OVERHEAD: usize = 192;
 
 /// `typ` / `token_type` values that mark a token which must never be used as an access token.
@@ -74,17 +76,68 @@ pub struct Policy {
 }
 
 /// The verified claims of a token.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Verifying reads only the claims it checks (`exp`, `nbf`, `iat`, `iss`, `aud`, the token
+/// kind); the map of every claim — for rules' `claims`, identity headers, `/auth/me`,
+/// `jwt.claims`, revocations — is parsed from the payload's text the first time something
+/// asks for it, once per cached token.
+#[derive(Clone)]
 pub struct Claims {
-    map: Map<String, Value>,
     exp: u64,
     nbf: Option<u64>,
     iat: Option<u64>,
-    /// Length of the payload JSON text, the basis of the cache's memory accounting.
-    size: usize,
+    /// The payload's JSON text, as signed (a JSON object: verifying parsed it).
+    json: Box<[u8]>,
+    map: OnceLock<Map<String, Value>>,
+    /// `Bearer <token>`, made once when the token was verified: a cache hit then forwards the
+    /// token without copying or checking its bytes again.
+    bearer: HeaderValue,
+}
+
+impl fmt::Debug for Claims {
+    // The bearer value is the token itself: it must never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("exp", &self.exp)
+            .field("nbf", &self.nbf)
+            .field("iat", &self.iat)
+            .field("claims", &self.json.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Claims) -> bool {
+        (self.exp, self.nbf, self.iat, &self.json, &self.bearer)
+            == (other.exp, other.nbf, other.iat, &other.json, &other.bearer)
+    }
 }
 
 impl Claims {
+    /// Claims of a verified token: its time claims, its payload's text and the token.
+    fn new(
+        times: (u64, Option<u64>, Option<u64>),
+        json: Vec<u8>,
+        token: &str,
+    ) -> Result<Claims, Rejection> {
+        // Built by hand: `format!` would run the formatting machinery.
+        let mut bearer = String::with_capacity(7 + token.len());
+        bearer.push_str("Bearer ");
+        bearer.push_str(token);
+        // A token that decoded is base64url and dots: always header-safe.
+        let bearer = HeaderValue::try_from(bearer)
+            .map_err(|_| Rejection::Malformed("token is not header-safe"))?;
+        let (exp, nbf, iat) = times;
+        Ok(Claims {
+            exp,
+            nbf,
+            iat,
+            json: json.into_boxed_slice(),
+            map: OnceLock::new(),
+            bearer,
+        })
+    }
+
     /// Expiry, unix seconds (always present: tokens without `exp` are rejected).
     pub fn exp(&self) -> u64 {
         self.exp
@@ -98,23 +151,38 @@ impl Claims {
         self.iat
     }
 
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.map.get(name)
+    /// The token as an `Authorization` value (`Bearer <token>`).
+    pub fn bearer(&self) -> &HeaderValue {
+        &self.bearer
     }
 
+    /// Every claim, parsed on first use.
     pub fn as_json(&self) -> &Map<String, Value> {
-        &self.map
+        // Cannot fail: verifying parsed the same text with the same parser (every member
+        // through `deserialize_any`, see `parse.rs`). Were it to, no claim would be there, and
+        // every rule needing one would refuse.
+        self.map
+            .get_or_init(|| serde_json::from_slice(&self.json).unwrap_or_default())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.as_json().get(name)
     }
 
     pub fn sub(&self) -> Option<&str> {
-        self.map.get("sub").and_then(Value::as_str)
+        self.get("sub").and_then(Value::as_str)
+    }
+
+    /// Length of the payload's text, the basis of the cache's memory accounting.
+    fn size(&self) -> usize {
+        self.json.len()
     }
 
     /// Whether claim `name` satisfies one of `allowed`: a string claim must equal one, an array
     /// claim must contain one, and numbers and booleans are compared by their JSON text
     /// (`42`, `true`). An absent claim, `null`, an object, or an empty `allowed` never does.
     pub fn satisfies(&self, name: &str, allowed: &[String]) -> bool {
-        match self.map.get(name) {
+        match self.get(name) {
             Some(Value::Array(items)) => items.iter().any(|item| scalar_in(item, allowed)),
             Some(value) => scalar_in(value, allowed),
             None => false,
@@ -325,14 +393,17 @@ impl Verifier {
     /// Claims are only looked at once the signature is known to be good, and expiry is
     /// reported apart from the other failures (see [`Verified`]).
     fn evaluate(&self, token: &str, now: u64, trace: &mut Trace) -> Result<Verified, Rejection> {
-        let (header, parts) = self.authenticate(token, trace)?;
-        let payload = trace.step(
-            "payload json",
-            serde_json::from_slice::<Map<String, Value>>(&parts.payload)
-                .map_err(|_| Rejection::Malformed("payload is not a JSON object")),
-            |p| format!("JSON object with {} claim(s)", p.len()),
-        )?;
-        self.judge_claims(&header, payload, parts.payload.len(), now, trace)
+        let (parts, header_marks) = self.authenticate(token, trace)?;
+        let checked = trace.step("payload json", parse::payload(&parts.payload), |_| {
+            // Only for `explain`: count the claims.
+            let count = serde_json::from_slice::<Map<String, Value>>(&parts.payload)
+                .map_or(0, |claims| claims.len());
+            format!("JSON object with {count} claim(s)")
+        })?;
+        let verdicts = self.judge_claims(&checked, header_marks, now, trace);
+        let (times, first_error) = verdicts?;
+        let claims = Claims::new(times, parts.payload, token)?;
+        self.judge_required(claims, first_error, now, trace)
     }
 
     /// Structure, header, key choice and signature: everything that establishes the token is
@@ -341,7 +412,7 @@ impl Verifier {
         &self,
         token: &'t str,
         trace: &mut Trace,
-    ) -> Result<(Header, Compact<'t>), Rejection> {
+    ) -> Result<(parse::Compact<'t>, bool), Rejection> {
         let policy = &self.policy;
 
         let size = if token.len() > MAX_TOKEN_LEN {
@@ -353,29 +424,31 @@ impl Verifier {
             format!("{n} bytes (limit {MAX_TOKEN_LEN})")
         })?;
 
-        let parts = trace.step("segments", split_compact(token), |_| {
+        let parts = trace.step("segments", parse::split_compact(token), |_| {
             "three canonical base64url segments".to_owned()
         })?;
 
-        let header = trace.step("header json", parse_header(&parts.header), |h| {
+        let header = trace.step("header json", parse::header(parts.header()), |_| {
+            // Only for `explain`: count the parameters and name the ignored ones.
+            let map = serde_json::from_slice::<Map<String, Value>>(parts.header())
+                .unwrap_or_default();
             let ignored: Vec<&str> = ["jku", "x5u", "x5c", "jwk"]
                 .into_iter()
-                .filter(|p| h.map.contains_key(*p))
+                .filter(|p| map.contains_key(*p))
                 .collect();
             if ignored.is_empty() {
-                format!("JSON object with {} parameter(s)", h.map.len())
+                format!("JSON object with {} parameter(s)", map.len())
             } else {
                 format!(
                     "JSON object with {} parameter(s); ignored for key choice: {}",
-                    h.map.len(),
+                    map.len(),
                     ignored.join(", ")
                 )
             }
         })?;
 
-        let alg_param = header.map.get("alg");
-        let alg = match alg_param {
-            Some(Value::String(name)) => Alg::from_name(name)
+        let alg = match &header.alg {
+            Some(Json::Str(name)) => Alg::from_name(name)
                 .filter(|alg| policy.algorithms.contains(alg))
                 .ok_or(Rejection::AlgorithmNotAllowed),
             Some(_) => Err(Rejection::Malformed("alg is not a string")),
@@ -383,8 +456,8 @@ impl Verifier {
         };
         match &alg {
             Ok(alg) => trace.record("alg allowed", true, || format!("{alg} is allowed")),
-            Err(rejection) => trace.record("alg allowed", false, || match alg_param {
-                Some(Value::String(name)) => {
+            Err(rejection) => trace.record("alg allowed", false, || match &header.alg {
+                Some(Json::Str(name)) => {
                     format!(
                         "alg {} is not one of {}",
                         shown(name),
@@ -398,7 +471,7 @@ impl Verifier {
 
         // RFC 7515 §4.1.11: no extension is understood here, so any `crit`, even `[]`, is
         // refused rather than half-honoured.
-        let crit = if header.map.contains_key("crit") {
+        let crit = if header.crit {
             Err(Rejection::Critical)
         } else {
             Ok(())
@@ -423,7 +496,8 @@ impl Verifier {
         });
 
         let signing_input = parts.signing_input.as_bytes();
-        let signed = candidates().any(|entry| entry.check.verify(signing_input, &parts.signature));
+        let signed =
+            candidates().any(|entry| entry.check.verify(signing_input, parts.signature()));
         if !signed {
             trace.record("signature", false, || {
                 format!("no match with {count} key(s)")
@@ -440,27 +514,31 @@ impl Verifier {
             });
         }
         trace.record("signature", true, || format!("valid {alg} signature"));
-        Ok((header, parts))
+        // Whether the header's `typ` marks a refresh or ID token, judged with the claims.
+        let marks = header.typ.as_deref().is_some_and(is_non_access_type);
+        Ok((parts, marks))
     }
 
-    /// The claim checks of a genuine token. Every check runs (so `explain` shows them all);
-    /// the first failure in trace order wins, and expiry is kept apart in [`Verified`].
+    /// The claim checks of a genuine token, on the claims [`parse::payload`] read. Every check
+    /// runs (so `explain` shows them all); the first failure in trace order wins, and expiry
+    /// is kept apart in [`Verified`]. Returns the time claims and the first failure, which
+    /// [`Verifier::judge_required`] completes.
+    #[allow(clippy::type_complexity)]
     fn judge_claims(
         &self,
-        header: &Header,
-        payload: Map<String, Value>,
-        payload_len: usize,
+        payload: &parse::Payload<'_>,
+        header_marks: bool,
         now: u64,
         trace: &mut Trace,
-    ) -> Result<Verified, Rejection> {
+    ) -> Result<((u64, Option<u64>, Option<u64>), Option<Rejection>), Rejection> {
         let policy = &self.policy;
         let leeway = policy.leeway_secs;
 
         // Time claims: parsed as bounded integers first, judged afterwards.
-        let exp = time_claim(&payload, "exp", "exp is not an integer in [0, 2^53)")
+        let exp = time_claim(payload.exp.as_ref(), "exp is not an integer in [0, 2^53)")
             .and_then(|exp| exp.ok_or(Rejection::BadTimeClaim("exp is missing")));
-        let nbf = time_claim(&payload, "nbf", "nbf is not an integer in [0, 2^53)");
-        let iat = time_claim(&payload, "iat", "iat is not an integer in [0, 2^53)");
+        let nbf = time_claim(payload.nbf.as_ref(), "nbf is not an integer in [0, 2^53)");
+        let iat = time_claim(payload.iat.as_ref(), "iat is not an integer in [0, 2^53)");
         let horizon = now.saturating_add(leeway);
         match &exp {
             Ok(exp) => trace.record("exp", now <= exp.saturating_add(leeway), || {
@@ -489,21 +567,14 @@ impl Verifier {
                 Err(rejection) => trace.record(name, false, || rejection.to_string()),
             }
         }
-        let (exp, nbf, iat) = (exp?, nbf?, iat?);
-        let claims = Claims {
-            size: payload_len,
-            map: payload,
-            exp,
-            nbf,
-            iat,
-        };
+        let times = (exp?, nbf?, iat?);
 
         if let Some(issuer) = &policy.issuer {
-            let got = claims.get("iss");
-            let ok = got.and_then(Value::as_str) == Some(issuer.as_str());
+            let got = payload.iss.as_ref();
+            let ok = got.and_then(Json::as_str) == Some(issuer.as_str());
             trace.record("iss", ok, || match got {
                 _ if ok => format!("iss is {}", shown(issuer)),
-                Some(Value::String(iss)) => format!("iss {} is not {}", shown(iss), shown(issuer)),
+                Some(Json::Str(iss)) => format!("iss {} is not {}", shown(iss), shown(issuer)),
                 Some(_) => "iss is not a string".to_owned(),
                 None => "iss is missing".to_owned(),
             });
@@ -517,8 +588,8 @@ impl Verifier {
         if policy.audience.is_empty() {
             trace.record("aud", true, || "not configured".to_owned());
         } else {
-            let ok = audience_ok(claims.get("aud"), &policy.audience);
-            trace.record("aud", ok, || match (ok, claims.get("aud")) {
+            let ok = audience_ok(payload.aud.as_ref(), &policy.audience);
+            trace.record("aud", ok, || match (ok, &payload.aud) {
                 (true, _) => "aud contains a configured audience".to_owned(),
                 (false, None) => "aud is missing".to_owned(),
                 (false, Some(_)) => format!(
@@ -536,7 +607,11 @@ impl Verifier {
             }
         }
 
-        let kind = non_access_kind(header.typ.as_deref(), &claims);
+        let kind = non_access_kind(
+            header_marks,
+            payload.typ.as_ref(),
+            payload.token_type.as_ref(),
+        );
         trace.record("typ", kind.is_none(), || {
             kind.unwrap_or("nothing marks a refresh or ID token")
                 .to_owned()
@@ -544,8 +619,19 @@ impl Verifier {
         if kind.is_some() {
             first_error.get_or_insert(Rejection::NotAnAccessToken);
         }
+        Ok((times, first_error))
+    }
 
-        for (name, allowed) in &policy.required_claims {
+    /// `jwt.claims` (which needs the map of every claim, so only then is it parsed), and the
+    /// verdict.
+    fn judge_required(
+        &self,
+        claims: Claims,
+        mut first_error: Option<Rejection>,
+        now: u64,
+        trace: &mut Trace,
+    ) -> Result<Verified, Rejection> {
+        for (name, allowed) in &self.policy.required_claims {
             let ok = claims.satisfies(name, allowed);
             trace.record("required claim", ok, || {
                 let allowed: Vec<String> = allowed.iter().map(|a| shown(a)).collect();
@@ -560,134 +646,52 @@ impl Verifier {
         match first_error {
             Some(rejection) => Err(rejection),
             None => Ok(Verified {
-                expired: claims.expired_at(now, leeway),
+                expired: claims.expired_at(now, self.policy.leeway_secs),
                 claims,
             }),
         }
     }
 }
 
-/// The three decoded parts of a compact JWS.
-struct Compact<'a> {
-    /// `<header_b64>.<payload_b64>`: exactly the bytes the signature covers.
-    signing_input: &'a str,
-    header: Vec<u8>,
-    payload: Vec<u8>,
-    signature: Vec<u8>,
-}
-
-fn split_compact(token: &str) -> Result<Compact<'_>, Rejection> {
-    let mut segments = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
-        return Err(Rejection::Malformed(
-            "not three dot-separated segments (JWE is not accepted)",
-        ));
-    };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
-        return Err(Rejection::Malformed("empty segment"));
-    }
-    let signing_input = token
-        .get(..header.len() + 1 + payload.len())
-        .ok_or(Rejection::Malformed("not three dot-separated segments"))?;
-    Ok(Compact {
-        signing_input,
-        header: decode_segment(header)?,
-        payload: decode_segment(payload)?,
-        signature: decode_segment(signature)?,
-    })
-}
-
-/// Strict base64url: only `[A-Za-z0-9_-]`, no padding, and canonical (the unused low bits of
-/// the last character must be zero), so that each token has exactly one spelling.
-fn decode_segment(segment: &str) -> Result<Vec<u8>, Rejection> {
-    // The engine refuses '=' and non-canonical endings too; checking the alphabet explicitly
-    // keeps the rule visible here rather than implied by engine configuration.
-    if !segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(Rejection::Malformed("segment is not base64url"));
-    }
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| Rejection::Malformed("segment is not canonical base64url"))
-}
-
-/// The JOSE header, with the parameters the checks need already type-checked.
-struct Header {
-    map: Map<String, Value>,
-    kid: Option<String>,
-    typ: Option<String>,
-}
-
-fn parse_header(bytes: &[u8]) -> Result<Header, Rejection> {
-    let map: Map<String, Value> = serde_json::from_slice(bytes)
-        .map_err(|_| Rejection::Malformed("header is not a JSON object"))?;
-    if map.contains_key("cty") {
-        return Err(Rejection::Malformed("nested JWT (cty) is not accepted"));
-    }
-    let string_param = |name: &str, error: &'static str| match map.get(name) {
+/// A time claim: absent, or an integer in [0, 2^53); anything else is `invalid`.
+fn time_claim(claim: Option<&Json<'_>>, invalid: &'static str) -> Result<Option<u64>, Rejection> {
+    match claim {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Rejection::Malformed(error)),
-    };
-    let kid = string_param("kid", "kid is not a string")?;
-    let typ = string_param("typ", "typ is not a string")?;
-    Ok(Header { map, kid, typ })
-}
-
-fn time_claim(
-    payload: &Map<String, Value>,
-    name: &str,
-    invalid: &'static str,
-) -> Result<Option<u64>, Rejection> {
-    match payload.get(name) {
-        None => Ok(None),
-        // `as_u64` is `Some` only for a non-negative integer literal: floats (1.5, 1e3),
-        // negatives and values beyond u64 are all `None`.
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(t) if t < TIME_LIMIT => Ok(Some(t)),
-            _ => Err(Rejection::BadTimeClaim(invalid)),
-        },
+        // `Json::Int` is a non-negative integer literal, as `Value::as_u64` reads one: floats
+        // (1.5, 1e3), negatives and values beyond u64 are all `Json::Other`.
+        Some(Json::Int(t)) if *t < TIME_LIMIT => Ok(Some(*t)),
         Some(_) => Err(Rejection::BadTimeClaim(invalid)),
     }
 }
 
-fn audience_ok(aud: Option<&Value>, wanted: &[String]) -> bool {
+fn audience_ok(aud: Option<&Audience<'_>>, wanted: &[String]) -> bool {
     match aud {
-        Some(Value::String(aud)) => wanted.contains(aud),
-        Some(Value::Array(items)) => {
-            // An array with a non-string member is malformed as a whole.
-            items.iter().all(Value::is_string)
-                && items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|aud| wanted.iter().any(|w| w == aud))
-        }
-        _ => false,
+        Some(Audience::One(aud)) => wanted.iter().any(|w| w == aud),
+        // An array with a non-string member is `Invalid` as a whole.
+        Some(Audience::Many(items)) => items.iter().any(|aud| wanted.iter().any(|w| w == aud)),
+        Some(Audience::Invalid) | None => false,
     }
 }
 
-/// Why this token is not an access token, if something marks it as another kind.
-fn non_access_kind(header_typ: Option<&str>, claims: &Claims) -> Option<&'static str> {
-    if header_typ.is_some_and(is_non_access_type) {
+/// Why this token is not an access token, if something marks it as another kind: the
+/// header's `typ` (`header_marks`), or a `typ` or `token_type` claim.
+fn non_access_kind(
+    header_marks: bool,
+    typ: Option<&Json<'_>>,
+    token_type: Option<&Json<'_>>,
+) -> Option<&'static str> {
+    if header_marks {
         return Some("header typ marks a refresh or ID token");
     }
-    let claim_marks = |name: &str| {
-        claims
-            .get(name)
-            .and_then(Value::as_str)
+    let marks = |claim: Option<&Json<'_>>| {
+        claim
+            .and_then(Json::as_str)
             .is_some_and(is_non_access_type)
     };
-    if claim_marks("typ") {
+    if marks(typ) {
         return Some("typ claim marks a refresh or ID token");
     }
-    if claim_marks("token_type") {
+    if marks(token_type) {
         return Some("token_type claim marks a refresh or ID token");
     }
     None

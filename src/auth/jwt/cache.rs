@@ -115,7 +115,7 @@ impl Cache {
         now: u64,
         leeway: u64,
     ) {
-        let cost = token.len() + 2 * claims.size + CACHE_ENTRY_OVERHEAD;
+        let cost = 2 * token.len() + 3 * claims.size() + CACHE_ENTRY_OVERHEAD;
         if cost > self.max_bytes / 8 {
             return;
         }
