@@ -83,11 +83,11 @@ fn headers(c: &mut Criterion) {
     let app = App::new(config()).expect("the app builds");
     let rule = rules::route(&app.config.rules, "app.example.com", "/api/v1/items").expect("a rule");
     let parts = request(&token());
-    let conn = ConnInfo::new(
+    let conn = std::sync::Arc::new(ConnInfo::new(
         "203.0.113.7:51000".parse().expect("address"),
         "127.0.0.1:8080".parse().expect("address"),
         false,
-    );
+    ));
     let mut path = None;
     let (view, host) =
         RequestView::proxied(&parts, &conn, &[], &mut path).expect("a valid request");

@@ -118,6 +118,12 @@ pub struct Upstream {
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
     pub client: ClientTls,
+    /// How long a pooled connection may sit unused before the proxy closes it: below the
+    /// upstream's own keep-alive timeout, so that a request never meets a connection the
+    /// upstream is closing.
+    pub keepalive_timeout: Duration,
+    /// Connections to this upstream open at once (idle ones included).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

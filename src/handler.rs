@@ -220,7 +220,7 @@ fn log_failure(err: &Error, request_id: &HeaderValue) {
 /// Proxy mode: the request goes upstream if admitted.
 async fn proxy<'a>(
     app: &'a App,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'a>,
