@@ -105,14 +105,19 @@ pub async fn serve(
         let live = live.clone();
         let builders = builders.clone();
         let draining = draining.clone();
-        let shutdown = shutdown.clone();
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _draining = draining;
             telemetry::connection_opened();
             match tls {
                 None => {
-                    // As for a slow head: the first bytes within the header timeout.
-                    match tokio::time::timeout(limits.header_read, sniff_http2(&stream)).await {
+                    // As for a slow head: the first bytes within the header timeout; and
+                    // nothing to wait for once the server shuts down.
+                    let sniffed = tokio::select! {
+                        sniffed = tokio::time::timeout(limits.header_read, sniff_http2(&stream)) => sniffed,
+                        () = shutdown.wait() => Ok(Ok(None)),
+                    };
+                    match sniffed {
                         Ok(Ok(Some(http2))) => {
                             let activity =
                                 Activity::new(Instant::now(), limits.header_read, conn.clone());
@@ -132,9 +137,13 @@ pub async fn serve(
                 // TLS or not (each idle connection costs its task's size in memory).
                 Some(acceptor) => {
                     Box::pin(async move {
-                        match tokio::time::timeout(limits.header_read, acceptor.accept(stream))
-                            .await
-                        {
+                        let handshake =
+                            tokio::time::timeout(limits.header_read, acceptor.accept(stream));
+                        let handshake = tokio::select! {
+                            handshake = handshake => handshake,
+                            () = shutdown.wait() => return,
+                        };
+                        match handshake {
                             Ok(Ok(stream)) => {
                                 // A handshake paid for may wait for its first request as
                                 // long as any idle connection (browsers open them ahead).

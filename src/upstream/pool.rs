@@ -112,6 +112,8 @@ struct Inner {
     h2_seen: AtomicBool,
     /// Idle HTTP/1.1 connections one thread keeps.
     max_idle: usize,
+    /// Requests sent a second time.
+    resent: std::sync::atomic::AtomicUsize,
     limit: Limit,
     idle: ThreadLocal<RefCell<Idle>>,
 }
@@ -295,6 +297,7 @@ impl Pool {
                 settings,
                 h2_seen: AtomicBool::new(false),
                 max_idle: (MAX_IDLE / workers).max(2),
+                resent: std::sync::atomic::AtomicUsize::new(0),
                 limit: Limit::new(settings.max_connections),
                 idle: ThreadLocal::new(),
             }),
@@ -357,6 +360,7 @@ impl Pool {
             Failure { error, .. } => return Err(SendError::Request(error)),
         };
         debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
+        inner.resent.fetch_add(1, Ordering::Relaxed);
         let retry = Box::pin(async {
             let mut queued = false;
             let fresh = inner.open(&mut queued).await?.checkout();
@@ -369,6 +373,11 @@ impl Pool {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout),
         }
+    }
+
+    /// Requests sent a second time so far (tests).
+    pub fn resent(&self) -> usize {
+        self.inner.resent.load(Ordering::Relaxed)
     }
 
     /// Idle HTTP/1.1 connections this thread holds (tests).
