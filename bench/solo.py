@@ -5,10 +5,12 @@ usage: solo.py quick   functional checks + a few seconds of wrk against the upst
                        Portcullis HS256 warm (token cache on) and cold (jwt.cache = 0); prints
                        the table. Needs python3 (stdlib only), wrk and a Portcullis binary.
        solo.py idle    opens CONNS (default 10000) keep-alive connections through Portcullis,
-                       one request each, holds them idle and prints Portcullis's RSS.
+                       one request each, holds them idle and prints Portcullis's RSS; then
+                       the same through nginx (one worker) for the peer figure. IDLE_JSON=FILE
+                       also writes the figures there.
 
 Env: OURS_BIN (default: ../target/release/portcullis), DURATION (quick: seconds per
-wrk run, default 1), CONNS (idle), TIME_LIMIT (seconds for the whole run, default 120).
+wrk run, default 1), CONNS (idle), TIME_LIMIT (seconds for the whole run, default 240).
 Everything listens on 127.0.0.1 ports chosen by the kernel and stops by itself at the end.
 The upstream is a small stdlib HTTP/1.1 server in this process: it answers "ok" and, on
 /__echo, the Authorization and Cookie headers it received (like conf/upstream.nginx.conf).
@@ -326,7 +328,103 @@ async def hold(port, conns, token, measure, concurrency=16):
             writer.close()
 
 
+NGINX_IDLE = """
+worker_processes 1;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile {files};
+events {{ worker_connections {files}; }}
+http {{
+    access_log off;
+    keepalive_timeout 75s;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+    upstream up {{
+        server 127.0.0.1:{upstream};
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx 1.22 as a plain reverse proxy with one worker, the peer of the idle figure."""
+
+    def __init__(self, workdir, upstream, conns):
+        self.port = free_port()
+        prefix = Path(workdir) / "nginx"
+        (prefix / "tmp").mkdir(parents=True)
+        conf = prefix / "nginx.conf"
+        conf.write_text(NGINX_IDLE.format(prefix=prefix, files=conns + 1024, upstream=upstream,
+                                          port=self.port))
+        self.proc = subprocess.Popen(["nginx", "-p", f"{prefix}/", "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.stop()
+            die("nginx did not listen")
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+        if not kids:
+            self.stop()
+            die("nginx has no worker process")
+        self.worker = int(kids[0])
+
+    def url(self, path="/api/v1/items?page=1"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def rss_kib(self) -> int:
+        """The worker's and the master's resident memory together."""
+        total = 0
+        for pid in (self.proc.pid, self.worker):
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))
+        return total
+
+    def stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def measure_idle(proxy, port, conns, token):
+    """RSS (KiB) of `proxy` after one request, and with `conns` idle connections held."""
+    if get(proxy.url(), f"access_token={token}")[0] != 200:
+        die(f"{type(proxy).__name__}: the first request was refused")
+    before = proxy.rss_kib()
+    held = asyncio.run(asyncio.wait_for(hold(port, conns, token, proxy.rss_kib), 100))
+    return before, held
+
+
 def idle():
+    """10,000 idle keep-alive connections through Portcullis, then through nginx: RSS each.
+
+    Writes the figures as JSON to IDLE_JSON when set (compare.sh reads it)."""
     conns = int(os.environ.get("CONNS", "10000"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = conns + 1024
@@ -336,29 +434,42 @@ def idle():
     secret = secrets.token_hex(32).encode()
     token = hs256(secret, claims())
     upstream, port = upstream_process()
+    figures = {"conns": conns}
     with tempfile.TemporaryDirectory(prefix="portcullis-bench-") as work:
         (Path(work) / "hs256.secret").write_bytes(secret + b"\n")
-        p = Portcullis(binary(), work, port, cache=10000, max_connections=conns + 1000)
         try:
-            if get(p.url(), f"access_token={token}")[0] != 200:
-                die("the valid token was refused")
-            before = p.rss_kib()
-            held = asyncio.run(asyncio.wait_for(hold(p.port, conns, token, p.rss_kib), 100))
-        except Exception:
-            log(f"Portcullis's log:\n{Path(p.log.name).read_text()[-3000:]}")
-            raise
+            p = Portcullis(binary(), work, port, cache=10000, max_connections=conns + 1000)
+            try:
+                figures["portcullis"] = measure_idle(p, p.port, conns, token)
+            except Exception:
+                log(f"Portcullis's log:\n{Path(p.log.name).read_text()[-3000:]}")
+                raise
+            finally:
+                p.stop()
+            if shutil.which("nginx") is None:
+                log("nginx is not installed: no peer figure")
+            else:
+                n = Nginx(work, port, conns)
+                try:
+                    figures["nginx"] = measure_idle(n, n.port, conns, token)
+                finally:
+                    n.stop()
         finally:
-            p.stop()
             upstream.kill()
             upstream.wait()
-    print(f"| idle keep-alive connections | Portcullis RSS | per connection |")
-    print("|---:|---:|---:|")
-    print(f"| 0 (after one request) | {before / 1024:.1f} MiB | |")
-    print(f"| {conns} | {held / 1024:.1f} MiB | {(held - before) / conns:.2f} KiB |")
+    print("| proxy | RSS after one request | with {0} idle connections | per connection |".format(conns))
+    print("|---|---:|---:|---:|")
+    for name in ("portcullis", "nginx"):
+        if name in figures:
+            before, held = figures[name]
+            print(f"| {name} | {before / 1024:.1f} MiB | {held / 1024:.1f} MiB | "
+                  f"{(held - before) / conns:.2f} KiB |")
+    if os.environ.get("IDLE_JSON"):
+        Path(os.environ["IDLE_JSON"]).write_text(json.dumps(figures) + "\n")
 
 
 def main():
-    limit = int(os.environ.get("TIME_LIMIT", "120"))
+    limit = int(os.environ.get("TIME_LIMIT", "240"))
     signal.signal(signal.SIGALRM, lambda *_: die(f"time limit of {limit}s reached"))
     signal.alarm(limit)
     mode = sys.argv[1] if len(sys.argv) > 1 else "quick"

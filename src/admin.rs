@@ -125,10 +125,12 @@ async fn revoke(live: &Live, request: Request<Incoming>) -> Response<Body> {
         },
         _ => return bad("the body must be a JSON object like {\"sub\": \"...\"}"),
     };
-    let at = live.app().auth.revoke_subject(&sub);
+    // `shared`: whether every instance heard of it already (with [cluster]; it still gets
+    // there when Redis is back if not), `null` without [cluster].
+    let (at, shared) = live.app().auth.revoke_subject(&sub).await;
     answer(
         StatusCode::OK,
-        serde_json::json!({ "ok": true, "sub": sub, "revoked_at": at }),
+        serde_json::json!({ "ok": true, "sub": sub, "revoked_at": at, "shared": shared }),
     )
 }
 

@@ -12,16 +12,16 @@ pub mod jwks;
 pub mod jwt;
 pub mod login;
 pub mod refresh;
+mod revoke;
 pub mod session_check;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::body::Body;
-use crate::cluster::{Cluster, Revocation, Revoked, TokenFacts};
+use crate::cluster::{Cluster, Revoked};
 use crate::config::{Config, Session, TokenSources};
 use crate::error::Error;
 use crate::rules::{Auth, OnUnauthenticated, Rule};
@@ -31,7 +31,7 @@ use backend::{BackendClient, Tokens};
 use jwks::Jwks;
 use jwt::{Claims, KeySet, Policy, Rejection, Verifier};
 use refresh::{RefreshFailure, Refresher};
-use session_check::{SessionCheck, Verdict};
+use session_check::SessionCheck;
 
 /// Proof that a request was admitted, and what admitting it adds to the upstream request.
 /// Only this module can construct one. (Renewed cookies are not part of it: they go out with
@@ -223,11 +223,7 @@ pub fn login_redirect(login: &crate::config::Login, target: &str) -> String {
 }
 
 /// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::clock::unix_now as now;
 
 /// Why a request could not be authenticated.
 #[derive(Debug)]
@@ -296,6 +292,14 @@ impl Authenticator {
                 config.session.refreshes_per_minute,
             ))
         });
+        // A revocation may need to last as long as a refresh cookie (plus leeway).
+        cluster.revocations().saw_lifetime(
+            config
+                .session
+                .refresh_max_age
+                .saturating_add(config.jwt.leeway)
+                .as_secs(),
+        );
         let session_check = backend.as_ref().and_then(|backend| {
             let uri = backend.config.session_check.as_ref()?;
             Some(SessionCheck::new(
@@ -355,7 +359,8 @@ impl Authenticator {
         let generation = self.jwks.as_ref().map(Jwks::generation);
         match (self.verifier.verify(token, now()), &self.jwks, generation) {
             (Err(Rejection::UnknownKey), Some(jwks), Some(seen)) => {
-                if jwks.refetch_for_unknown_key(&self.verifier, seen).await {
+                // Boxed, as every rare path that calls out: the request's future stays small.
+                if Box::pin(jwks.refetch_for_unknown_key(&self.verifier, seen)).await {
                     self.verifier.verify(token, now())
                 } else {
                     Err(Rejection::UnknownKey)
@@ -454,7 +459,7 @@ impl Authenticator {
                 Ok(claims) => {
                     // A client's own bearer token is revoked and checked like a cookie's.
                     self.check_revoked(token, &claims, now())?;
-                    self.confirm_session(token, &claims).await?;
+                    self.confirm_session(token, &claims, None, client).await?;
                     Ok(Verified {
                         token: token.to_owned(),
                         claims,
@@ -476,139 +481,6 @@ impl Authenticator {
                 .verify(token, now)
                 .is_ok_and(|claims| self.check_revoked(token, &claims, now).is_ok())
         })
-    }
-
-    /// Refuses a revoked token: by its `jti` (else its hash), or by its subject and `iat`.
-    /// A local lookup, and a single atomic load while nothing is revoked.
-    fn check_revoked(&self, token: &str, claims: &Claims, now: u64) -> Result<(), Failure> {
-        let revocations = self.cluster.revocations();
-        if revocations.is_empty() {
-            return Ok(());
-        }
-        let subject = subject(claims.as_json());
-        let facts = TokenFacts {
-            token,
-            jti: claims.get("jti").and_then(serde_json::Value::as_str),
-            sub: subject.as_deref(),
-            iat: claims.iat(),
-        };
-        match revocations.check(facts, now) {
-            Some(revoked) => Err(Failure::Revoked(revoked)),
-            None => Ok(()),
-        }
-    }
-
-    /// Refuses a refresh token revoked by a logout, or whose (unverified) subject and `iat`
-    /// fall under a subject revocation: refusing on unverified claims can only end a session.
-    fn check_refresh_revoked(&self, refresh_token: &str, now: u64) -> Result<(), Failure> {
-        let revocations = self.cluster.revocations();
-        if revocations.is_empty() {
-            return Ok(());
-        }
-        let claims = backend::unverified_claims(refresh_token);
-        let object = claims.as_ref().and_then(serde_json::Value::as_object);
-        let subject = object.and_then(subject);
-        let facts = TokenFacts {
-            token: refresh_token,
-            jti: None,
-            sub: subject.as_deref(),
-            iat: object
-                .and_then(|o| o.get("iat"))
-                .and_then(serde_json::Value::as_u64),
-        };
-        let by_subject = facts.sub.is_some() && facts.iat.is_some();
-        match revocations.check(facts, now) {
-            Some(revoked @ Revoked::Token { .. }) => Err(Failure::Revoked(revoked)),
-            Some(revoked @ Revoked::Subject { .. }) if by_subject => Err(Failure::Revoked(revoked)),
-            _ => Ok(()),
-        }
-    }
-
-    /// With `backend.session_check`: the backend's (cached) word on a verified token.
-    async fn confirm_session(&self, token: &str, claims: &Claims) -> Result<(), Failure> {
-        let Some(check) = &self.session_check else {
-            return Ok(());
-        };
-        let jti = claims.get("jti").and_then(serde_json::Value::as_str);
-        match check.confirm(token, jti, claims.exp()).await {
-            Verdict::Admit => Ok(()),
-            Verdict::Ended => Err(Failure::Revoked(Revoked::Token {
-                until: claims.exp(),
-            })),
-            Verdict::Unconfirmed(err) => Err(Failure::BackendDown(err)),
-        }
-    }
-
-    /// Logout: revokes the access token (when genuine, expired or not) until it would lapse,
-    /// and the refresh token until its `exp` (else the refresh cookie's lifetime). A refresh
-    /// token that comes without a genuine access token counts against the client's refresh
-    /// budget, so random cookies cannot flood the revocation set.
-    pub(crate) async fn revoke_session(
-        &self,
-        access: Option<&str>,
-        refresh: Option<&str>,
-        client: IpAddr,
-    ) {
-        let now = now();
-        let leeway = self.verifier.policy().leeway_secs;
-        let genuine = access.and_then(|token| {
-            let claims = self.verifier.verify_ignoring_exp(token, now).ok()?;
-            Some((token, claims))
-        });
-        if let Some((token, claims)) = &genuine {
-            let jti = claims.get("jti").and_then(serde_json::Value::as_str);
-            let until = claims.exp().saturating_add(leeway);
-            if until >= now {
-                self.cluster.revoke(Revocation::token(jti, token, until));
-            }
-        }
-        let Some(refresh) = refresh else { return };
-        let per_minute = self.session.refreshes_per_minute;
-        let allowed = genuine.is_some()
-            || per_minute == 0
-            || self
-                .cluster
-                .hit("revoke", &crate::cluster::client_key(client))
-                .await
-                .events
-                <= per_minute;
-        if allowed {
-            let until = backend::unverified_exp(refresh)
-                .unwrap_or_else(|| now.saturating_add(self.session.refresh_max_age.as_secs()));
-            self.cluster.revoke(Revocation::secret(refresh, until));
-        }
-    }
-
-    /// Notes tokens the backend has just issued (a login or a refresh): they need no session
-    /// check, and their lifetimes tell how long a subject revocation must be kept.
-    fn issued(&self, access: &str, claims: &Claims, refresh: Option<&str>, now: u64) {
-        let revocations = self.cluster.revocations();
-        revocations.saw_lifetime(claims.exp().saturating_sub(now));
-        if let Some(exp) = refresh.and_then(backend::unverified_exp) {
-            revocations.saw_lifetime(exp.saturating_sub(now));
-        }
-        if let Some(check) = &self.session_check {
-            check.vouch(access, claims.exp());
-        }
-    }
-
-    /// `POST /sessions/revoke` on the admin listener: every token of `sub` issued up to now
-    /// is refused, on every instance. Returns the revocation time (unix seconds).
-    pub fn revoke_subject(&self, sub: &str) -> u64 {
-        let at = now();
-        let retention = self
-            .cluster
-            .revocations()
-            .subject_retention(self.session.refresh_max_age.as_secs());
-        let until = at
-            .saturating_add(retention)
-            .saturating_add(self.verifier.policy().leeway_secs);
-        self.cluster.revoke(Revocation::subject(sub, at, until));
-        tracing::info!(
-            until,
-            "subject revoked: its tokens issued up to now are refused"
-        );
-        at
     }
 
     /// Verifies the access cookie of a request, renewing it through the backend when it has
@@ -633,11 +505,12 @@ impl Authenticator {
                     claims.exp() < now.saturating_add(self.session.refresh_ahead.as_secs());
                 if let (true, Some(refresh)) = (expiring, refresh) {
                     // Renewal ahead of expiry is best effort: the current token is still good.
-                    if let Ok(renewed) = self.renew(refresh, client).await {
+                    if let Ok(renewed) = Box::pin(self.renew(refresh, client)).await {
                         return Ok(renewed);
                     }
                 }
-                self.confirm_session(token, &claims).await?;
+                self.confirm_session(token, &claims, refresh, client)
+                    .await?;
                 Ok(Verified {
                     token: token.to_owned(),
                     claims,
@@ -652,9 +525,9 @@ impl Authenticator {
                         self.check_revoked(token, &claims, now)?;
                     }
                 }
-                self.renew(refresh, client).await
+                Box::pin(self.renew(refresh, client)).await
             }
-            (None, Some(refresh)) => self.renew(refresh, client).await,
+            (None, Some(refresh)) => Box::pin(self.renew(refresh, client)).await,
             (Some((_, Err(rejection))), _) => Err(Failure::Invalid(rejection)),
             (None, None) => Err(Failure::Invalid(Rejection::Malformed("no token"))),
         }
@@ -673,16 +546,18 @@ impl Authenticator {
                     RefreshFailure::Rejected => Failure::RefreshRejected,
                     unavailable => Failure::BackendDown(unavailable.into_error()),
                 })?;
-        let set_cookies = self
-            .session_cookies_for_refresh(&tokens)
-            .map_err(Failure::BackendDown)?;
         let claims = self.verify(&tokens.access).await.map_err(|rejection| {
             Failure::BackendDown(Error::BackendUnavailable(format!(
                 "refreshed token does not verify: {rejection}"
             )))
         })?;
-        // Issued in the very second its subject was revoked: still refused.
+        // Issued in the very second its subject was revoked (or renewed with a refresh token
+        // that cannot show it was issued after that): still refused, and no cookies set.
         self.check_revoked(&tokens.access, &claims, now())?;
+        self.check_renewed(refresh_token, &claims, now())?;
+        let set_cookies = self
+            .session_cookies_for_refresh(&tokens)
+            .map_err(Failure::BackendDown)?;
         Ok(Verified {
             token: tokens.access.clone(),
             claims,
@@ -797,17 +672,14 @@ pub fn policy(config: &Config) -> Policy {
     }
 }
 
-/// Whose token it is, for subject revocations: `sub`, else SimpleJWT's `user_id` (a number
-/// or a string), the claim Django REST framework backends name the user with.
-pub fn subject(claims: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    match claims.get("sub").or_else(|| claims.get("user_id"))? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+/// Whose token it is, for subject revocations.
+pub use crate::cluster::revocations::subject;
 
 fn bearer(token: &str) -> Result<HeaderValue, Error> {
-    HeaderValue::try_from(format!("Bearer {token}"))
+    // Built by hand: `format!` would run the formatting machinery on every request.
+    let mut value = String::with_capacity(7 + token.len());
+    value.push_str("Bearer ");
+    value.push_str(token);
+    HeaderValue::try_from(value)
         .map_err(|_| Error::Internal("verified token is not header-safe".to_owned()))
 }

@@ -59,7 +59,14 @@ pub struct Server {
     pub max_body: u64,
     /// The cap on a request's header section (request line included); larger ones get 431.
     pub max_header_size: usize,
+    /// Time to send a request head, from its first byte (and a TLS handshake, and the first
+    /// byte of a new plain connection).
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 connection may sit idle between requests.
+    pub keepalive_timeout: Duration,
+    /// How long an HTTP/2 connection without requests (PINGs aside), or a TLS connection that
+    /// has sent nothing since its handshake, stays open.
+    pub idle_timeout: Duration,
     /// How long the upstream may take to start its response before the client gets 504.
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,

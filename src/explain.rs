@@ -287,14 +287,7 @@ pub fn explain_with(
             let detail = match revocations {
                 None => "not checked: revocations live in the running proxy (ask the admin listener's /explain, or set [cluster] to read them from Redis)".to_owned(),
                 Some(set) => {
-                    let subject = auth::subject(claims.as_json());
-                    let facts = TokenFacts {
-                        token,
-                        jti: claims.get("jti").and_then(serde_json::Value::as_str),
-                        sub: subject.as_deref(),
-                        iat: claims.iat(),
-                    };
-                    revoked = set.check(facts, now);
+                    revoked = set.check(&TokenFacts::of(token, claims.as_json()), now);
                     match revoked {
                         Some(why) => format!("REVOKED: {why}"),
                         None => "not revoked".to_owned(),

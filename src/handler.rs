@@ -9,7 +9,6 @@
 //! per door (`Error::into_response`, or `forward_auth::answer`).
 
 use std::borrow::Cow;
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +26,7 @@ use crate::error::{Error, Source};
 use crate::forward_auth::{self, Ingress};
 use crate::response;
 use crate::rules::{self, Rule};
-use crate::upstream::{self, Forwarding, HttpClient};
+use crate::upstream::{self, Forwarding, Pool};
 use crate::view::RequestView;
 use crate::ConnInfo;
 
@@ -53,8 +52,8 @@ impl Door {
 /// Everything a request needs, built once from a validated configuration.
 pub struct App {
     pub config: Config,
-    /// One pooled client per upstream, in `config.upstreams` order.
-    pub clients: Vec<HttpClient>,
+    /// One connection pool per upstream, in `config.upstreams` order.
+    pub pools: Vec<Pool>,
     pub auth: Authenticator,
     /// TLS termination settings, when `server.tls` is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -78,10 +77,10 @@ impl App {
         config: Config,
         cluster: Arc<crate::cluster::Cluster>,
     ) -> Result<App, Error> {
-        let clients = config
+        let pools = config
             .upstreams
             .iter()
-            .map(|u| upstream::client(&config.server, &u.client))
+            .map(|u| upstream::pool(&config.server, u))
             .collect::<Result<Vec<_>, _>>()?;
         let backend_tls = config
             .backend
@@ -112,7 +111,7 @@ impl App {
         let metrics = crate::telemetry::RequestMetrics::new(&patterns);
         Ok(App {
             config,
-            clients,
+            pools,
             auth,
             tls,
             served_names,
@@ -240,12 +239,14 @@ async fn proxy<'a>(
         let host = view.host.as_str().to_owned();
         drop(view);
         let request = Request::from_parts(parts, body);
+        // Boxed: these call the backend, and unboxed they would make every request's future
+        // as large as theirs.
         return match endpoint {
-            Endpoint::Login => app.auth.login(request, client_ip, &host).await,
-            Endpoint::Logout => app.auth.logout(request, &host, client_ip).await,
+            Endpoint::Login => Box::pin(app.auth.login(request, client_ip, &host)).await,
+            Endpoint::Logout => Box::pin(app.auth.logout(request, &host, client_ip)).await,
             Endpoint::Me => {
                 let renewed = &mut trace.renewed;
-                app.auth.me(request.headers(), client_ip, renewed).await
+                Box::pin(app.auth.me(request.headers(), client_ip, renewed)).await
             }
         };
     }
@@ -279,7 +280,7 @@ async fn proxy<'a>(
     };
     let upstream = app.config.upstream(rule.upstream);
     upstream::forward(
-        &app.clients[rule.upstream],
+        &app.pools[rule.upstream],
         &app.config,
         upstream,
         permit,
@@ -496,16 +497,45 @@ fn next_request_id() -> HeaderValue {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Formatted on the stack: the header value is then the one allocation.
-    let mut text = std::io::Cursor::new([0u8; 8 + 1 + 16]);
-    write!(text, "{:08x}-{n:x}", boot as u32).expect("25 bytes hold 8 + 1 + 16 hex digits");
-    let len = usize::try_from(text.position()).expect("at most 25");
-    HeaderValue::from_bytes(&text.get_ref()[..len]).expect("hex digits are header-safe")
+    // `{boot:08x}-{n:x}`, written by hand on the stack (no formatting machinery): the header
+    // value is then the one allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 8 + 1 + 16];
+    let boot = boot as u32;
+    for (i, byte) in text[..8].iter_mut().enumerate() {
+        *byte = HEX[((boot >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    text[8] = b'-';
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        text[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text[..9 + digits]).expect("hex digits are header-safe")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_boot_and_counter_in_hex() {
+        let first = next_request_id();
+        let second = next_request_id();
+        let (boot, n) = first
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert_eq!(boot.len(), 8);
+        assert!(boot.bytes().all(|b| b.is_ascii_hexdigit()));
+        let n = u64::from_str_radix(n, 16).expect("hex counter");
+        let (_, m) = second
+            .to_str()
+            .expect("ascii")
+            .split_once('-')
+            .expect("a dash");
+        assert!(u64::from_str_radix(m, 16).expect("hex counter") > n);
+    }
 
     #[tokio::test]
     async fn a_panicking_request_gets_500_and_the_runtime_survives() {

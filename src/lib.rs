@@ -17,6 +17,7 @@
 //! - [`error`]: the one error type and its one mapping to responses; [`response`]: the
 //!   redirects and JSON answers the proxy writes itself.
 //! - [`cookie_header`]: reading the request's `Cookie` header and stripping the proxy's cookies.
+//! - [`single_flight`]: one call per key however many callers want it at once.
 //! - [`cluster`]: state shared by every instance (revocations, counters, one refresh per
 //!   token) through Redis, with local state as the fallback.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, `POST /sessions/revoke`
@@ -29,6 +30,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod cookie_header;
@@ -43,6 +45,7 @@ pub mod path;
 pub mod response;
 pub mod rules;
 pub mod server;
+pub mod single_flight;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
@@ -68,6 +71,24 @@ pub struct ConnInfo {
     /// The peer's IP address as an `X-Forwarded-For` entry, rendered once per connection
     /// rather than on every request.
     pub peer_ip: http::HeaderValue,
+    /// The connection's place under `server.max_connections`.
+    pub slot: Slot,
+}
+
+/// A connection's place under `server.max_connections`, held by whatever still uses the
+/// socket (its task, its requests, a WebSocket tunnel spliced onto it) and given back when
+/// the last of them lets go.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    _permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Slot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
+        Slot {
+            _permit: Some(Arc::new(permit)),
+        }
+    }
 }
 
 impl ConnInfo {
@@ -84,7 +105,13 @@ impl ConnInfo {
             local,
             tls,
             peer_ip,
+            slot: Slot::default(),
         }
+    }
+
+    /// The same connection, holding `slot` for as long as it is in use.
+    pub fn holding(self, slot: Slot) -> ConnInfo {
+        ConnInfo { slot, ..self }
     }
 }
 

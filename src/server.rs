@@ -4,15 +4,15 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -20,7 +20,11 @@ use crate::body::{self, Body};
 use crate::config::Server;
 use crate::handler::{self, Door};
 use crate::live::Live;
-use crate::{telemetry, ConnInfo};
+use crate::{telemetry, ConnInfo, Slot};
+
+mod activity;
+
+use activity::{Activity, Expired, Limits, Supervised, Tracked, Watched};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone)]
@@ -56,15 +60,20 @@ pub async fn serve(
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
-    let builder = Arc::new(connection_builder(settings));
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(connection_builders(settings));
     let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let handshake_timeout = settings.header_read_timeout;
+    let limits = Limits {
+        header_read: settings.header_read_timeout,
+        keepalive: settings.keepalive_timeout,
+        idle: settings.idle_timeout,
+    };
     let grace = settings.shutdown_grace;
     let local = listener.local_addr()?;
     let terminates_tls = door == Door::Proxy && app.tls.is_some();
     info!(address = %local, tls = terminates_tls, mode = door.mode(), "listening");
     drop(app);
+    // Every connection's task holds a receiver; all of them gone means all connections are.
+    let (drained, draining) = watch::channel(());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -88,32 +97,51 @@ pub async fn serve(
             Door::Proxy => live.app().tls.clone(),
             Door::ForwardAuth => None,
         };
-        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
+        // The slot is released when the last holder of the `ConnInfo` is gone: the
+        // connection's task, its requests, and a WebSocket tunnel that outlives them.
+        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()).holding(Slot::new(slot)));
         let live = live.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        let draining = draining.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _draining = draining;
             telemetry::connection_opened();
             match tls {
-                // hyper's header timeout starts with the first byte; a connection that never
-                // sends one would otherwise hold its slot for ever.
-                None => match tokio::time::timeout(handshake_timeout, stream.peek(&mut [0u8; 1]))
-                    .await
-                {
-                    Ok(Ok(1..)) => {
-                        serve_connection(live, conn, &builder, stream, watcher, door).await
+                None => {
+                    // As for a slow head: the first bytes within the header timeout.
+                    match tokio::time::timeout(limits.header_read, sniff_http2(&stream)).await {
+                        Ok(Ok(Some(http2))) => {
+                            let activity = Activity::new(Instant::now(), limits.header_read);
+                            serve_connection(
+                                live, conn, &builders, stream, http2, activity, limits, shutdown,
+                                door,
+                            )
+                            .await;
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            debug!(%peer, "connection closed: nothing sent within the header timeout")
+                        }
                     }
-                    _ => debug!(%peer, "connection closed: nothing sent within the header timeout"),
-                },
+                }
                 // Boxed: the TLS state would otherwise be part of every connection's task,
                 // TLS or not (each idle connection costs its task's size in memory).
                 Some(acceptor) => {
                     Box::pin(async move {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        match tokio::time::timeout(limits.header_read, acceptor.accept(stream))
+                            .await
                         {
                             Ok(Ok(stream)) => {
-                                serve_connection(live, conn, &builder, stream, watcher, door).await
+                                // A handshake paid for may wait for its first request as
+                                // long as any idle connection (browsers open them ahead).
+                                let activity = Activity::new(Instant::now(), limits.idle);
+                                let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve_connection(
+                                    live, conn, &builders, stream, http2, activity, limits,
+                                    shutdown, door,
+                                )
+                                .await;
                             }
                             Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
                             Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -126,55 +154,148 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drop(draining);
     tokio::select! {
-        () = graceful.shutdown() => info!(address = %local, "all connections closed"),
+        () = drained.closed() => info!(address = %local, "all connections closed"),
         () = tokio::time::sleep(grace) => warn!(address = %local, "shutdown grace period over; closing remaining connections"),
     }
     Ok(())
 }
 
+/// Serves one connection until it ends, it has been quiet past its limit
+/// ([`Activity::check`]), or shutdown (then gracefully: in-flight requests finish).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     live: Arc<Live>,
     conn: Arc<ConnInfo>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     stream: S,
-    watcher: hyper_util::server::graceful::Watcher,
+    http2: bool,
+    activity: Arc<Activity>,
+    limits: Limits,
+    shutdown: Shutdown,
     door: Door,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
+    let requests = activity.clone();
     let service = service_fn(move |request| {
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
         let conn = conn.clone();
-        // Boxed per request: hyper keeps room for one service future in every connection,
-        // busy or idle, and the pipeline's future is several KiB (docs/performance.md).
-        let handling = Box::pin(handler::guarded(handler::handle(app, conn, request, door)));
-        async move { Ok::<_, Infallible>(handling.await) }
+        let in_flight = requests.begin();
+        // Boxed where it is made, so that the several-KiB future is copied once, and so that
+        // hyper's per-connection slot for the service's future stays small.
+        let handling = handler::guarded(Box::pin(handler::handle(app, conn, request, door)));
+        async move {
+            let response = handling.await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection.into_owned()).await {
-        debug!(%peer, error = %err, "connection ended with an error");
+    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let ended = if http2 {
+        activity.set_http2();
+        let connection = builders.http2.serve_connection(io, service);
+        let graceful =
+            |connection: Pin<&mut http2::Connection<_, _, _>>| connection.graceful_shutdown();
+        // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
+        // would otherwise make room for it.
+        Box::pin(supervise(
+            Supervised::new(connection, graceful, activity, limits),
+            shutdown,
+        ))
+        .await
+    } else {
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        let graceful = |connection: Pin<&mut http1::UpgradeableConnection<_, _>>| {
+            connection.graceful_shutdown()
+        };
+        supervise(
+            Supervised::new(connection, graceful, activity, limits),
+            shutdown,
+        )
+        .await
+    };
+    match ended {
+        Ok(None) => {}
+        Ok(Some(why)) => debug!(%peer, ?why, "closed a quiet connection"),
+        Err(err) => debug!(%peer, error = %err, "connection ended with an error"),
     }
 }
 
-/// HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or ALPN under TLS) with the configured limits.
-fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+/// Runs a supervised connection to its end, shutting it down gracefully on `shutdown`.
+async fn supervise<C, F>(
+    supervised: Supervised<C, F>,
+    mut shutdown: Shutdown,
+) -> hyper::Result<Option<Expired>>
+where
+    C: std::future::Future<Output = hyper::Result<()>>,
+    F: FnMut(Pin<&mut C>),
+{
+    let mut supervised = std::pin::pin!(supervised);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            ended = supervised.as_mut() => return ended,
+            () = shutdown.wait(), if !stopping => {
+                stopping = true;
+                supervised.as_mut().shutdown();
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 connection builders with the configured limits. Each connection
+/// gets the one its protocol needs (ALPN under TLS, the client's first bytes in plain text),
+/// not hyper-util's auto builder: sniffing inside hyper-util hands hyper a 24-byte prefix
+/// first, which makes hyper regrow its read buffer to 16 KiB on every connection.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+fn connection_builders(settings: &Server) -> Builders {
+    let mut http1 = http1::Builder::new();
+    http1
+        // hyper's header timer would also close connections idle between requests: the
+        // connection's own `Activity` applies the header, keep-alive and idle limits.
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_size)
         .max_headers(128);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
-    builder
+    Builders { http1, http2 }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain connection opens with the HTTP/2 preface (h2c by prior knowledge), read
+/// with `MSG_PEEK` so that hyper reads the bytes itself. Waits for the first bytes; `None`
+/// when the peer closed first.
+async fn sniff_http2(stream: &TcpStream) -> io::Result<Option<bool>> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some(false));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some(true));
+        }
+        // A preface cut short. Peeking again would return at once with the same bytes, so
+        // wait a moment (this only happens to HTTP/2 clients whose first segment was split,
+        // and the caller's deadline bounds it).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Serves a small internal HTTP/1.1 service (the admin listener, the HTTPS redirect, the

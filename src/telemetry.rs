@@ -137,6 +137,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "portcullis_revocations",
         "Revocations in force on this instance (tokens and subjects).",
     ),
+    (
+        "portcullis_revocations_refused_total",
+        "Revocations refused because the set was full, by reason: full, unproven_full.",
+    ),
+    (
+        "portcullis_cluster_events_total",
+        "Shared-refresh events, by event: lease_lost (a refresh outlived its claim), stuck (a waiter gave up on another instance's refresh), unpublished (an outcome could not be published within the reuse window).",
+    ),
 ];
 
 /// Registers every metric's `# HELP` text with the recorder.
@@ -320,4 +328,14 @@ pub fn cluster_call(op: &'static str, elapsed: Duration, ok: bool) {
 /// Revocations in force on this instance.
 pub fn revocations(count: usize) {
     gauge!("portcullis_revocations").set(count as f64);
+}
+
+/// A revocation refused because the set (or its unproven pool) was full.
+pub fn revocations_refused(reason: &'static str) {
+    counter!("portcullis_revocations_refused_total", "reason" => reason).increment(1);
+}
+
+/// Something worth counting in the shared refresh (see the `# HELP` text).
+pub fn cluster_event(event: &'static str) {
+    counter!("portcullis_cluster_events_total", "event" => event).increment(1);
 }

@@ -1,5 +1,6 @@
-//! Talking to upstreams: the pooled client, the request and response header rewrite, and
-//! forwarding itself (including WebSocket upgrades).
+//! Talking to upstreams: the request and response header rewrite, and forwarding itself
+//! (including WebSocket upgrades) over each upstream's connection pool (`upstream/pool.rs`);
+//! and the pooled client of backend calls.
 //!
 //! The header rewrite runs in a fixed order — strip hop-by-hop headers and everything the
 //! client named in `Connection`, strip client-supplied identity headers and the proxy's own
@@ -27,12 +28,20 @@ use crate::error::Error;
 pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
-/// The pooled HTTP(S) client shared by upstream forwarding and backend calls.
+mod pool;
+
+pub use pool::Pool;
+use pool::{SendError, UpstreamBody};
+
+/// The pooled HTTP(S) client of backend and JWKS calls.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// Builds a pooled client: keep-alive, connect timeout, HTTPS per `tls` (HTTP/2 by ALPN, or
-/// by prior knowledge over plain HTTP when `tls.http2` is set).
-pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpClient, Error> {
+/// The connector of both: connect timeout, `TCP_NODELAY`, HTTPS per `tls` (ALPN offers `h2`
+/// only when `tls.http2` is set; over plain HTTP that setting means HTTP/2 by prior knowledge).
+fn connector(
+    server: &config::Server,
+    tls: &config::ClientTls,
+) -> Result<HttpsConnector<HttpConnector>, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -41,11 +50,27 @@ pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpCl
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_or_http();
-    let https = if tls.http2 {
+    Ok(if tls.http2 {
         builder.enable_all_versions().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
-    };
+    })
+}
+
+/// The connection pool of one upstream.
+pub fn pool(server: &config::Server, upstream: &config::Upstream) -> Result<Pool, Error> {
+    Ok(Pool::new(
+        connector(server, &upstream.client)?,
+        upstream.scheme.clone(),
+        upstream.authority.clone(),
+        upstream.client.http2,
+        UPSTREAM_BUFFER,
+    ))
+}
+
+/// Builds a pooled client for backend calls: keep-alive, connect timeout, HTTPS per `tls`.
+pub fn client(server: &config::Server, tls: &config::ClientTls) -> Result<HttpClient, Error> {
+    let https = connector(server, tls)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
@@ -110,6 +135,11 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
                 .all(|(a, b)| fold(a) == fold(b))
     };
     let equals = |other: &str| name.len() == other.len() && starts(other);
+    let configured = || configured.iter().any(|h| equals(h.as_str()));
+    // Every built-in name starts with `x`, `f` or `r`: most headers are cleared by one byte.
+    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b'r')) {
+        return configured();
+    }
     const PREFIXES: [&str; 4] = ["x-user-", "x-auth-", "x-forwarded-", "x-remote-"];
     const NAMES: [&str; 8] = [
         "x-user",
@@ -121,9 +151,7 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
         "x-real-ip",
         "x-request-id",
     ];
-    PREFIXES.iter().any(|p| starts(p))
-        || NAMES.iter().any(|n| equals(n))
-        || configured.iter().any(|h| equals(h.as_str()))
+    PREFIXES.iter().any(|p| starts(p)) || NAMES.iter().any(|n| equals(n)) || configured()
 }
 
 /// What the rewrite needs to know about the downstream request and its connection.
@@ -265,7 +293,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+        .map(str::trim)
+        // `close` names no header and `keep-alive` is removed below anyway: the usual
+        // `Connection` values build no list.
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::try_from(token).ok())
         // The framing of the request is the proxy's business, not the client's to remove.
         .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
         .collect();
@@ -297,7 +331,7 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 /// Forwards `request` to `upstream` at `path_and_query` under `permit`. The body streams
 /// through with `max_body` enforced as it flows; the response streams back.
 pub async fn forward(
-    client: &HttpClient,
+    pool: &Pool,
     config: &Config,
     upstream: &config::Upstream,
     permit: Permit,
@@ -316,41 +350,34 @@ pub async fn forward(
         _ => PathAndQuery::try_from(path_and_query)
             .map_err(|_| Error::BadRequest("the request target cannot be forwarded"))?,
     };
-    parts.uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(target)
-        .build()
-        .map_err(|_| Error::BadRequest("the request target cannot be forwarded"))?;
+    // Origin form: the pool adds scheme and authority where the protocol wants them (HTTP/2).
+    parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
-    let body = Limited::new(body, max_body).boxed_unsync();
+    let body = UpstreamBody::Stream(Limited::new(body, max_body));
     let upstream_request = Request::from_parts(parts, body);
 
     let sent = std::time::Instant::now();
-    let response = match tokio::time::timeout(
-        config.server.upstream_timeout,
-        client.request(upstream_request),
-    )
-    .await
-    {
-        Err(_) => {
-            telemetry::upstream_error("timeout");
-            return Err(Error::UpstreamTimeout);
-        }
-        Ok(Err(err)) => {
-            let error = classify(&err, &upstream.name);
-            if !matches!(error, Error::PayloadTooLarge) {
-                telemetry::upstream_error(if err.is_connect() {
-                    "connect"
-                } else {
-                    "request"
-                });
+    let response =
+        match tokio::time::timeout(config.server.upstream_timeout, pool.send(upstream_request))
+            .await
+        {
+            Err(_) => {
+                telemetry::upstream_error("timeout");
+                return Err(Error::UpstreamTimeout);
             }
-            return Err(error);
-        }
-        Ok(Ok(response)) => response,
-    };
+            Ok(Err(err)) => {
+                let error = classify(&err, &upstream.name);
+                if !matches!(error, Error::PayloadTooLarge) {
+                    telemetry::upstream_error(match err {
+                        SendError::Connect(_) => "connect",
+                        SendError::Request(_) => "request",
+                    });
+                }
+                return Err(error);
+            }
+            Ok(Ok(response)) => response,
+        };
     telemetry::upstream_latency(sent.elapsed());
 
     let (mut parts, body) = response.into_parts();
@@ -367,7 +394,11 @@ pub async fn forward(
         let mut upstream_response = Response::from_parts(parts, body);
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
         let (parts, _) = upstream_response.into_parts();
+        // The tunnel keeps the downstream connection's slot: it counts against
+        // `server.max_connections` until both sides have closed.
+        let slot = fwd.conn.slot.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tokio::try_join!(downstream_upgrade, upstream_upgrade) {
                 Ok((downstream, upstream)) => {
                     let mut downstream = TokioIo::new(downstream);
@@ -389,20 +420,19 @@ pub async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
-/// Maps a client error to the right status: our body cap → 413, otherwise upstream's fault.
-fn classify(err: &hyper_util::client::legacy::Error, upstream: &str) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+/// Maps a send error to the right status: our body cap → 413, otherwise upstream's fault.
+fn classify(err: &SendError, upstream: &str) -> Error {
+    let (kind, err): (_, &(dyn std::error::Error + 'static)) = match err {
+        SendError::Connect(err) => ("connect", &**err),
+        SendError::Request(err) => ("request", err),
+    };
+    let mut source = Some(err);
     while let Some(cause) = source {
         if cause.is::<http_body_util::LengthLimitError>() {
             return Error::PayloadTooLarge;
         }
         source = cause.source();
     }
-    let kind = if err.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
     Error::UpstreamUnavailable(format!("{upstream}: {kind} failed: {}", error_chain(err)))
 }
 

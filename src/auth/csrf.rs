@@ -15,7 +15,7 @@ use std::fmt;
 use http::header::HeaderMap;
 use http::Method;
 
-use crate::view::{RequestView, Scheme};
+use crate::view::{Host, RequestView, Scheme};
 
 /// An origin: scheme, host and port, compared exactly (the host without regard to ASCII case).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,30 +40,22 @@ impl Origin {
         Origin::from_authority(https, authority)
     }
 
-    /// The origin of a site reached as `https` or not at `authority` (`host[:port]`).
+    /// The origin of a site reached as `https` or not at `authority` (`host[:port]`), read by
+    /// the one host parser the request view uses: a DNS name, an IPv4 address or a bracketed
+    /// IPv6 address, and a port from 1 to 65535. Anything else is no origin.
     pub fn from_authority(https: bool, authority: &str) -> Option<Origin> {
-        if authority.is_empty()
-            || authority
-                .bytes()
-                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\') || !b.is_ascii_graphic())
-        {
-            return None;
-        }
-        let authority: http::uri::Authority = authority.parse().ok()?;
-        let host = authority.host();
-        if host.is_empty() {
-            return None;
-        }
-        let port = match authority.port() {
-            Some(port) => port.as_u16(),
-            // Something after the host that is not a port (`:`, `:99999`).
-            None if authority.as_str() != host => return None,
+        let host = http::HeaderValue::from_str(authority)
+            .ok()
+            .and_then(|value| Host::parse(value).ok())?;
+        let port = match host.port() {
+            Some(0) => return None,
+            Some(port) => port,
             None if https => 443,
             None => 80,
         };
         Some(Origin {
             https,
-            host: host.to_ascii_lowercase(),
+            host: host.matchable().to_ascii_lowercase(),
             port,
         })
     }

@@ -407,8 +407,10 @@ impl Verifier {
 
         let keys = self.keys.load();
         let kid = header.kid.as_deref();
-        let candidates: Vec<&KeyEntry> = keys.entries.iter().filter(|e| e.fits(alg, kid)).collect();
-        if candidates.is_empty() {
+        // Walked twice rather than collected: no allocation per token.
+        let candidates = || keys.entries.iter().filter(|e| e.fits(alg, kid));
+        let count = candidates().count();
+        if count == 0 {
             trace.record("key", false, || match kid {
                 Some(kid) => format!("no configured {alg} key has kid {}", shown(kid)),
                 None => format!("no configured {alg} key"),
@@ -416,21 +418,15 @@ impl Verifier {
             return Err(Rejection::UnknownKey);
         }
         trace.record("key", true, || match kid {
-            Some(kid) => format!(
-                "kid {} selects {} {alg} key(s)",
-                shown(kid),
-                candidates.len()
-            ),
-            None => format!("no kid; trying {} {alg} key(s)", candidates.len()),
+            Some(kid) => format!("kid {} selects {count} {alg} key(s)", shown(kid)),
+            None => format!("no kid; trying {count} {alg} key(s)"),
         });
 
         let signing_input = parts.signing_input.as_bytes();
-        let signed = candidates
-            .iter()
-            .any(|entry| entry.check.verify(signing_input, &parts.signature));
+        let signed = candidates().any(|entry| entry.check.verify(signing_input, &parts.signature));
         if !signed {
             trace.record("signature", false, || {
-                format!("no match with {} key(s)", candidates.len())
+                format!("no match with {count} key(s)")
             });
             // A kid no key carries, tried only against keys that take any kid: the signer may
             // be a JWKS key the proxy has not fetched yet, so say "unknown key" (which allows

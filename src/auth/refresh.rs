@@ -3,32 +3,31 @@
 //! parallel API calls never triggers a second refresh (which a rotating backend would treat
 //! as refresh-token reuse and answer by revoking the session).
 //!
-//! Inside one process the flight table does this. With `[cluster]`, [`Cluster::once`] does
-//! it across instances: one instance claims the call, the others wait for its published
-//! (sealed) outcome. A backend call about to start first counts against the client's refresh
-//! budget (`session.refreshes_per_minute`); joining a flight, here or on another instance, is
-//! free.
+//! Inside one process the flight table (`single_flight.rs`) does this. With `[cluster]`,
+//! [`Cluster::once`] does it across instances: one instance claims the call, the others wait
+//! for its published (sealed) outcome and never call themselves. A backend call about to
+//! start first counts against the client's refresh budget (`session.refreshes_per_minute`);
+//! joining a flight, here or on another instance, is free, except that a client whose budget
+//! this instance alone has seen spent is refused before Redis is even asked.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::backend::{BackendClient, Tokens};
-use crate::cluster::{client_key, Cluster, Flight as Shared};
+use crate::cluster::seal::Id;
+use crate::cluster::{client_key, Cluster, Flight as Shared, Share};
 use crate::error::Error;
+use crate::single_flight::SingleFlight;
 
 /// How long a finished refresh is reused for the same refresh token.
 pub const REUSE_FOR: Duration = Duration::from_secs(10);
-/// The most refreshes remembered (in the air or reusable) at once; beyond it, new ones wait
-/// for pruning and the request gets 502 (API) or a login redirect (page).
+/// The most refreshes remembered (in the air or reusable) at once; beyond it, new ones are
+/// refused and the request gets 502 (API) or a login redirect (page).
 const MAX_FLIGHTS: usize = 10_000;
-/// Beyond this many remembered flights, finished ones are pruned.
-const PRUNE_ABOVE: usize = 1024;
 
 /// Why a refresh did not produce tokens.
 #[derive(Debug, Clone)]
@@ -56,24 +55,13 @@ impl RefreshFailure {
 
 type Outcome = Result<Arc<Tokens>, RefreshFailure>;
 
-/// One backend refresh call and, once it has answered, its outcome and when it came.
-struct Flight {
-    outcome: watch::Receiver<Option<(Outcome, Instant)>>,
-}
-
-impl Flight {
-    /// Whether a caller holding the same refresh token should wait on this flight rather than
-    /// start another: while it is in the air, and for [`REUSE_FOR`] after a success or a
-    /// rejection. A transient failure is not reused: the next request asks the backend again.
-    fn joinable(&self) -> bool {
-        match &*self.outcome.borrow() {
-            None => true,
-            Some((
-                Err(RefreshFailure::Unavailable { .. } | RefreshFailure::OverBudget { .. }),
-                _,
-            )) => false,
-            Some((_, finished)) => finished.elapsed() < REUSE_FOR,
-        }
+/// Whether a caller holding the same refresh token should take this finished outcome rather
+/// than start another call: for [`REUSE_FOR`] after a success or a rejection. A transient
+/// failure is not reused: the next request asks the backend again.
+fn reusable(outcome: &Outcome, age: Duration) -> bool {
+    match outcome {
+        Err(RefreshFailure::Unavailable { .. } | RefreshFailure::OverBudget { .. }) => false,
+        _ => age < REUSE_FOR,
     }
 }
 
@@ -84,13 +72,8 @@ pub struct Refresher {
     cluster: Arc<Cluster>,
     /// Flights a client may start per minute; 0 means no budget.
     per_minute: u32,
-    flights: Mutex<Flights>,
-}
-
-/// The flight table and when it was last pruned (pruning scans it, so at most once a second).
-struct Flights {
-    by_token: HashMap<Box<str>, Flight>,
-    pruned: Instant,
+    /// By a hash of the refresh token.
+    flights: SingleFlight<u128, Outcome>,
 }
 
 impl Refresher {
@@ -107,10 +90,7 @@ impl Refresher {
             access_cookie,
             cluster,
             per_minute,
-            flights: Mutex::new(Flights {
-                by_token: HashMap::new(),
-                pruned: Instant::now(),
-            }),
+            flights: SingleFlight::new(MAX_FLIGHTS, reusable),
         }
     }
 
@@ -123,67 +103,40 @@ impl Refresher {
     /// refresh token, and the new one must reach the callers that are still waiting, or the
     /// next request within [`REUSE_FOR`].
     pub async fn refresh(&self, refresh_token: &str, client: IpAddr) -> Outcome {
-        let mut outcome = {
-            let mut flights = self
-                .flights
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if flights.by_token.len() > PRUNE_ABOVE
-                && flights.pruned.elapsed() >= Duration::from_secs(1)
-            {
-                flights.by_token.retain(|_, flight| flight.joinable());
-                flights.pruned = Instant::now();
-            }
-            let full = flights.by_token.len() >= MAX_FLIGHTS
-                && !flights.by_token.contains_key(refresh_token);
-            if full {
-                // Random refresh cookies must not turn into unbounded backend calls and memory.
-                return Err(RefreshFailure::Unavailable {
-                    timeout: false,
-                    reason: "too many token refreshes in flight".into(),
+        let key = Id::of("flight", refresh_token.as_bytes()).short();
+        let joined = self.flights.join(key, || {
+            let call = Call {
+                backend: Arc::clone(&self.backend),
+                uri: self.uri.clone(),
+                access_cookie: self.access_cookie.clone(),
+                refresh_token: refresh_token.to_owned(),
+            };
+            let cluster = Arc::clone(&self.cluster);
+            let per_minute = self.per_minute;
+            async move {
+                let outcome = call.coordinated(&cluster, client, per_minute).await;
+                crate::telemetry::auth(if outcome.is_ok() {
+                    "refresh_ok"
+                } else {
+                    "refresh_failed"
                 });
+                outcome
             }
-            let flights = &mut flights.by_token;
-            match flights.get(refresh_token) {
-                Some(flight) if flight.joinable() => flight.outcome.clone(),
-                _ => {
-                    let (sender, receiver) = watch::channel(None);
-                    let call = Call {
-                        backend: Arc::clone(&self.backend),
-                        uri: self.uri.clone(),
-                        access_cookie: self.access_cookie.clone(),
-                        refresh_token: refresh_token.to_owned(),
-                    };
-                    let cluster = Arc::clone(&self.cluster);
-                    let per_minute = self.per_minute;
-                    tokio::spawn(async move {
-                        let outcome = call.coordinated(&cluster, client, per_minute).await;
-                        crate::telemetry::auth(if outcome.is_ok() {
-                            "refresh_ok"
-                        } else {
-                            "refresh_failed"
-                        });
-                        sender.send_replace(Some((outcome, Instant::now())));
-                    });
-                    flights.insert(
-                        refresh_token.into(),
-                        Flight {
-                            outcome: receiver.clone(),
-                        },
-                    );
-                    receiver
-                }
-            }
+        });
+        let Ok(ticket) = joined else {
+            // Random refresh cookies must not turn into unbounded backend calls and memory.
+            return Err(RefreshFailure::Unavailable {
+                timeout: false,
+                reason: "too many token refreshes in flight".into(),
+            });
         };
-        let answered = outcome.wait_for(Option::is_some).await;
-        match answered.as_deref() {
-            Ok(Some((result, _))) => result.clone(),
-            // The task ended without an answer, which only a panic in it can do.
-            _ => Err(RefreshFailure::Unavailable {
+        // `None` only when the task ended without an answer, which only a panic can do.
+        ticket.wait().await.unwrap_or_else(|| {
+            Err(RefreshFailure::Unavailable {
                 timeout: false,
                 reason: "the refresh task ended without an answer".into(),
-            }),
-        }
+            })
+        })
     }
 }
 
@@ -197,20 +150,30 @@ struct Call {
 
 impl Call {
     /// One call across every instance: made here (if the client's budget allows), or
-    /// reused from the instance that made it, which costs no budget.
+    /// reused from the instance that made it, which costs no budget. A client whose budget
+    /// is spent on this instance alone is refused before Redis is asked.
     async fn coordinated(self, cluster: &Cluster, client: IpAddr, per_minute: u32) -> Outcome {
+        let who = client_key(client);
+        let over = |count: crate::cluster::Count| {
+            warn!(%client, "token refresh refused: the client's refresh budget is spent");
+            RefreshFailure::OverBudget {
+                retry_after: count.resets_in.as_secs().max(1),
+            }
+        };
+        if per_minute > 0 {
+            let here = cluster.counted_here("refresh", &who);
+            if here.events >= per_minute {
+                return Err(over(here));
+            }
+        }
         let within = self.backend.config.timeout;
         let token = self.refresh_token.clone();
         let shared = cluster
             .once(&token, REUSE_FOR, within, || async {
                 if per_minute > 0 {
-                    let count = cluster.hit("refresh", &client_key(client)).await;
+                    let count = cluster.hit("refresh", &who).await;
                     if count.events > per_minute {
-                        warn!(%client, "token refresh refused: the client's refresh budget is spent");
-                        let over = RefreshFailure::OverBudget {
-                            retry_after: count.resets_in.as_secs().max(1),
-                        };
-                        return (Err(over), None);
+                        return (Err(over(count)), Share::GaveUp);
                     }
                 }
                 let outcome = self.run().await;
@@ -225,6 +188,10 @@ impl Call {
                     timeout: false,
                     reason: "another instance's refresh outcome is unreadable".into(),
                 })
+            }),
+            Shared::GaveUp => Err(RefreshFailure::Unavailable {
+                timeout: false,
+                reason: "another instance could not refresh the session".into(),
             }),
             Shared::Stuck => Err(RefreshFailure::Unavailable {
                 timeout: true,
@@ -292,8 +259,8 @@ impl Call {
 }
 
 /// What other instances may reuse: the tokens, or the rejection. A transient failure is not
-/// shared (each instance may try again).
-fn shareable(outcome: &Outcome) -> Option<Vec<u8>> {
+/// shared (its waiters give up; the next request may try again).
+fn shareable(outcome: &Outcome) -> Share {
     let value = match outcome {
         Ok(tokens) => json!({
             "access": tokens.access,
@@ -302,9 +269,9 @@ fn shareable(outcome: &Outcome) -> Option<Vec<u8>> {
             "relayed_cookie": tokens.relayed_cookie.as_ref().and_then(|c| c.to_str().ok()),
         }),
         Err(RefreshFailure::Rejected) => json!({ "rejected": true }),
-        Err(_) => return None,
+        Err(_) => return Share::GaveUp,
     };
-    Some(value.to_string().into_bytes())
+    Share::Outcome(value.to_string().into_bytes())
 }
 
 fn from_shared(plain: &[u8]) -> Option<Outcome> {
@@ -337,7 +304,9 @@ mod tests {
             expires_in: Some(60),
             relayed_cookie: Some(http::HeaderValue::from_static("access_token=a.b.c; Path=/")),
         };
-        let plain = shareable(&Ok(Arc::new(tokens))).expect("shared");
+        let Share::Outcome(plain) = shareable(&Ok(Arc::new(tokens))) else {
+            panic!("tokens are shared")
+        };
         let Some(Ok(back)) = from_shared(&plain) else {
             panic!("not tokens")
         };
@@ -345,7 +314,9 @@ mod tests {
         assert_eq!(back.refresh.as_deref(), Some("r"));
         assert_eq!(back.expires_in, Some(60));
         assert!(back.relayed_cookie.is_some());
-        let rejected = shareable(&Err(RefreshFailure::Rejected)).expect("shared");
+        let Share::Outcome(rejected) = shareable(&Err(RefreshFailure::Rejected)) else {
+            panic!("a rejection is shared")
+        };
         assert!(matches!(
             from_shared(&rejected),
             Some(Err(RefreshFailure::Rejected))
@@ -354,7 +325,7 @@ mod tests {
             timeout: false,
             reason: String::new(),
         });
-        assert!(shareable(&down).is_none());
+        assert_eq!(shareable(&down), Share::GaveUp);
         assert!(from_shared(b"{}").is_none());
         assert!(from_shared(b"garbage").is_none());
     }

@@ -1,57 +1,124 @@
 //! The Redis store: shared counters, revocations, refresh claims and outcomes, and session
-//! answers, through redis-rs (a `ConnectionManager` for commands, which reconnects by itself,
-//! and one pub/sub connection per instance).
+//! answers, through redis-rs (a `ConnectionManager` for commands and one pub/sub connection
+//! per instance).
 //!
 //! Keys (all under `cluster.key_prefix`; `<id>` is a hash, never a token):
 //! - `count:<scope>:<client address>:<minute>`: `INCR`, expiring after two windows;
-//! - `revoked`: a sorted set of revocation records scored by when they lapse; every new one
-//!   is also published on the channel `<prefix>revoked`;
-//! - `refresh:<id>:lock`: the claim on a refresh call (`SET NX PX`, renewed and released by
-//!   compare-and-set scripts); `refresh:<id>`: its sealed outcome, announced on the channel
-//!   `<prefix>refreshed`;
+//! - `revoked` and `revoked:unproven`: sorted sets of revocation records scored by when they
+//!   lapse, each capped (a full set refuses new records); every new record is published on
+//!   the channel `<prefix>revoked`, and lapsed ones are pruned by Redis's own clock;
+//! - `refresh:<id>:lock`: the claim on a refresh call (taken, renewed and released by
+//!   compare-and-set scripts on a lease id); `refresh:<id>`: its sealed outcome (or give-up),
+//!   announced on the channel `<prefix>refreshed` by the same script that releases the claim;
 //! - `check:<id>`: a sealed session-check answer.
 //!
-//! Health: the store is *up* while its calls succeed. A failed or late call marks it down
-//! (one warning); while down no call is attempted (the caller uses local state at once) and
-//! the keeper probes Redis every second. When it answers again, the revocations made here in
-//! the meantime are pushed, the full set is loaded, and the store is up again (one notice).
+//! Health: the store is *down* once its calls have failed for `max(1 s, 4 × cluster.timeout)`
+//! without a success in between, so one slow reply (a fork for `BGSAVE`) does not count. While
+//! down, request-path calls are not attempted (the caller uses local state at once) and the
+//! keeper reconnects: a new command connection and a new subscription, then up again (one
+//! notice). The subscription is pinged every second, so one that went silent without a reset
+//! is replaced too. Revocations leave through an outbox that only the keeper
+//! (`redis/keeper.rs`) empties, so one made at any moment (before, during or after a
+//! reconnect) reaches Redis once it answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::seal::Id;
-use super::{unix_now, Claim, Count, Revocation, Revocations, Store, Unreachable, WINDOW};
+use super::{Claim, Count, Pending, Revocation, Revocations, Store, Unreachable, WINDOW};
 
-/// Revocations made while Redis was away, kept to push when it is back (beyond this many,
-/// the oldest are dropped: each instance still holds its own).
+/// Revocations waiting for Redis; beyond this many, the oldest are dropped (each instance
+/// still holds its own).
 const MAX_PENDING: usize = 100_000;
+/// Records read per page while loading the revocation sets.
+const PAGE: usize = 2_000;
 
-/// Compare-and-set on the lease id, so only the holder extends or drops a claim.
+/// Takes the claim unless an outcome (tag `d`) is there; a claim already held under the same
+/// lease id is won again (a retry of a claim whose reply was lost).
+const CLAIM: &str = r#"
+local value = redis.call("GET", KEYS[1])
+if value and string.byte(value, 1) == 100 then return {2, value} end
+local holder = redis.call("GET", KEYS[2])
+if not holder then
+  redis.call("SET", KEYS[2], ARGV[1], "PX", ARGV[2])
+  return {1}
+end
+if holder == ARGV[1] then
+  redis.call("PEXPIRE", KEYS[2], ARGV[2])
+  return {1}
+end
+return {0, holder}
+"#;
+/// Compare-and-set on the lease id, so only the holder extends a claim.
 const RENEW: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
-const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+/// Publishes a value, releases the claim if this lease still holds it, and announces it.
+const PUBLISH: &str = r#"
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+if redis.call("GET", KEYS[2]) == ARGV[3] then redis.call("DEL", KEYS[2]) end
+redis.call("PUBLISH", ARGV[4], ARGV[5])
+return 1
+"#;
+/// Drops what lapsed (by Redis's clock), refuses a new record into a full set, else adds and
+/// announces it.
+const REVOKE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local now = tonumber(redis.call("TIME")[1])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", "(" .. now)
+if not redis.call("ZSCORE", KEYS[1], ARGV[2]) and redis.call("ZCARD", KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call("ZADD", KEYS[1], ARGV[1], ARGV[2])
+redis.call("PUBLISH", ARGV[4], ARGV[2])
+return 1
+"#;
+
+struct Scripts {
+    claim: redis::Script,
+    renew: redis::Script,
+    publish: redis::Script,
+    revoke: redis::Script,
+}
+
+/// A revocation on its way out, and who wants to hear that it got there.
+type Outgoing = (Revocation, Option<oneshot::Sender<()>>);
+
+struct Waiters {
+    by_key: HashMap<Id, watch::Sender<u64>>,
+    pruned: Instant,
+}
 
 pub struct RedisStore {
     client: redis::Client,
-    manager: ConnectionManager,
+    manager_config: ConnectionManagerConfig,
+    manager: ArcSwap<ConnectionManager>,
     prefix: String,
+    /// Deadline of a request-path call (`cluster.timeout`).
     timeout: Duration,
+    /// Deadline of a background call (the keeper's, a page of revocations).
+    background: Duration,
+    /// How long calls must keep failing for the store to be down.
+    down_after: Duration,
     /// The URL without credentials, for log lines.
     shown: String,
     up: AtomicBool,
+    /// When the current run of failed calls began (`clock::millis`, plus one); 0 after a
+    /// success.
+    failing_since: AtomicU64,
     revocations: Arc<Revocations>,
-    pending: Mutex<Vec<Revocation>>,
+    outbox: Mutex<VecDeque<Outgoing>>,
+    outbox_ready: Notify,
     /// Local waiters for a refresh outcome, woken by the `refreshed` channel.
-    waiters: Mutex<HashMap<Id, watch::Sender<u64>>>,
-    renew: redis::Script,
-    release: redis::Script,
+    waiters: Mutex<Waiters>,
+    scripts: Scripts,
 }
 
 impl RedisStore {
@@ -71,31 +138,41 @@ impl RedisStore {
             None => redis::Client::open(config.redis.as_str()),
         }
         .map_err(|err| format!("cluster.redis {shown}: {}", err.kind_text()))?;
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(Some(config.timeout))
+        let background = (config.timeout * 4).max(Duration::from_secs(1));
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(background))
+            .set_response_timeout(Some(background))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|err| format!("cluster.redis {shown}: {}", err.kind_text()))?;
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+                .map_err(|err| format!("cluster.redis {shown}: {}", err.kind_text()))?;
         crate::telemetry::cluster_connected(false);
         Ok(RedisStore {
             client,
-            manager,
+            manager_config,
+            manager: ArcSwap::from_pointee(manager),
             prefix: config.key_prefix.clone(),
             timeout: config.timeout,
+            background,
+            down_after: background,
             shown,
             up: AtomicBool::new(false),
+            failing_since: AtomicU64::new(0),
             revocations,
-            pending: Mutex::new(Vec::new()),
-            waiters: Mutex::new(HashMap::new()),
-            renew: redis::Script::new(RENEW),
-            release: redis::Script::new(RELEASE),
+            outbox: Mutex::new(VecDeque::new()),
+            outbox_ready: Notify::new(),
+            waiters: Mutex::new(Waiters {
+                by_key: HashMap::new(),
+                pruned: Instant::now(),
+            }),
+            scripts: Scripts {
+                claim: redis::Script::new(CLAIM),
+                renew: redis::Script::new(RENEW),
+                publish: redis::Script::new(PUBLISH),
+                revoke: redis::Script::new(REVOKE),
+            },
         })
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
     }
 
     fn mark_down(&self, why: &str) {
@@ -112,35 +189,50 @@ impl RedisStore {
         }
     }
 
+    /// A call failed: the store is down once calls have failed for `down_after`.
+    fn failed(&self, why: &str) {
+        let now = crate::clock::millis(std::time::Instant::now()).saturating_add(1);
+        if let Err(since) =
+            self.failing_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            let failing = Duration::from_millis(now.saturating_sub(since));
+            if failing >= self.down_after {
+                self.mark_down(why);
+            }
+        }
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
 
-    /// Runs one command with the deadline, recording latency and failures; any failure
-    /// marks the store down.
+    fn conn(&self) -> ConnectionManager {
+        ConnectionManager::clone(&self.manager.load())
+    }
+
+    /// Runs one command within `within`, recording latency and failures.
     async fn call<T>(
         &self,
         op: &'static str,
+        within: Duration,
         command: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Unreachable> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, command).await;
-        let outcome = match result {
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(within, command).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(Unreachable(format!("{op}: {}", err.kind_text()))),
-            Err(_) => Err(Unreachable(format!(
-                "{op}: no answer within {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(Unreachable(format!("{op}: no answer within {within:?}"))),
         };
         crate::telemetry::cluster_call(op, started.elapsed(), outcome.is_ok());
-        if let Err(err) = &outcome {
-            self.mark_down(&err.0);
+        match &outcome {
+            Ok(_) => self.failing_since.store(0, Ordering::Relaxed),
+            Err(err) => self.failed(&err.0),
         }
         outcome
     }
 
-    /// A call made only while the store is up.
+    /// A request-path call: made only while the store is up, within `cluster.timeout`.
     async fn call_if_up<T>(
         &self,
         op: &'static str,
@@ -149,377 +241,243 @@ impl RedisStore {
         if !self.is_up() {
             return Err(Unreachable("Redis is down".into()));
         }
-        self.call(op, command).await
-    }
-
-    /// A receiver that changes whenever an outcome for `key` is announced.
-    pub fn watch(&self, key: &Id) -> watch::Receiver<u64> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        waiters.retain(|_, sender| sender.receiver_count() > 0);
-        waiters
-            .entry(*key)
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.call(op, self.timeout, command).await
     }
 
     fn wake(&self, key: &Id) {
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = waiters.get(key) {
+        if let Some(sender) = waiters.by_key.get(key) {
             sender.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
     fn wake_all(&self) {
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for sender in waiters.values() {
+        for sender in waiters.by_key.values() {
             sender.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
-    /// Publishes a revocation, or keeps it for when Redis is back.
-    pub async fn share_revocation(&self, revocation: Revocation) {
-        if self.publish_revocation(&revocation).await.is_err() {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.len() >= MAX_PENDING {
-                pending.remove(0);
-            }
-            pending.push(revocation);
-        }
-    }
-
-    /// Every revocation in force, read even while the store is marked down (start-up, and
-    /// `portcullis explain`).
-    pub async fn fetch_revocations(&self) -> Result<Vec<Revocation>, Unreachable> {
-        let key = self.key("revoked");
-        let now = unix_now();
-        let mut conn = self.manager.clone();
-        let records: Vec<String> = self
-            .call(
-                "load_revocations",
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(&key)
-                    .arg(now)
-                    .arg("+inf")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(records
-            .iter()
-            .filter_map(|record| Revocation::decode(record))
-            .collect())
-    }
-
-    /// Pushes what was revoked here while Redis was away, drops lapsed records, and loads
-    /// every revocation in force. On success the store is up.
-    async fn catch_up(&self) -> Result<(), Unreachable> {
-        let mut conn = self.manager.clone();
-        let _: String = self
-            .call("ping", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        for (i, revocation) in pending.iter().enumerate() {
-            if let Err(err) = self.write_revocation(revocation).await {
-                let mut kept = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                kept.extend_from_slice(&pending[i..]);
-                return Err(err);
-            }
-        }
-        let key = self.key("revoked");
-        let _: i64 = self
-            .call(
-                "prune_revocations",
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(&key)
-                    .arg("-inf")
-                    .arg(format!("({}", unix_now()))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let records = self.fetch_revocations().await?;
-        let now = unix_now();
-        for record in &records {
-            self.revocations.insert(record, now);
-        }
-        self.mark_up();
-        // Waiters may have missed an announcement while the subscription was down.
-        self.wake_all();
-        Ok(())
-    }
-
-    async fn write_revocation(&self, revocation: &Revocation) -> Result<(), Unreachable> {
-        let record = revocation.encode();
-        let key = self.key("revoked");
-        let mut conn = self.manager.clone();
-        let _: () = self
-            .call(
-                "revoke",
-                redis::pipe()
-                    .atomic()
-                    .cmd("ZADD")
-                    .arg(&key)
-                    .arg(revocation.until())
-                    .arg(&record)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&key)
-                    .arg(&record)
-                    .ignore()
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The keeper: holds the subscription, catches up after every (re)connection, probes
-    /// Redis while it is down. Runs until dropped.
-    pub async fn maintain(&self) {
-        let revoked_channel = self.key("revoked");
-        let refreshed_channel = self.key("refreshed");
-        let mut backoff = Duration::from_millis(200);
-        let mut warned_start = false;
-        loop {
-            let subscribed = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(&revoked_channel).await?;
-                pubsub.subscribe(&refreshed_channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
-            };
-            let pubsub =
-                match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), subscribed)
-                    .await
-                {
-                    Ok(Ok(pubsub)) => Some(pubsub),
-                    Ok(Err(err)) => {
-                        self.mark_down(&format!("subscribe: {}", err.kind_text()));
-                        None
-                    }
-                    Err(_) => {
-                        self.mark_down("subscribe: no answer");
-                        None
-                    }
-                };
-            if let Some(pubsub) = pubsub {
-                backoff = Duration::from_millis(200);
-                let _ = self.catch_up().await;
-                let mut messages = pubsub.into_on_message();
-                let mut probe = tokio::time::interval(Duration::from_secs(1));
-                probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        message = messages.next() => match message {
-                            Some(message) => self.on_message(
-                                message.get_channel_name(),
-                                message.get_payload_bytes(),
-                                &revoked_channel,
-                            ),
-                            None => break,
-                        },
-                        _ = probe.tick() => {
-                            if !self.is_up() {
-                                let _ = self.catch_up().await;
-                            }
-                        }
-                    }
-                }
-                self.mark_down("subscription closed");
-            } else if !warned_start && !self.is_up() {
-                warned_start = true;
-                warn!(redis = %self.shown, "cluster: cannot reach Redis; serving with local state until it answers");
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
-    }
-
-    fn on_message(&self, channel: &str, payload: &[u8], revoked_channel: &str) {
-        let Ok(text) = std::str::from_utf8(payload) else {
-            return;
-        };
-        if channel == revoked_channel {
-            if let Some(revocation) = Revocation::decode(text) {
-                self.revocations.insert(&revocation, unix_now());
-            }
-        } else if let Some(key) = Id::from_hex(text) {
-            self.wake(&key);
-        }
-    }
-}
-
-impl Store for RedisStore {
-    async fn hit(&self, scope: &'static str, who: &str) -> Result<Count, Unreachable> {
-        let now = unix_now();
-        let window = WINDOW.as_secs();
-        let key = self.key(&format!("count:{scope}:{who}:{}", now / window));
-        let mut conn = self.manager.clone();
-        let (events,): (u32,) = self
-            .call_if_up(
-                "count",
-                redis::pipe()
-                    .atomic()
-                    .cmd("INCR")
-                    .arg(&key)
-                    .cmd("EXPIRE")
-                    .arg(&key)
-                    .arg(window * 2)
-                    .ignore()
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(Count {
-            events,
-            resets_in: Duration::from_secs(window - now % window),
-        })
-    }
-
-    async fn publish_revocation(&self, revocation: &Revocation) -> Result<(), Unreachable> {
-        if !self.is_up() {
-            return Err(Unreachable("Redis is down".into()));
-        }
-        self.write_revocation(revocation).await
-    }
-
-    async fn revocations(&self) -> Result<Vec<Revocation>, Unreachable> {
-        self.fetch_revocations().await
-    }
-
-    async fn claim(&self, key: &Id, lease: Duration) -> Result<Claim, Unreachable> {
-        let lease_id: u64 = rand_u64();
-        let mut conn = self.manager.clone();
-        let set: Option<String> = self
-            .call_if_up(
-                "claim",
-                redis::cmd("SET")
-                    .arg(self.key(&format!("refresh:{}:lock", key.hex())))
-                    .arg(lease_id.to_string())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(lease.as_millis() as u64)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(if set.is_some() {
-            Claim::Won(lease_id)
-        } else {
-            Claim::Held
-        })
-    }
-
-    async fn renew(&self, key: &Id, lease_id: u64, lease: Duration) -> Result<bool, Unreachable> {
-        let mut conn = self.manager.clone();
-        let renewed: i64 = self
-            .call_if_up(
-                "renew",
-                self.renew
-                    .key(self.key(&format!("refresh:{}:lock", key.hex())))
-                    .arg(lease_id.to_string())
-                    .arg(lease.as_millis() as u64)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(renewed == 1)
-    }
-
-    async fn release(&self, key: &Id, lease_id: u64) -> Result<(), Unreachable> {
-        let mut conn = self.manager.clone();
-        let _: i64 = self
-            .call_if_up(
-                "release",
-                self.release
-                    .key(self.key(&format!("refresh:{}:lock", key.hex())))
-                    .arg(lease_id.to_string())
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn outcome(&self, key: &Id) -> Result<Option<Vec<u8>>, Unreachable> {
-        self.get("outcome", &format!("refresh:{}", key.hex())).await
-    }
-
-    async fn publish_outcome(
-        &self,
-        key: &Id,
-        sealed: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<(), Unreachable> {
-        let announce = (self.key("refreshed"), key.hex());
-        self.set(
-            "publish_outcome",
-            &format!("refresh:{}", key.hex()),
-            sealed,
-            ttl,
-            Some(announce),
-        )
-        .await
-    }
-
-    async fn answer(&self, key: &Id) -> Result<Option<Vec<u8>>, Unreachable> {
-        self.get("answer", &format!("check:{}", key.hex())).await
-    }
-
-    async fn record_answer(
-        &self,
-        key: &Id,
-        sealed: Vec<u8>,
-        ttl: Duration,
-    ) -> Result<(), Unreachable> {
-        self.set(
-            "record_answer",
-            &format!("check:{}", key.hex()),
-            sealed,
-            ttl,
-            None,
-        )
-        .await
-    }
-}
-
-impl RedisStore {
     /// `GET <prefix><name>`.
-    async fn get(&self, op: &'static str, name: &str) -> Result<Option<Vec<u8>>, Unreachable> {
-        let mut conn = self.manager.clone();
-        self.call_if_up(
-            op,
-            redis::cmd("GET").arg(self.key(name)).query_async(&mut conn),
-        )
-        .await
-    }
-
-    /// `SET <prefix><name> value PX ttl`, and `PUBLISH channel message` in the same
-    /// transaction when given.
-    async fn set(
+    async fn get(
         &self,
         op: &'static str,
         name: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        announce: Option<(String, String)>,
-    ) -> Result<(), Unreachable> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.key(name))
-            .arg(value)
-            .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .ignore();
-        if let Some((channel, message)) = announce {
-            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        when_down: bool,
+    ) -> Result<Option<Vec<u8>>, Unreachable> {
+        let mut conn = self.conn();
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(name));
+        let command = get.query_async(&mut conn);
+        if when_down {
+            self.call(op, self.timeout, command).await
+        } else {
+            self.call_if_up(op, command).await
         }
-        let mut conn = self.manager.clone();
-        let _: () = self.call_if_up(op, pipe.query_async(&mut conn)).await?;
-        Ok(())
     }
 }
 
-/// A random lease id.
-fn rand_u64() -> u64 {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 8];
-    // A failed draw only makes two lease ids more alike; the claim itself is SET NX.
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    u64::from_le_bytes(bytes)
+fn refresh_key(key: &Id) -> String {
+    format!("refresh:{}", key.hex())
+}
+
+fn lock_key(key: &Id) -> String {
+    format!("refresh:{}:lock", key.hex())
+}
+
+impl Store for RedisStore {
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn watch(&self, key: &Id) -> watch::Receiver<u64> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.by_key.len() > 1024 && waiters.pruned.elapsed() >= Duration::from_secs(1) {
+            waiters
+                .by_key
+                .retain(|_, sender| sender.receiver_count() > 0);
+            waiters.pruned = Instant::now();
+        }
+        waiters
+            .by_key
+            .entry(*key)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn hit<'a>(&'a self, scope: &'static str, who: &'a str) -> Pending<'a, Count> {
+        async move {
+            let now = crate::clock::unix_now();
+            let window = WINDOW.as_secs();
+            let key = self.key(&format!("count:{scope}:{who}:{}", now / window));
+            let mut conn = self.conn();
+            let (events,): (u32,) = self
+                .call_if_up(
+                    "count",
+                    redis::pipe()
+                        .atomic()
+                        .cmd("INCR")
+                        .arg(&key)
+                        .cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(window * 2)
+                        .ignore()
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(Count {
+                events,
+                resets_in: Duration::from_secs(window - now % window),
+            })
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(&'a self, key: &'a Id, lease_id: u64, lease: Duration) -> Pending<'a, Claim> {
+        async move {
+            let mut conn = self.conn();
+            let reply: Vec<redis::Value> = self
+                .call_if_up(
+                    "claim",
+                    self.scripts
+                        .claim
+                        .key(self.key(&refresh_key(key)))
+                        .key(self.key(&lock_key(key)))
+                        .arg(lease_id.to_string())
+                        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            let bytes = |value: Option<&redis::Value>| match value {
+                Some(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
+                _ => None,
+            };
+            match reply.first() {
+                Some(redis::Value::Int(1)) => Ok(Claim::Won),
+                Some(redis::Value::Int(2)) => bytes(reply.get(1))
+                    .map(Claim::Found)
+                    .ok_or_else(|| Unreachable("claim: an outcome without a value".into())),
+                Some(redis::Value::Int(0)) => {
+                    let holder = bytes(reply.get(1))
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .and_then(|text| text.parse().ok())
+                        // Someone else's claim, whatever its lease id looks like.
+                        .unwrap_or(0);
+                    Ok(Claim::Held(holder))
+                }
+                _ => Err(Unreachable("claim: an answer of the wrong shape".into())),
+            }
+        }
+        .boxed()
+    }
+
+    fn renew<'a>(&'a self, key: &'a Id, lease_id: u64, lease: Duration) -> Pending<'a, bool> {
+        async move {
+            let mut conn = self.conn();
+            let renewed: i64 = self
+                .call(
+                    "renew",
+                    self.timeout,
+                    self.scripts
+                        .renew
+                        .key(self.key(&lock_key(key)))
+                        .arg(lease_id.to_string())
+                        .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(renewed == 1)
+        }
+        .boxed()
+    }
+
+    fn outcome<'a>(&'a self, key: &'a Id) -> Pending<'a, Option<Vec<u8>>> {
+        // Asked by waiters even while the store is marked down: they never call the backend,
+        // so the outcome is all they can hope for.
+        async move { self.get("outcome", &refresh_key(key), true).await }.boxed()
+    }
+
+    fn publish_outcome<'a>(
+        &'a self,
+        key: &'a Id,
+        lease_id: u64,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> Pending<'a, ()> {
+        async move {
+            let mut conn = self.conn();
+            let _: i64 = self
+                .call(
+                    "publish_outcome",
+                    self.timeout,
+                    self.scripts
+                        .publish
+                        .key(self.key(&refresh_key(key)))
+                        .key(self.key(&lock_key(key)))
+                        .arg(value)
+                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                        .arg(lease_id.to_string())
+                        .arg(self.key("refreshed"))
+                        .arg(key.hex())
+                        .invoke_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn answer<'a>(&'a self, key: &'a Id) -> Pending<'a, Option<Vec<u8>>> {
+        async move {
+            self.get("answer", &format!("check:{}", key.hex()), false)
+                .await
+        }
+        .boxed()
+    }
+
+    fn record_answer<'a>(
+        &'a self,
+        key: &'a Id,
+        sealed: &'a [u8],
+        ttl: Duration,
+    ) -> Pending<'a, ()> {
+        async move {
+            let mut conn = self.conn();
+            let _: () = self
+                .call_if_up(
+                    "record_answer",
+                    redis::cmd("SET")
+                        .arg(self.key(&format!("check:{}", key.hex())))
+                        .arg(sealed)
+                        .arg("PX")
+                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn share_revocation(&self, revocation: Revocation, shared: Option<oneshot::Sender<()>>) {
+        {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            if outbox.len() >= MAX_PENDING {
+                outbox.pop_front();
+                warn!("cluster: too many revocations wait for Redis; the oldest is kept on this instance only");
+            }
+            outbox.push_back((revocation, shared));
+        }
+        self.outbox_ready.notify_one();
+    }
+
+    fn load_revocations(&self) -> Pending<'_, Vec<Revocation>> {
+        self.fetch_revocations().boxed()
+    }
+
+    fn maintain(&self) -> BoxFuture<'_, ()> {
+        self.keep().boxed()
+    }
 }
 
 /// A redis error's kind and detail, without the URL (which may carry a password).
@@ -533,3 +491,7 @@ impl KindText for redis::RedisError {
         format!("{:?} {detail}", self.kind()).trim().to_owned()
     }
 }
+
+mod keeper;
+#[cfg(test)]
+mod tests;

@@ -36,9 +36,11 @@ impl Id {
     }
 
     pub fn hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(64);
         for byte in self.0 {
-            out.push_str(&format!("{byte:02x}"));
+            out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
         }
         out
     }

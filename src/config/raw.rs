@@ -78,6 +78,8 @@ pub struct RawServer {
     pub max_body: Option<Quantity>,
     pub max_header_size: Option<Quantity>,
     pub header_read_timeout: Option<Quantity>,
+    pub keepalive_timeout: Option<Quantity>,
+    pub idle_timeout: Option<Quantity>,
     pub upstream_timeout: Option<Quantity>,
     pub connect_timeout: Option<Quantity>,
     pub max_connections: Option<u64>,

@@ -294,6 +294,16 @@ impl Validator<'_> {
                 raw.header_read_timeout,
                 Duration::from_secs(10),
             ),
+            keepalive_timeout: self.timeout(
+                "server.keepalive_timeout",
+                raw.keepalive_timeout,
+                Duration::from_secs(75),
+            ),
+            idle_timeout: self.timeout(
+                "server.idle_timeout",
+                raw.idle_timeout,
+                Duration::from_secs(60),
+            ),
             upstream_timeout: self.timeout(
                 "server.upstream_timeout",
                 raw.upstream_timeout,

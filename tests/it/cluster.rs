@@ -3,15 +3,23 @@
 //! that are outages, and several real Portcullis processes sharing state through a real
 //! `redis-server`.
 //!
-//! - `cluster/single.rs`: one instance, no Redis: revocation, budget, refresh answers.
-//! - `cluster/session_check.rs`: `backend.session_check`, bearer and introspection, open and closed.
-//! - `cluster/shared.rs`: three instances and Redis: limiter, revocations, an outage.
+//! - `cluster/single.rs`: one instance, no Redis: revocation (floods, opaque refresh tokens,
+//!   a backend clock ahead), budget, refresh answers.
+//! - `cluster/session_check.rs`: `backend.session_check`, bearer and introspection, open and
+//!   closed, a slow endpoint, answers shared between instances.
+//! - `cluster/shared.rs`: three instances and Redis: limiter, revocations, an outage, a large
+//!   revocation set, a connection cut without a reset; nothing in Redis is a token.
+//! - `cluster/refresh.rs`: one refresh per token across instances when the refresh outlives
+//!   the lease, when Redis is slow, and when it restarts mid-refresh.
 //! - `cluster/django.rs`: the same against Django + SimpleJWT (rotation with blacklisting).
 
 mod django;
+mod refresh;
 mod session_check;
 mod shared;
 mod single;
+
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -129,4 +137,41 @@ fn claims(token: &str) -> Value {
         .decode(payload)
         .expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON payload")
+}
+
+/// Polls `check` every 20 ms until it holds, for `limit` at most; returns how long it took.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The session cookies' values in `jar`: the secrets Redis must never hold.
+fn secrets_of(jar: &CookieJar) -> Vec<String> {
+    ["access_token", "refresh_token"]
+        .iter()
+        .filter_map(|name| jar.get(name).map(str::to_owned))
+        .collect()
+}
+
+/// The values of a `Cookie` header's pairs (the secrets it carries).
+fn values_of(cookies: &str) -> Vec<String> {
+    cookies
+        .split("; ")
+        .filter_map(|pair| Some(pair.split_once('=')?.1.to_owned()))
+        .collect()
+}
+
+/// The `[cluster]` section for `redis_url`, with a short call deadline.
+fn cluster_toml(redis_url: &str) -> String {
+    format!("[cluster]\nredis = \"{redis_url}\"\nkey_prefix = \"it:\"\ntimeout = \"200ms\"\n")
 }

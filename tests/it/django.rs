@@ -140,6 +140,14 @@ async fn refresh_after_expiry_with_django() {
 
     // Wait out the 1 s access token (exp is in whole seconds).
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    // SimpleJWT truncates `exp` to whole seconds, so a 1 s token issued late in a second is
+    // valid for a few milliseconds only: start the burst just after a second begins, so the
+    // renewed token outlives the calls it authorizes.
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1020 - into_second))).await;
 
     // A page's burst of API calls: one refresh at Django, every call authorized by it.
     let mut calls = JoinSet::new();

@@ -13,6 +13,7 @@ mod guard;
 mod hardening;
 mod hosts;
 mod ingress;
+mod lifecycle;
 mod session;
 mod storm;
 mod support;

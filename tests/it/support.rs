@@ -16,7 +16,9 @@
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
 //! - [`django`]: a real Django REST framework + SimpleJWT backend in a child process.
 //! - [`pki`]: a test certificate authority and the certificates it signs.
-//! - [`redis`]: a real `redis-server` on a free port with its own directory.
+//! - [`redis`]: a real `redis-server` on a free port with its own directory; what it holds
+//!   and what is published on it, searched for tokens.
+//! - [`cutter`]: a TCP relay whose connections can be cut without a reset (a partition).
 //! - [`instance`]: the built `portcullis` binary as a separate process (a replica).
 
 // Each test module uses a different subset of this toolbox.
@@ -25,6 +27,7 @@
 pub mod backend;
 pub mod client;
 pub mod cookies;
+pub mod cutter;
 pub mod django;
 pub mod ingress;
 pub mod instance;

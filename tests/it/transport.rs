@@ -112,6 +112,52 @@ async fn tls_termination_alpn_and_sni() {
 }
 
 #[tokio::test]
+async fn a_tls_connection_silent_after_its_handshake_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("default", &["a.test"]);
+    let key_file = TestKey::new("HS256");
+    let up = upstream().run().await;
+    let tls = format!(
+        "[server]\ntls = {{ cert = {}, key = {} }}\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1s\"\n",
+        toml_path(&cert),
+        toml_path(&key),
+    );
+    let p = proxy(&proxy::config(
+        &up.url(),
+        &key_file.jwt_toml(),
+        &format!("{tls}{PUBLIC_ROUTES}"),
+    ))
+    .await;
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+        let server_name = ServerName::try_from("a.test".to_owned()).expect("server name");
+        let mut tls = pki
+            .connector(&[alpn])
+            .connect(server_name, tcp)
+            .await
+            .expect("TLS handshake");
+        let silent = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        // An HTTP/2 server speaks first (SETTINGS); read until the connection ends.
+        let closed = tokio::time::timeout(Duration::from_secs(6), async {
+            while matches!(tls.read(&mut buf).await, Ok(1..)) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a silent TLS connection ({}) stayed open",
+            String::from_utf8_lossy(alpn)
+        );
+        let waited = silent.elapsed();
+        assert!(
+            waited >= Duration::from_millis(800),
+            "closed after {waited:?}: the idle timeout applies, not the header timeout"
+        );
+    }
+}
+
+#[tokio::test]
 async fn plain_http_listener_redirects_to_https() {
     let pki = Pki::new();
     let (cert, key) = pki.issue("default", &["a.test"]);

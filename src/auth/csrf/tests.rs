@@ -53,6 +53,11 @@ fn origins_parse_to_scheme_host_and_port() {
         "https://app.example.com?x",
         "https://app.example.com\\@evil",
         "https://app example.com",
+        // Found by the origin fuzz target: characters no host can hold, and port 0.
+        "http://+)[:000000003e]e):0000",
+        "http://+)[",
+        "http://app.example.com:0",
+        "http://app..example.com",
     ] {
         assert_eq!(Origin::parse(bad), None, "{bad}");
     }

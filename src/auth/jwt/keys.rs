@@ -6,8 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use josekit::jwk::Jwk;
-use josekit::jws::alg::hmac::HmacJwsSigner;
-use josekit::jws::{JwsSigner as _, JwsVerifier};
+use josekit::jws::JwsVerifier;
 use josekit::JoseError;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
@@ -177,20 +176,18 @@ impl fmt::Debug for KeyMaterial {
 
 /// How one configured key checks a signature.
 pub(super) enum KeyCheck {
-    /// josekit's HMAC verifier compares MACs with `!=`, which can reveal through timing how
-    /// much of a forged MAC is right. The MAC is recomputed with the signer instead and
-    /// compared in constant time.
-    Hmac(HmacJwsSigner),
+    /// HS*: ring's HMAC key, whose inner and outer pad states are computed once when the key
+    /// is loaded (josekit would redo that for every token), checked with ring's
+    /// constant-time `verify` (josekit's HMAC verifier compares MACs with `!=`, which can
+    /// reveal through timing how much of a forged MAC is right).
+    Hmac(ring::hmac::Key),
     Public(Box<dyn JwsVerifier>),
 }
 
 impl KeyCheck {
     pub(super) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {
-            KeyCheck::Hmac(signer) => signer.sign(message).is_ok_and(|mac| {
-                // `memcmp::eq` requires equal lengths; the length of a MAC is public.
-                mac.len() == signature.len() && openssl::memcmp::eq(&mac, signature)
-            }),
+            KeyCheck::Hmac(key) => ring::hmac::verify(key, message, signature).is_ok(),
             KeyCheck::Public(verifier) => verifier.verify(message, signature).is_ok(),
         }
     }
@@ -371,17 +368,16 @@ fn secret_entries(algs: &[Alg], secret: &[u8]) -> Result<Vec<KeyEntry>, KeyError
                 secret.len()
             ));
         }
-        let signer = match alg {
-            Alg::HS384 => josekit::jws::HS384.signer_from_bytes(secret),
-            Alg::HS512 => josekit::jws::HS512.signer_from_bytes(secret),
-            _ => josekit::jws::HS256.signer_from_bytes(secret),
-        }
-        .map_err(|e| KeyError::Secret(format!("{alg}: {e}")))?;
+        let algorithm = match alg {
+            Alg::HS384 => ring::hmac::HMAC_SHA384,
+            Alg::HS512 => ring::hmac::HMAC_SHA512,
+            _ => ring::hmac::HMAC_SHA256,
+        };
         entries.push(KeyEntry {
             kid: None,
             any_kid: false,
             alg,
-            check: KeyCheck::Hmac(signer),
+            check: KeyCheck::Hmac(ring::hmac::Key::new(algorithm, secret)),
         });
     }
     Ok(entries)

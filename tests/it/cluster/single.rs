@@ -1,6 +1,8 @@
 //! One instance, no Redis: logout and an operator's revoke end sessions on the spot, a revoked
-//! token cannot be refreshed, `explain` says so; each client has a refresh budget; a refresh
-//! URL that answers 404 or 405 is an outage, not a reason to sign users out.
+//! token cannot be refreshed (an opaque refresh token included), a backend clock running
+//! ahead does not slip past a revocation, a flood of logouts cannot fill the revocation set,
+//! `explain` says so; each client has a refresh budget; a refresh URL that answers 404 or 405
+//! is an outage, not a reason to sign users out.
 
 use std::time::Duration;
 
@@ -9,8 +11,53 @@ use serde_json::{json, Value};
 use super::{
     api, claims, clears_session, config, cookie_header, expired_session, log_out, page, sign_in,
 };
+use crate::support::instance::Instance;
 use crate::support::proxy::{proxy, proxy_with_admin};
 use crate::support::{backend, upstream, Fault, Req, TestKey};
+
+/// One instance in front of `backend` with an admin listener and `jwt.leeway`; `session`
+/// opens `[session]`.
+async fn with_admin(
+    key: &TestKey,
+    backend: &crate::support::Backend,
+    up: &crate::support::Upstream,
+    session: &str,
+    leeway: &str,
+) -> (crate::support::proxy::Proxy, std::net::SocketAddr) {
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\nexplain = true\n\n{}",
+        config(key, backend, up, "", session)
+    )
+    .replace("leeway = \"0s\"", &format!("leeway = \"{leeway}\""));
+    proxy_with_admin(&toml).await
+}
+
+/// A backend issuing opaque refresh tokens, and an instance with an admin listener in front.
+async fn opaque_refresh_site() -> (
+    crate::support::Backend,
+    crate::support::Upstream,
+    crate::support::proxy::Proxy,
+    std::net::SocketAddr,
+) {
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).opaque_refresh().run().await;
+    let up = upstream().run().await;
+    let session = "[session]\nrefresh_ahead = \"0s\"\n";
+    let (proxy, admin) = with_admin(&key, &backend, &up, session, "0s").await;
+    (backend, up, proxy, admin)
+}
+
+/// `POST /sessions/revoke {"sub": sub}` on `admin`; without `[cluster]` there is no one to
+/// share it with.
+async fn revoke_subject(admin: std::net::SocketAddr, sub: &str) {
+    let resp = Req::post(&format!("http://{admin}/sessions/revoke"))
+        .json(json!({ "sub": sub }))
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["ok"], true);
+    assert_eq!(resp.json()["shared"], Value::Null);
+}
 
 #[tokio::test]
 async fn logout_revokes_the_access_and_refresh_tokens() {
@@ -56,28 +103,109 @@ async fn logout_revokes_the_access_and_refresh_tokens() {
 }
 
 #[tokio::test]
-async fn an_expired_revoked_token_is_not_renewed() {
+async fn an_expired_token_of_a_revoked_subject_is_not_renewed() {
+    // An opaque refresh token shows nothing to refuse it by: the expired access token beside
+    // it, revoked by its subject, is what stops the renewal before the backend is asked.
+    let (backend, _up, proxy, admin) = opaque_refresh_site().await;
+    let session = expired_session(&backend);
+    revoke_subject(admin, super::USER).await;
+    let resp = api(&proxy.url(""), &session).await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert!(clears_session(&resp));
+    assert_eq!(backend.refreshes(), 0, "the backend was asked");
+}
+
+/// A refresh cookie that looks like a JWT of `sub` lasting until 2286, signed by no one.
+fn forged_refresh(sub: &str, n: usize) -> String {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl{n}",
+        b64(json!({ "alg": "HS256" })),
+        b64(json!({ "sub": sub, "exp": 9_999_999_999u64, "jti": n.to_string() })),
+    )
+}
+
+#[tokio::test]
+async fn a_logout_flood_cannot_fill_the_revocation_set() {
     let key = TestKey::new("HS256");
     let backend = backend(&key).run().await;
     let up = upstream().run().await;
-    let proxy = proxy(&config(
+    let instance = Instance::start(&config(
         &key,
         &backend,
         &up,
         "",
-        "[session]\nrefresh_ahead = \"0s\"\n",
+        "[session]\nrefreshes_per_minute = 5\n",
     ))
     .await;
+    let jar = sign_in(&instance.url("")).await;
+    let access = jar.get("access_token").expect("access");
+    // One genuine access token, replayed with a new far-future refresh cookie each time.
+    for n in 0..40 {
+        let cookies = format!(
+            "access_token={access}; refresh_token={}",
+            forged_refresh(super::USER, n)
+        );
+        let resp = Req::post(&instance.url("/logout"))
+            .header("accept", "application/json")
+            .cookie(&cookies)
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    // The access token, the refresh cookie its first logout proved, and the client's budget
+    // of unproven ones: nothing more.
+    let kept = instance.metric("portcullis_revocations").await;
+    assert!(kept.is_some_and(|n| n <= 7.0), "{kept:?} revocations kept");
+    // The session itself is over.
+    assert_eq!(
+        api(&instance.url(""), &cookie_header(&jar)).await.status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn an_opaque_refresh_token_does_not_outlive_its_subjects_revocation() {
+    let (_backend, _up, proxy, admin) = opaque_refresh_site().await;
     let base = proxy.url("");
-    let session = expired_session(&backend);
-    let resp = Req::get(&proxy.url("/logout"))
-        .cookie(&session)
-        .send()
-        .await;
-    assert_eq!(resp.status, 303);
-    let resp = api(&base, &session).await;
+    let stolen = sign_in(&base).await;
+    revoke_subject(admin, super::USER).await;
+    // More than a second later the backend issues tokens with a later `iat`: a stolen opaque
+    // refresh token alone must not get one admitted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refresh = stolen.get("refresh_token").expect("refresh");
+    let resp = api(&base, &format!("refresh_token={refresh}")).await;
     assert_eq!(resp.status, 401, "{}", resp.text());
-    assert_eq!(backend.refreshes(), 0);
+    assert!(clears_session(&resp));
+    // A login after the revocation gets an opaque refresh token that still works, and so
+    // does the one its renewal rotates to.
+    let mut fresh = sign_in(&base).await;
+    for round in 0..2 {
+        let refresh = fresh.get("refresh_token").expect("refresh").to_owned();
+        let resp = api(&base, &format!("refresh_token={refresh}")).await;
+        assert_eq!(resp.status, 200, "round {round}: {}", resp.text());
+        fresh.apply(&resp);
+        assert_ne!(
+            fresh.get("refresh_token"),
+            Some(refresh.as_str()),
+            "rotated"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backend_clock_ahead_cannot_slip_a_token_past_a_revocation() {
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).clock_ahead(3).run().await;
+    let up = upstream().run().await;
+    let (proxy, admin) = with_admin(&key, &backend, &up, "", "5s").await;
+    let session = cookie_header(&sign_in(&proxy.url("")).await);
+    assert_eq!(api(&proxy.url(""), &session).await.status, 200);
+    // Its `iat` is 3 s ahead of the proxy's clock: "issued up to now" must cover it.
+    revoke_subject(admin, super::USER).await;
+    let resp = api(&proxy.url(""), &session).await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
 }
 
 #[tokio::test]
@@ -89,11 +217,7 @@ async fn an_operator_revokes_every_token_of_a_subject() {
         .run()
         .await;
     let up = upstream().run().await;
-    let toml = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\nexplain = true\n\n{}",
-        config(&key, &backend, &up, "", "")
-    );
-    let (proxy, admin) = proxy_with_admin(&toml).await;
+    let (proxy, admin) = with_admin(&key, &backend, &up, "", "0s").await;
     let base = proxy.url("");
     let login = |user: &'static str| {
         let url = proxy.url("/login");
@@ -132,12 +256,7 @@ async fn an_operator_revokes_every_token_of_a_subject() {
         405
     );
 
-    let resp = Req::post(&admin_url("/sessions/revoke"))
-        .json(json!({ "sub": "alice@example.com" }))
-        .send()
-        .await;
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert_eq!(resp.json()["ok"], true);
+    revoke_subject(admin, "alice@example.com").await;
 
     let resp = api(&base, &super::cookie_header(&alice)).await;
     assert_eq!(resp.status, 401);

@@ -128,6 +128,8 @@ pub fn backend(key: &TestKey) -> BackendBuilder {
         issuer: None,
         audience: None,
         refresh_delay: None,
+        opaque_refresh: false,
+        clock_ahead: 0,
     }
 }
 
@@ -149,6 +151,8 @@ pub struct BackendBuilder {
     issuer: Option<String>,
     audience: Option<String>,
     refresh_delay: Option<Duration>,
+    opaque_refresh: bool,
+    clock_ahead: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -255,6 +259,20 @@ impl BackendBuilder {
         self
     }
 
+    /// Issues refresh tokens that are random strings rather than JWTs (nothing to read in
+    /// them: no `sub`, no `iat`, no `exp`).
+    pub fn opaque_refresh(mut self) -> Self {
+        self.opaque_refresh = true;
+        self
+    }
+
+    /// The backend's clock runs this many seconds ahead: `iat` and `exp` of what it issues
+    /// are that much later.
+    pub fn clock_ahead(mut self, secs: i64) -> Self {
+        self.clock_ahead = secs;
+        self
+    }
+
     /// Starts the backend on `127.0.0.1:0` (or, with [`Fault::Down`], reserves a port
     /// that refuses connections).
     pub async fn run(mut self) -> Backend {
@@ -273,6 +291,7 @@ impl BackendBuilder {
             revoked_access: Mutex::default(),
             ended: Mutex::default(),
             check_status: Mutex::default(),
+            check_delay: Mutex::default(),
             session_checks: Counter::default(),
             logins: Counter::default(),
             refreshes: Counter::default(),
@@ -345,6 +364,8 @@ struct State {
     ended: Mutex<HashSet<String>>,
     /// The status the session check and introspection answer instead, when set.
     check_status: Mutex<Option<u16>>,
+    /// How long the session check and introspection take, when set.
+    check_delay: Mutex<Option<Duration>>,
     session_checks: Counter,
     logins: Counter,
     refreshes: Counter,
@@ -417,6 +438,11 @@ impl Backend {
     /// Makes the session check and introspection answer `status` (`None`: normal answers).
     pub fn set_check_status(&self, status: Option<u16>) {
         *lock(&self.inner.state.check_status) = status;
+    }
+
+    /// Makes the session check and introspection take `delay` before answering.
+    pub fn set_check_delay(&self, delay: Option<Duration>) {
+        *lock(&self.inner.state.check_delay) = delay;
     }
 
     /// Calls to `/auth/session` and `/auth/introspect`.

@@ -135,12 +135,13 @@ impl Instance {
         }
     }
 
-    /// `POST /sessions/revoke {"sub": sub}` on the admin listener.
-    pub async fn revoke_subject(&self, sub: &str) {
+    /// `POST /sessions/revoke {"sub": sub}` on the admin listener; its JSON answer.
+    pub async fn revoke_subject(&self, sub: &str) -> serde_json::Value {
         let resp = Req::post(&self.admin_url("/sessions/revoke"))
             .json(serde_json::json!({ "sub": sub }))
             .send()
             .await;
         assert_eq!(resp.status, 200, "{}", resp.text());
+        resp.json()
     }
 }

@@ -22,7 +22,7 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         ("POST", "/auth/refresh") => refresh(&state, request).await,
         ("POST", "/auth/logout") => logout(&state, request).await,
         ("GET", "/auth/profile") => profile(&state, request.headers()),
-        ("GET", "/auth/session") => session_check(&state, request.headers()),
+        ("GET", "/auth/session") => session_check(&state, request.headers()).await,
         ("POST", "/auth/introspect") => introspect(&state, request).await,
         ("GET", "/.well-known/jwks.json") => {
             state.jwks_fetches.increment();
@@ -156,8 +156,15 @@ fn profile(state: &State, headers: &HeaderMap) -> Response<Body> {
     )
 }
 
-fn session_check(state: &State, headers: &HeaderMap) -> Response<Body> {
+fn check_delay(state: &State) -> Option<std::time::Duration> {
+    *lock(&state.check_delay)
+}
+
+async fn session_check(state: &State, headers: &HeaderMap) -> Response<Body> {
     state.session_checks.increment();
+    if let Some(delay) = check_delay(state) {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(status) = *lock(&state.check_status) {
         return detail(status, "session check fault");
     }
@@ -169,6 +176,9 @@ fn session_check(state: &State, headers: &HeaderMap) -> Response<Body> {
 
 async fn introspect(state: &State, request: Request<Incoming>) -> Response<Body> {
     state.session_checks.increment();
+    if let Some(delay) = check_delay(state) {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(status) = *lock(&state.check_status) {
         return detail(status, "introspection fault");
     }

@@ -40,7 +40,7 @@ impl State {
         claims
     }
 
-    /// Signs and registers a refresh token.
+    /// Signs (or, with `opaque_refresh`, draws) and registers a refresh token.
     pub(super) fn issue_refresh(&self, key: &TestKey, login: &str) -> String {
         let mut claims = self.base_claims(login, self.settings.refresh_ttl);
         claims.insert("typ".into(), json!("refresh"));
@@ -48,7 +48,11 @@ impl State {
         let exp = claims["exp"]
             .as_i64()
             .expect("base claims set an integer exp");
-        let token = key.sign(Value::Object(claims));
+        let token = if self.settings.opaque_refresh {
+            keys::b64(josekit::util::random_bytes(32))
+        } else {
+            key.sign(Value::Object(claims))
+        };
         lock(&self.grants).insert(
             token.clone(),
             Grant {
@@ -61,7 +65,7 @@ impl State {
     }
 
     fn base_claims(&self, login: &str, ttl_secs: i64) -> Map<String, Value> {
-        let now = keys::now();
+        let now = keys::now() + self.settings.clock_ahead;
         let jti = keys::b64(josekit::util::random_bytes(12));
         let mut claims = Map::new();
         claims.insert("sub".into(), json!(login));
