@@ -159,14 +159,21 @@ fn normal_paths_are_their_own_normal_form() {
         match normal(raw) {
             Ok(as_sent) => {
                 assert_eq!(as_sent, normalized, "{raw:?}");
-                assert_eq!(raw.split('/').count(), as_sent.split('/').count(), "{raw:?}");
+                assert_eq!(
+                    raw.split('/').count(),
+                    as_sent.split('/').count(),
+                    "{raw:?}"
+                );
             }
             Err(err) => {
                 assert_eq!(err, PathError::NotNormal, "{raw:?}");
                 let decoded = raw.replace("%2e", ".").replace("%2E", ".");
                 let inner = decoded.trim_end_matches('/');
                 assert!(
-                    inner.split('/').skip(1).any(|s| matches!(s, "" | "." | ".."))
+                    inner
+                        .split('/')
+                        .skip(1)
+                        .any(|s| matches!(s, "" | "." | ".."))
                         || decoded.ends_with("/.")
                         || decoded.ends_with("/.."),
                     "{raw:?} refused though normal"
@@ -184,7 +191,10 @@ fn rfc3986_then_merge(raw: &str) -> String {
         .replace("%61", "a");
     let mut output = String::new();
     while !input.is_empty() {
-        if let Some(rest) = input.strip_prefix("../").or_else(|| input.strip_prefix("./")) {
+        if let Some(rest) = input
+            .strip_prefix("../")
+            .or_else(|| input.strip_prefix("./"))
+        {
             input = rest.to_owned();
         } else if input.starts_with("/./") {
             input = input[2..].to_owned();

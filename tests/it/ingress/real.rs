@@ -264,6 +264,16 @@ async fn walk(s: &Stack, front: &Ingress) {
         "{name}: reached the upstream: {leaked:?}"
     );
 
+    // A client with many headers (beyond hyper's default of 100, nginx has no limit of its
+    // own): the subrequest carries them all, and is answered, not refused with a 431 that
+    // nginx would turn into a 500.
+    let mut crowded = front.get("/about");
+    for i in 0..300 {
+        crowded = crowded.header(&format!("x-pad-{i}"), "1");
+    }
+    let resp = crowded.send().await;
+    assert_eq!(resp.status, 200, "{name}: {}", front.logs());
+
     // A public page carries nothing the proxy would add, and no placeholder text.
     let resp = front.get("/about").send().await;
     assert_eq!(resp.status, 200, "{name}");
