@@ -72,6 +72,16 @@ impl Stack {
     fn token(&self, login: &str) -> String {
         self.backend.mint_access(login, 900)
     }
+
+    /// The `Cookie` text of a session whose access token expired ten minutes ago and whose
+    /// refresh token is good: a request with it is renewed on the way.
+    fn expired_session(&self) -> String {
+        format!(
+            "access_token={}; refresh_token={}",
+            self.backend.mint_access(USER, -600),
+            self.backend.mint_refresh(USER)
+        )
+    }
 }
 
 /// The recipes in docs/ingress.md are the files in examples/ (the nginx and Caddy ones are

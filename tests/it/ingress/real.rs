@@ -351,11 +351,7 @@ async fn walk(s: &Stack, front: &Ingress) {
     // cookies, and no header its script can read carries them.
     let before = s.up.requests();
     let resp = api("/api/admin/users")
-        .cookie(&format!(
-            "access_token={}; refresh_token={}",
-            s.backend.mint_access(USER, -600),
-            s.backend.mint_refresh(USER)
-        ))
+        .cookie(&s.expired_session())
         .send()
         .await;
     assert_eq!(resp.status, 403, "{name}");
@@ -438,11 +434,7 @@ async fn renewed_cookies_are_never_cached_whatever_the_site_says() {
         let name = front.name();
         let resp = front
             .get("/api/items")
-            .cookie(&format!(
-                "access_token={}; refresh_token={}",
-                s.backend.mint_access(USER, -600),
-                s.backend.mint_refresh(USER)
-            ))
+            .cookie(&s.expired_session())
             .send()
             .await;
         assert_eq!(
