@@ -123,8 +123,11 @@ impl Host {
         let port = match &bytes[host_len..] {
             [] => None,
             [b':', digits @ ..] => {
+                // 1 to 65535, written one way: no leading zero (`:080`, `:00000`), so the
+                // port a rule or an origin compares is the text that goes upstream.
                 let well_formed = !digits.is_empty()
                     && digits.len() <= 5
+                    && digits[0] != b'0'
                     && digits.iter().all(u8::is_ascii_digit);
                 let port = std::str::from_utf8(digits)
                     .ok()

@@ -38,6 +38,10 @@ fn hosts_parse_strictly() {
         "app.test/path",
         "app.test\\x",
         ":80",
+        // Found by the host fuzz target: a port no client means, or one spelt two ways.
+        "apple.com:00000",
+        "app.test:0",
+        "app.test:080",
     ];
     for text in bad {
         assert!(host(text).is_err(), "{text:?} accepted");
