@@ -395,6 +395,19 @@ impl Config {
     pub fn upstream(&self, index: usize) -> &Upstream {
         &self.upstreams[index]
     }
+
+    /// Every header name a rule fills from claims, sorted, once each: clients may never send
+    /// these.
+    pub fn claim_headers(&self) -> Vec<http::HeaderName> {
+        let mut names: Vec<http::HeaderName> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.headers.iter().map(|(name, _)| name.clone()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        names
+    }
 }
 
 /// `PORTCULLIS_A__B=value` sets `a.b`. `PORTCULLIS_CONFIG` names the file and is not a key.

@@ -62,7 +62,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
-    let builders = Arc::new(connection_builders(settings));
+    let builders = Arc::new(connection_builders(settings, door));
     let limits = Limits {
         header_read: settings.header_read_timeout,
         keepalive: settings.keepalive_timeout,
@@ -268,14 +268,21 @@ struct Builders {
     http2: http2::Builder<TokioExecutor>,
 }
 
-fn connection_builders(settings: &Server) -> Builders {
+fn connection_builders(settings: &Server, door: Door) -> Builders {
+    // An ingress's subrequest carries the client's headers plus its own, and nginx turns a
+    // `431` into a `500` for the client: that door takes as many as nginx does (its default
+    // `large_client_header_buffers` hold 32 KiB).
+    let (max_buf, max_headers) = match door {
+        Door::Proxy => (settings.max_header_size, 128),
+        Door::ForwardAuth => (settings.max_header_size.max(64 << 10), 1024),
+    };
     let mut http1 = http1::Builder::new();
     http1
         // hyper's header timer would also close connections idle between requests: the
         // connection's own `Activity` applies the header, keep-alive and idle limits.
         .header_read_timeout(None)
-        .max_buf_size(settings.max_header_size)
-        .max_headers(128);
+        .max_buf_size(max_buf)
+        .max_headers(max_headers);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())

@@ -167,8 +167,9 @@ pub struct Forwarding<'a> {
     /// Every header name any rule fills from claims: always stripped from client requests.
     pub identity_headers: &'a [HeaderName],
     pub request_id: &'a HeaderValue,
-    /// The request's own host ([`crate::view::authority`]): the upstream's `Host`, whatever
-    /// `Host` headers the client sent.
+    /// The host the rules matched (the view's: [`crate::view::authority`], or a trusted
+    /// proxy's `X-Forwarded-Host`): the upstream's `Host`, whatever `Host` headers the client
+    /// sent.
     pub host: &'a HeaderValue,
 }
 

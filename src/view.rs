@@ -123,8 +123,11 @@ impl Host {
         let port = match &bytes[host_len..] {
             [] => None,
             [b':', digits @ ..] => {
+                // 1 to 65535, written one way: no leading zero (`:080`, `:00000`), so the
+                // port a rule or an origin compares is the text that goes upstream.
                 let well_formed = !digits.is_empty()
                     && digits.len() <= 5
+                    && digits[0] != b'0'
                     && digits.iter().all(u8::is_ascii_digit);
                 let port = std::str::from_utf8(digits)
                     .ok()
@@ -279,18 +282,34 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     Some(crate::unmapped(ip))
 }
 
+/// How a request's path is decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathForm {
+    /// Normalized ([`path::normalize`]): the proxy forwards the path it decided on.
+    Normalized,
+    /// Taken only if already normal ([`path::normal`]): someone else forwards the request as
+    /// it was sent (forward auth), so a path whose meaning depends on how dot segments and
+    /// `//` are resolved is refused.
+    AsSent,
+}
+
 /// The normalized path (placed in `slot`, which outlives the view: the access log reads it)
 /// and the target sent upstream: that path plus the original query, borrowed from `raw`
 /// when normalizing changed nothing (the usual case).
 pub fn normalize<'s, 'q>(
     raw: &'q str,
     slot: &'s mut Option<String>,
+    form: PathForm,
 ) -> Result<(&'s str, Cow<'q, str>), Error> {
     let (raw_path, query) = match raw.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (raw, None),
     };
-    let normalized = path::normalize(raw_path).map_err(|err| {
+    let normalized = match form {
+        PathForm::Normalized => path::normalize(raw_path),
+        PathForm::AsSent => path::normal(raw_path),
+    }
+    .map_err(|err| {
         tracing::debug!(error = %err, "refused request path");
         Error::BadRequest(err.message())
     })?;
@@ -318,21 +337,19 @@ pub struct RequestView<'r> {
     pub target: Cow<'r, str>,
     pub headers: &'r HeaderMap,
     pub client_ip: IpAddr,
-    /// Whether the peer is a trusted proxy (always, for the ingress in forward auth).
-    pub trusted_peer: bool,
 }
 
 impl<'r> RequestView<'r> {
-    /// Proxy mode: the view of a request received on `server.listen`. Also returns the
-    /// request's own [`authority`], which the upstream is sent as `Host`.
+    /// Proxy mode: the view of a request received on `server.listen`. Its host is the one
+    /// the upstream is sent as `Host`.
     pub fn proxied(
         parts: &'r Parts,
         conn: &ConnInfo,
         trusted_proxies: &[IpNet],
         path_slot: &'r mut Option<String>,
-    ) -> Result<(RequestView<'r>, Host), Error> {
+    ) -> Result<RequestView<'r>, Error> {
         let raw = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let (path, target) = normalize(raw, path_slot)?;
+        let (path, target) = normalize(raw, path_slot, PathForm::Normalized)?;
         let authority = authority(parts)?;
         let trusted_peer = is_trusted(conn.peer.ip(), trusted_proxies);
         let (scheme, host) = if trusted_peer {
@@ -349,18 +366,13 @@ impl<'r> RequestView<'r> {
             } else {
                 Scheme::Http
             }),
-            host: host.unwrap_or_else(|| authority.clone()),
+            host: host.unwrap_or(authority),
             path,
             target,
             headers: &parts.headers,
-            client_ip: if trusted_peer {
-                forwarded_client(conn.peer.ip(), &parts.headers, trusted_proxies)
-            } else {
-                conn.peer.ip()
-            },
-            trusted_peer,
+            client_ip: client_ip(conn, &parts.headers, trusted_proxies),
         };
-        Ok((view, authority))
+        Ok(view)
     }
 
     /// The port of the origin: explicit, or the scheme's default.

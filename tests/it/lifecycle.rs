@@ -188,7 +188,11 @@ async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
         tunnel.closed_within(Duration::from_secs(4)).await,
         "an idle tunnel stayed open"
     );
-    assert!(quiet.elapsed() >= Duration::from_millis(900), "closed after {:?}", quiet.elapsed());
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        quiet.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -198,7 +202,9 @@ async fn max_connections_counts_every_listener() {
     let text = proxy::config(
         &up.url(),
         &key.jwt_toml(),
-        &format!("[server]\nmax_connections = 1\n\n[forward_auth]\nlisten = \"127.0.0.1:1\"\n{ROUTES}"),
+        &format!(
+            "[server]\nmax_connections = 1\n\n[forward_auth]\nlisten = \"127.0.0.1:1\"\n{ROUTES}"
+        ),
     );
     let (p, doors) = proxy::proxy_with_forward_auth(&text).await;
     let mut first = raw::connect(p.addr()).await;

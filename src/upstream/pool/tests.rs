@@ -87,9 +87,18 @@ async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
         .expect("connect trigger");
     let pool = pool(&addr.to_string(), false);
     let first = pool.send(get("/one"), Duration::from_secs(5)).await;
-    let body = first.expect("first").into_body().collect().await.expect("body");
+    let body = first
+        .expect("first")
+        .into_body()
+        .collect()
+        .await
+        .expect("body");
     assert_eq!(body.to_bytes(), "one");
-    assert_eq!(pool.idle_here(), 1, "a clean exchange leaves its connection idle");
+    assert_eq!(
+        pool.idle_here(),
+        1,
+        "a clean exchange leaves its connection idle"
+    );
 
     close.send(()).expect("upstream thread");
     // Blocking on purpose: the trigger and the close land while no task of ours runs.
@@ -105,8 +114,16 @@ async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
         .await
         .expect("body");
     assert_eq!(body.to_bytes(), "two");
-    assert_eq!(pool.resent(), 1, "the request did not go through the unsent path");
-    assert_eq!(upstream.join().expect("upstream"), 2, "one request per connection");
+    assert_eq!(
+        pool.resent(),
+        1,
+        "the request did not go through the unsent path"
+    );
+    assert_eq!(
+        upstream.join().expect("upstream"),
+        2,
+        "one request per connection"
+    );
 }
 
 /// Responses held unread on a shared HTTP/2 connection take at most their stream's window:
@@ -133,7 +150,10 @@ async fn unread_http2_responses_do_not_starve_the_others() {
                     };
                     let room = room.min(left);
                     left -= room;
-                    if send.send_data(Bytes::from(vec![0u8; room]), left == 0).is_err() {
+                    if send
+                        .send_data(Bytes::from(vec![0u8; room]), left == 0)
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -41,7 +41,11 @@ async fn a_login_body_that_never_comes_gets_408_after_the_header_timeout() {
     let started = Instant::now();
     let answer = conn.read_until_close(Duration::from_secs(5)).await;
     assert_eq!(raw::status_codes(&answer), [408], "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(answer.contains("request_timeout"), "{answer}");
 }
 
@@ -57,7 +61,9 @@ async fn a_client_that_stops_reading_loses_its_connection() {
     ))
     .await;
     let mut conn = raw::connect(p.addr()).await;
-    conn.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+    conn.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
     conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     // Not reading: the socket buffers fill, then nothing moves for the idle timeout.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -82,14 +88,21 @@ async fn an_upstream_that_stops_sending_ends_the_connection() {
     ))
     .await;
     let mut conn = raw::connect(p.addr()).await;
-    conn.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
-    conn.read_until(b"the first bytes", Duration::from_secs(5)).await;
+    conn.write(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    conn.read_until(b"the first bytes", Duration::from_secs(5))
+        .await;
     let quiet = Instant::now();
     assert!(
         conn.closed_within(Duration::from_secs(4)).await,
         "a response the upstream stopped sending held its connection"
     );
-    assert!(quiet.elapsed() >= Duration::from_millis(900), "closed after {:?}", quiet.elapsed());
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        quiet.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -104,7 +117,9 @@ async fn a_slow_but_moving_response_is_left_alone() {
     ))
     .await;
     let mut conn = raw::connect(p.addr()).await;
-    conn.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+    conn.write(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
     conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     // A client reading a little every half idle timeout: the response takes several idle
     // timeouts, and keeps moving all along.
@@ -117,7 +132,11 @@ async fn a_slow_but_moving_response_is_left_alone() {
             .await;
         read += chunk.len();
     }
-    assert!(started.elapsed() > Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -149,6 +168,10 @@ async fn an_http2_stream_nobody_reads_ends_its_connection_despite_pings() {
     let started = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(6), connection).await;
     assert!(ended.is_ok(), "a stream nobody read held its connection");
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     drop(response);
 }

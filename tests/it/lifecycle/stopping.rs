@@ -30,7 +30,12 @@ async fn connections_that_never_sent_a_request_do_not_hold_up_shutdown() {
         toml_path(&cert),
         toml_path(&key)
     );
-    let mut p = proxy(&proxy::config(&up.url(), &jwt.jwt_toml(), &format!("{tls}{ROUTES}"))).await;
+    let mut p = proxy(&proxy::config(
+        &up.url(),
+        &jwt.jwt_toml(),
+        &format!("{tls}{ROUTES}"),
+    ))
+    .await;
     let mut plain = raw::connect(p.addr()).await;
     let tcp = TcpStream::connect(p.addr()).await.expect("connect");
     let name = ServerName::try_from("a.test".to_owned()).expect("server name");
@@ -42,8 +47,15 @@ async fn connections_that_never_sent_a_request_do_not_hold_up_shutdown() {
     let started = Instant::now();
     let stopped = p.begin_stop();
     let stopped = tokio::time::timeout(Duration::from_secs(5), stopped).await;
-    assert!(stopped.is_ok(), "shutdown waited for connections that never sent a request");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited for connections that never sent a request"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(plain.closed_within(Duration::from_secs(1)).await);
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(
