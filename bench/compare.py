@@ -115,7 +115,10 @@ def main():
     fa_path = d / "forward_auth.json"
     if fa_path.exists():
         fa = json.loads(fa_path.read_text())
-        lines_extra.append("- forward auth: " + ", ".join(f"{k} {v}" for k, v in fa.items()))
+        for name, fig in fa.items():
+            lines_extra.append(
+                f"- {name}: {fig['rps']} decisions/s (p50 {fig['p50_ms']} ms, p99 {fig['p99_ms']} ms, "
+                f"{fig['cpu_us']} us CPU per decision, {fig['errors']} errors)")
 
     lines += ["", "Targets (one run):", ""]
     for what, ok, got in verdicts:

@@ -107,9 +107,12 @@ OURS_LIST="$LIST" ./run.sh
 OUT="$(ls -1d results/*/ | tail -1)"
 stop_redis; REDIS_PID=""
 
-# ---- hook: forward auth (decisions/s warm and cold), to be called here by the lead once
-# ---- bench/forward_auth.sh is merged; it should write $OUT/forward_auth.json for compare.py.
-# [ -x ./forward_auth.sh ] && OUT="$OUT" ./forward_auth.sh
+# Forward-auth decisions per second, warm and cold, pinned like the proxies, same run.
+if [ "${FORWARD_AUTH:-1}" = 1 ]; then
+  log "forward auth: decisions/s warm and cold"
+  OURS_BIN="$OURS_BIN" DURATION="${FA_DURATION:-10}" FA_JSON="$OUT/forward_auth.json" \
+    ./forward_auth.sh | tee "$OUT/forward_auth.txt"
+fi
 
 if [ "${IDLE:-1}" = 1 ]; then
   log "idle connections: $(( ${CONNS_IDLE:-10000} )) through Portcullis, then nginx"

@@ -10,7 +10,8 @@
 #   forward-auth-hs256 warm: 52000 decisions/s (p50 0.55 ms, p99 1.20 ms, 9.8 us CPU per decision, 0 errors)
 #
 # Env: OURS_BIN (default: ../target/release/portcullis, built when missing), DURATION (seconds
-# per run, default 10), CONNS (default 32), PROXY_CPU (0), LOADGEN_CPU (1); "" = no pinning.
+# per run, default 10), CONNS (default 32), PROXY_CPU (0), LOADGEN_CPU (1); "" = no pinning;
+# FA_JSON=FILE also writes the figures there as JSON (compare.sh does, for compare.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 BENCH="$(pwd)"
@@ -143,6 +144,12 @@ p50, p99 = d["lat_p50_us"] / 1000, d["lat_p99_us"] / 1000
 cpu_us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / max(d["requests"], 1)
 print(f"{name}: {rps:.0f} decisions/s (p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
       f"{cpu_us:.1f} us CPU per decision, {errors} errors)")
+out = os.environ.get("FA_JSON")
+if out:
+    figures = json.load(open(out)) if os.path.exists(out) else {}
+    figures[name] = {"rps": round(rps), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                     "cpu_us": round(cpu_us, 2), "errors": errors}
+    json.dump(figures, open(out, "w"), indent=1)
 ' "forward-auth-hs256 $name" "$json" "$((ticks_after - ticks_before))"
 }
 

@@ -266,6 +266,9 @@ pub struct Authenticator {
     /// this `Authenticator` across reloads.
     cluster: Arc<Cluster>,
     from: TokenSources,
+    /// How long a login body may take to arrive (`server.header_read_timeout`: it is as
+    /// small as a head, and a connection waiting for it is held by nothing else).
+    login_body_within: std::time::Duration,
 }
 
 impl Authenticator {
@@ -320,6 +323,7 @@ impl Authenticator {
             session_check,
             cluster,
             from: config.jwt.from,
+            login_body_within: config.server.header_read_timeout,
         })
     }
 

@@ -118,6 +118,12 @@ pub struct Upstream {
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
     pub client: ClientTls,
+    /// How long a pooled connection may sit unused before the proxy closes it: below the
+    /// upstream's own keep-alive timeout, so that a request never meets a connection the
+    /// upstream is closing.
+    pub keepalive_timeout: Duration,
+    /// Connections to this upstream open at once (idle ones included).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +394,19 @@ impl Config {
 
     pub fn upstream(&self, index: usize) -> &Upstream {
         &self.upstreams[index]
+    }
+
+    /// Every header name a rule fills from claims, sorted, once each: clients may never send
+    /// these.
+    pub fn claim_headers(&self) -> Vec<http::HeaderName> {
+        let mut names: Vec<http::HeaderName> = self
+            .rules
+            .iter()
+            .flat_map(|rule| rule.headers.iter().map(|(name, _)| name.clone()))
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        names
     }
 }
 

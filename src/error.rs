@@ -34,6 +34,9 @@ pub enum Error {
     HeadersTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// A body the proxy reads itself (a login) did not arrive within its deadline.
+    #[error("request body not received in time")]
+    RequestTimeout,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
     /// An unsafe request authenticated by the cookie that does not come from this site.
@@ -53,6 +56,9 @@ pub enum Error {
     UpstreamUnavailable(String),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// Every connection `upstreams.<name>.max_connections` allows stayed busy.
+    #[error("upstream busy: {0}")]
+    UpstreamBusy(String),
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
     #[error("backend timed out")]
@@ -66,6 +72,7 @@ impl Error {
         match self {
             Error::UpstreamUnavailable(_)
             | Error::UpstreamTimeout
+            | Error::UpstreamBusy(_)
             | Error::BackendUnavailable(_)
             | Error::BackendTimeout => Source::Upstream,
             Error::Internal(_) => Source::Internal,
@@ -81,12 +88,14 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Forbidden(_) | Error::Csrf(_) => StatusCode::FORBIDDEN,
             Error::Unauthenticated { login: Some(_), .. } => StatusCode::FOUND,
             Error::Unauthenticated { login: None, .. } => StatusCode::UNAUTHORIZED,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamUnavailable(_) | Error::BackendUnavailable(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout | Error::BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::UpstreamBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,12 +109,14 @@ impl Error {
             Error::PayloadTooLarge => "payload_too_large",
             Error::HeadersTooLarge => "headers_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::RequestTimeout => "request_timeout",
             Error::Forbidden(_) => "forbidden",
             Error::Csrf(_) => "csrf",
             Error::Unauthenticated { .. } => "unauthenticated",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::UpstreamTimeout => "upstream_timeout",
+            Error::UpstreamBusy(_) => "upstream_busy",
             Error::BackendUnavailable(_) => "backend_unavailable",
             // The contract names one code for every backend failure; the status (504) and
             // the message tell a timeout apart.
@@ -125,10 +136,12 @@ impl Error {
             Error::PayloadTooLarge => "request body too large",
             Error::HeadersTooLarge => "request headers too large",
             Error::UnsupportedMediaType => "unsupported content type",
+            Error::RequestTimeout => "the request body did not arrive in time",
             Error::Unauthenticated { .. } => "sign-in required",
             Error::TooManyRequests { .. } => "too many requests, try again later",
             Error::UpstreamUnavailable(_) => "the upstream service is unavailable",
             Error::UpstreamTimeout => "the upstream service did not answer in time",
+            Error::UpstreamBusy(_) => "the upstream service is busy, try again later",
             Error::BackendUnavailable(_) => "the authentication service is unavailable",
             Error::BackendTimeout => "the authentication service did not answer in time",
             Error::Internal(_) => "internal error",
@@ -183,6 +196,10 @@ impl Error {
             }
             Error::TooManyRequests { retry_after } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            // The rest of the body may still come: the connection cannot carry another request.
+            Error::RequestTimeout => {
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

@@ -169,9 +169,11 @@ pub fn explain_with(
     let conn = ConnInfo::new(unspecified, unspecified, uri.scheme_str() == Some("https"));
     let mut slot = None;
     let built = match ingress {
-        None => RequestView::proxied(&parts, &conn, &config.server.trusted_proxies, &mut slot)
-            .map(|(view, _)| view),
-        Some(ingress) => forward_auth::view(&parts, &conn, config, ingress, &mut slot),
+        None => RequestView::proxied(&parts, &conn, &config.server.trusted_proxies, &mut slot),
+        Some(ingress) => {
+            let claim_headers = config.claim_headers();
+            forward_auth::view(&parts, &conn, config, ingress, &claim_headers, &mut slot)
+        }
     };
     let status_of = |err: Error| match ingress {
         None => err.status().as_u16(),
@@ -224,10 +226,10 @@ pub fn explain_with(
         out.action = match ingress {
             None => format!("own endpoint {name}: {what}"),
             Some(_) => format!(
-                "own endpoint {name}: 200, let through untouched (the ingress sends it to server.listen)"
+                "refuse: 403 (own endpoint {name}: the ingress sends it to server.listen by its exact path; this spelling would reach the site)"
             ),
         };
-        out.status = 200;
+        out.status = if ingress.is_some() { 403 } else { 200 };
         return Ok(out);
     }
 
@@ -343,11 +345,7 @@ pub fn explain_with(
 
     let upstream = &config.upstream(rule.upstream).name;
     let navigation = auth::redirects_to_login(rule, headers);
-    let identity: Vec<HeaderName> = config
-        .rules
-        .iter()
-        .flat_map(|r| r.headers.iter().map(|(h, _)| h.clone()))
-        .collect();
+    let identity = config.claim_headers();
     if ingress.is_none() {
         out.stripped = stripped_headers(
             headers,

@@ -23,7 +23,7 @@ use crate::auth::{Admission, Authenticator};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, Source};
-use crate::forward_auth::{self, Decision, Ingress};
+use crate::forward_auth::{self, Ingress};
 use crate::response;
 use crate::rules::{self, Rule};
 use crate::upstream::{self, Forwarding, Pool};
@@ -98,13 +98,7 @@ impl App {
             None => Vec::new(),
         };
         let auth = Authenticator::new(&config, backend_client, cluster)?;
-        let mut identity_headers: Vec<HeaderName> = config
-            .rules
-            .iter()
-            .flat_map(|rule| rule.headers.iter().map(|(name, _)| name.clone()))
-            .collect();
-        identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        identity_headers.dedup();
+        let identity_headers = config.claim_headers();
         // Each rule's metrics label: its path pattern, after its host when it has one.
         let patterns: Vec<String> = config
             .rules
@@ -172,17 +166,18 @@ pub async fn handle(
     let request_id = next_request_id();
     let method = request.method().clone();
     let mut trace = Trace::default();
-    let mut response = match door {
+    let response = match door {
         Door::Proxy => {
             let result = proxy(&app, &conn, request, &request_id, &mut trace).await;
-            result.unwrap_or_else(|err| {
+            let mut response = result.unwrap_or_else(|err| {
                 log_failure(&err, &request_id);
                 err.into_response()
-            })
+            });
+            session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
+            response
         }
         Door::ForwardAuth => forward_auth(&app, &conn, request, &request_id, &mut trace).await,
     };
-    session_cookies_out(&app, &mut response, std::mem::take(&mut trace.renewed));
     let elapsed = started.elapsed();
     app.metrics.request(
         door.mode(),
@@ -220,7 +215,7 @@ fn log_failure(err: &Error, request_id: &HeaderValue) {
 /// Proxy mode: the request goes upstream if admitted.
 async fn proxy<'a>(
     app: &'a App,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     request: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace<'a>,
@@ -230,7 +225,7 @@ async fn proxy<'a>(
     // The target as received, shared rather than copied: what goes upstream when normalizing
     // changed nothing (the usual case).
     let original = parts.uri.path_and_query().cloned();
-    let (view, authority) = RequestView::proxied(
+    let view = RequestView::proxied(
         &parts,
         conn,
         &app.config.server.trusted_proxies,
@@ -266,7 +261,9 @@ async fn proxy<'a>(
         }
     };
 
-    // Forward.
+    // Forward, to the host the rules matched (a trusted proxy's X-Forwarded-Host, else the
+    // request's own): an upstream serving several sites must serve the one authorized.
+    let host = view.host.header_value().clone();
     let target = match view.target {
         Cow::Owned(changed) => Cow::Owned(changed),
         Cow::Borrowed(_) => Cow::Borrowed(original.as_ref().map_or("/", |pq| pq.as_str())),
@@ -279,7 +276,7 @@ async fn proxy<'a>(
         own_cookies: [&session.access_cookie, &session.refresh_cookie],
         identity_headers: &app.identity_headers,
         request_id,
-        host: authority.header_value(),
+        host: &host,
     };
     let upstream = app.config.upstream(rule.upstream);
     upstream::forward(
@@ -304,26 +301,25 @@ async fn forward_auth<'a>(
 ) -> Response<Body> {
     // The body of a subrequest is never read: the answer depends on the head alone.
     let (parts, _body) = request.into_parts();
-    let ingress = match Ingress::detect(&parts.headers) {
-        Ok(ingress) => ingress,
+    let (ingress, decision) = match Ingress::detect(&parts.headers) {
+        Ok(ingress) => (ingress, decide(app, conn, &parts, ingress, trace).await),
         // Refused as nginx would need it: the stricter answer fits every ingress.
-        Err(err) => {
-            let asked = &parts.headers;
-            return forward_auth::answer(
-                Ingress::Original,
-                Err(err),
-                Vec::new(),
-                asked,
-                &app.config,
-            );
-        }
+        Err(err) => (Ingress::Original, Err(err)),
     };
-    let decision = decide(app, conn, &parts, ingress, trace).await;
     if let Err(err) = &decision {
         log_failure(err, request_id);
     }
-    let renewed = std::mem::take(&mut trace.renewed);
-    forward_auth::answer(ingress, decision, renewed, &parts.headers, &app.config)
+    let config = &app.config;
+    let mut response = forward_auth::answer(
+        ingress,
+        decision,
+        &parts.headers,
+        config,
+        &app.identity_headers,
+    );
+    session_cookies_out(app, &mut response, std::mem::take(&mut trace.renewed));
+    forward_auth::mirror_cookies(ingress, &mut response, &config.session);
+    response
 }
 
 async fn decide<'a>(
@@ -332,18 +328,29 @@ async fn decide<'a>(
     parts: &Parts,
     ingress: Ingress,
     trace: &mut Trace<'a>,
-) -> Result<Decision, Error> {
-    let view = forward_auth::view(parts, conn, &app.config, ingress, &mut trace.path)?;
+) -> Result<Admission, Error> {
+    let claim_headers = &app.identity_headers;
+    let view = forward_auth::view(
+        parts,
+        conn,
+        &app.config,
+        ingress,
+        claim_headers,
+        &mut trace.path,
+    )?;
     trace.method = Some(view.method.clone());
     filter_method(&view.method)?;
+    // The ingress routes the proxy's own endpoints to server.listen by their exact path; one
+    // asked about here is a near miss (`/logout/`, `/auth/me/`) that the ingress would send to
+    // the site, with whatever `Authorization` the client put on it.
     if own_endpoint(&app.config, &view)?.is_some() {
-        return Ok(Decision::OwnEndpoint);
+        return Err(Error::Forbidden(
+            "the proxy's own endpoints are served on server.listen",
+        ));
     }
     let rule = route(app, &view)?;
     trace.rule = Some(rule);
-    admit(app, rule, &view, &mut trace.renewed, &mut trace.auth)
-        .await
-        .map(Decision::Admitted)
+    admit(app, rule, &view, &mut trace.renewed, &mut trace.auth).await
 }
 
 /// Request filter: refuse what cannot be proxied before looking at anything else.

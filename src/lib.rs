@@ -62,8 +62,9 @@ pub use config::Config;
 pub use error::Error;
 pub use handler::App;
 
-/// Facts about the downstream connection a request arrived on.
-#[derive(Debug, Clone)]
+/// Facts about the downstream connection a request arrived on, and what its requests tell the
+/// server about it.
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -71,23 +72,33 @@ pub struct ConnInfo {
     /// The peer's IP address as an `X-Forwarded-For` entry, rendered once per connection
     /// rather than on every request.
     pub peer_ip: http::HeaderValue,
-    /// The connection's place under `server.max_connections`.
-    pub slot: Slot,
+    /// The connection's place under `server.max_connections`, given back when the last holder
+    /// of this `ConnInfo` lets go: the connection's task, its requests, a WebSocket tunnel
+    /// spliced onto it.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Body frames passed on by the connection's requests, in either direction.
+    pub progress: Progress,
+    /// The server's shutdown signal, which also ends a WebSocket tunnel spliced onto the
+    /// connection (none outside a server, as in `explain`).
+    pub shutdown: Option<server::Shutdown>,
 }
 
-/// A connection's place under `server.max_connections`, held by whatever still uses the
-/// socket (its task, its requests, a WebSocket tunnel spliced onto it) and given back when
-/// the last of them lets go.
-#[derive(Debug, Clone, Default)]
-pub struct Slot {
-    _permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
-}
+/// How much a connection's requests have moved: every body frame passed on, either way, counts
+/// one. The server closes a connection whose responses have moved nothing for
+/// `server.idle_timeout` (a client that stopped reading, or stopped sending a body the
+/// upstream waits for; an upstream that stopped sending).
+#[derive(Debug, Default)]
+pub struct Progress(std::sync::atomic::AtomicU64);
 
-impl Slot {
-    pub fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Slot {
-        Slot {
-            _permit: Some(Arc::new(permit)),
-        }
+impl Progress {
+    /// One more frame passed on.
+    pub fn note(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The count so far; only its changes mean anything.
+    pub fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -105,13 +116,24 @@ impl ConnInfo {
             local,
             tls,
             peer_ip,
-            slot: Slot::default(),
+            _slot: None,
+            progress: Progress::default(),
+            shutdown: None,
         }
     }
 
-    /// The same connection, holding `slot` for as long as it is in use.
-    pub fn holding(self, slot: Slot) -> ConnInfo {
-        ConnInfo { slot, ..self }
+    /// The same connection as a server serves it: holding `slot` for as long as anything uses
+    /// it, and told of `shutdown`.
+    pub fn serving(
+        self,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        shutdown: server::Shutdown,
+    ) -> ConnInfo {
+        ConnInfo {
+            _slot: Some(slot),
+            shutdown: Some(shutdown),
+            ..self
+        }
     }
 }
 
@@ -197,6 +219,10 @@ pub async fn run_all(
                 .forward_auth
                 .map(|listener| (listener, handler::Door::ForwardAuth)),
         );
+    // One cap for every listener: `server.max_connections` is what the process holds open.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        live.app().config.server.max_connections,
+    ));
     let servers: Vec<_> = doors
         .map(|(listener, door)| {
             tokio::spawn(server::serve(
@@ -204,6 +230,7 @@ pub async fn run_all(
                 listener,
                 shutdown.clone(),
                 door,
+                slots.clone(),
             ))
         })
         .collect();

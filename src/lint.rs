@@ -187,6 +187,12 @@ pub fn lint(config: &Config) -> Vec<Warning> {
                 ),
             );
         }
+        if config.server.trusted_proxies.is_empty() {
+            warn(
+                "server.trusted_proxies".into(),
+                "empty with [forward_auth]: the ingress sends POST /login and /logout to server.listen, so every client would seem to be the ingress and share one login.attempts_per_minute; list the ingress's address".to_owned(),
+            );
+        }
     }
 
     let own: Vec<SocketAddr> = config.server.listen.clone();

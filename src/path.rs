@@ -3,9 +3,16 @@
 //! Rules match the normalized path and exactly that path goes upstream, so a request can never
 //! be matched as one path and served as another. Normalization gives every path one
 //! spelling — characters allowed plain in a path (RFC 3986 `pchar`) are decoded once, all
-//! others are escaped with upper-case hex — resolves dot segments and merges `//`. Anything whose meaning
-//! differs between servers — an encoded `/` or `\`, a raw `\`, `;` path parameters, NUL and
-//! other control bytes, invalid UTF-8 — is refused rather than guessed at.
+//! others are escaped with upper-case hex — resolves dot segments as RFC 3986 §5.2.4 does (an
+//! empty segment counts: `/a//../b` is `/a/b`, as WHATWG URL parsers read it too) and then
+//! merges `//`. Anything whose meaning differs between servers — an encoded `/` or `\`, a raw
+//! `\`, `;` path parameters, NUL and other control bytes, invalid UTF-8, a raw `#` — is
+//! refused rather than guessed at.
+//!
+//! [`normalize`] is for a request the proxy forwards itself: what it decided on is what the
+//! upstream gets. [`normal`] is for a request someone else forwards as it was sent (forward
+//! auth): a path that only means the decided one after dot segments are resolved or `//`
+//! merged is refused, since the upstream may read the raw path another way.
 
 use std::fmt;
 
@@ -20,6 +27,8 @@ pub enum PathError {
     BadEscape,
     InvalidUtf8,
     AmbiguousSegment,
+    Fragment,
+    NotNormal,
 }
 
 impl PathError {
@@ -34,6 +43,8 @@ impl PathError {
             PathError::BadEscape => "malformed percent-encoding in the path",
             PathError::InvalidUtf8 => "the path is not valid UTF-8",
             PathError::AmbiguousSegment => "a path segment ends with a dot or a space",
+            PathError::Fragment => "a fragment (#) in the request target",
+            PathError::NotNormal => "dot segments (. or ..) or empty segments (//) in the path",
         }
     }
 }
@@ -46,26 +57,50 @@ impl fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
-/// Returns the normalized form of `raw`, the path component of a request target (no query).
+/// Returns the normalized form of `raw`, the path component of a request target (no query,
+/// no fragment: a raw `#` is refused).
 ///
 /// The result starts with `/`, has no empty, `.` or `..` segments, keeps a trailing `/`, and
 /// writes `pchar` characters plain and every other byte escaped (with upper-case hex digits).
 /// Normalizing a normalized path returns it unchanged.
 pub fn normalize(raw: &str) -> Result<String, PathError> {
+    let spelled = spelling(raw)?;
+    let normalized = remove_dot_segments(&spelled);
+    refuse_ambiguous_segments(&normalized)?;
+    Ok(normalized)
+}
+
+/// `raw` in its one spelling, if it is already normal: no `.` or `..` segment (written plain or
+/// as `%2e`) and no empty segment but a trailing `/`; else [`PathError::NotNormal`]. For paths
+/// the proxy decides on but does not forward itself (forward auth), where the upstream gets
+/// `raw` as the client sent it and may resolve it differently (RFC 3986, WHATWG URL, or not at
+/// all, as routers matching the raw path do).
+pub fn normal(raw: &str) -> Result<String, PathError> {
+    let spelled = spelling(raw)?;
+    if remove_dot_segments(&spelled) != spelled {
+        return Err(PathError::NotNormal);
+    }
+    refuse_ambiguous_segments(&spelled)?;
+    Ok(spelled)
+}
+
+fn spelling(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotOriginForm);
     }
-    let decoded = canonical_bytes(raw.as_bytes())?;
-    let normalized = remove_dot_segments(&decoded);
-    // Some servers trim a trailing dot or space from a segment (`/admin.` or `/admin%20`
-    // served as `/admin`): such a segment has two meanings, so it is refused.
-    if normalized
+    canonical_bytes(raw.as_bytes())
+}
+
+/// Some servers trim a trailing dot or space from a segment (`/admin.` or `/admin%20` served
+/// as `/admin`): such a segment has two meanings, so it is refused.
+fn refuse_ambiguous_segments(path: &str) -> Result<(), PathError> {
+    if path
         .split('/')
         .any(|segment| segment.ends_with('.') || segment.ends_with("%20"))
     {
         return Err(PathError::AmbiguousSegment);
     }
-    Ok(normalized)
+    Ok(())
 }
 
 /// Whether `raw` is already in the form [`normalize`] gives, so that normalizing it would
@@ -135,6 +170,9 @@ fn canonical_bytes(raw: &[u8]) -> Result<String, PathError> {
             }
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::PathParameter),
+            // `http::Uri` cuts a fragment off before the path is seen; anywhere else a raw `#`
+            // is read as the start of one by some and as part of the path by others.
+            b'#' => return Err(PathError::Fragment),
             0..=0x20 | 0x7f => return Err(PathError::Control),
             0x80..=0xff => return Err(PathError::InvalidUtf8),
             _ => {
@@ -156,14 +194,15 @@ fn canonical_bytes(raw: &[u8]) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// RFC 3986 §5.2.4, plus merging of empty segments: `/a/./b/../c//d` → `/a/c/d`.
+/// RFC 3986 §5.2.4, then merging of empty segments: `/a/./b/../c//d` → `/a/c/d`. An empty
+/// segment is a segment while dot segments are resolved (`/a//../b` → `/a/b`, not `/b`), as
+/// the RFC and WHATWG URL parsers (browsers, Node) have it.
 fn remove_dot_segments(path: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in path.split('/').skip(1) {
         trailing_slash = false;
         match segment {
-            "" => trailing_slash = true,
             "." => trailing_slash = true,
             ".." => {
                 segments.pop();
@@ -173,11 +212,11 @@ fn remove_dot_segments(path: &str) -> String {
         }
     }
     let mut out = String::with_capacity(path.len());
-    for segment in &segments {
+    for segment in segments.iter().filter(|s| !s.is_empty()) {
         out.push('/');
         out.push_str(segment);
     }
-    if trailing_slash || segments.is_empty() {
+    if trailing_slash || segments.last() == Some(&"") || out.is_empty() {
         out.push('/');
     }
     out

@@ -20,14 +20,14 @@ use crate::body::{self, Body};
 use crate::config::Server;
 use crate::handler::{self, Door};
 use crate::live::Live;
-use crate::{telemetry, ConnInfo, Slot};
+use crate::{telemetry, ConnInfo};
 
 mod activity;
 
 use activity::{Activity, Expired, Limits, Supervised, Tracked, Watched};
 
 /// A shutdown signal every accept loop can wait on.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Shutdown(watch::Receiver<bool>);
 
 impl Shutdown {
@@ -48,7 +48,8 @@ impl Shutdown {
 
 /// Serves `listener` as `door` until `shutdown`, then lets in-flight requests finish within
 /// the grace period. TLS (`server.tls`) applies to the public door only; the forward-auth
-/// listener is for the ingress, on a private network.
+/// listener is for the ingress, on a private network. Every listener takes its connections'
+/// places from the one `slots` (`server.max_connections` counts them all).
 ///
 /// Connection limits and timeouts are read once, at start-up; TLS certificates and everything
 /// per request come from the live configuration, so a reload renews them.
@@ -57,11 +58,11 @@ pub async fn serve(
     listener: TcpListener,
     mut shutdown: Shutdown,
     door: Door,
+    slots: Arc<Semaphore>,
 ) -> io::Result<()> {
     let app = live.app();
     let settings = &app.config.server;
-    let builders = Arc::new(connection_builders(settings));
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let builders = Arc::new(connection_builders(settings, door));
     let limits = Limits {
         header_read: settings.header_read_timeout,
         keepalive: settings.keepalive_timeout,
@@ -99,20 +100,27 @@ pub async fn serve(
         };
         // The slot is released when the last holder of the `ConnInfo` is gone: the
         // connection's task, its requests, and a WebSocket tunnel that outlives them.
-        let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()).holding(Slot::new(slot)));
+        let conn =
+            Arc::new(ConnInfo::new(peer, local, tls.is_some()).serving(slot, shutdown.clone()));
         let live = live.clone();
         let builders = builders.clone();
         let draining = draining.clone();
-        let shutdown = shutdown.clone();
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _draining = draining;
             telemetry::connection_opened();
             match tls {
                 None => {
-                    // As for a slow head: the first bytes within the header timeout.
-                    match tokio::time::timeout(limits.header_read, sniff_http2(&stream)).await {
+                    // As for a slow head: the first bytes within the header timeout; and
+                    // nothing to wait for once the server shuts down.
+                    let sniffed = tokio::select! {
+                        sniffed = tokio::time::timeout(limits.header_read, sniff_http2(&stream)) => sniffed,
+                        () = shutdown.wait() => Ok(Ok(None)),
+                    };
+                    match sniffed {
                         Ok(Ok(Some(http2))) => {
-                            let activity = Activity::new(Instant::now(), limits.header_read);
+                            let activity =
+                                Activity::new(Instant::now(), limits.header_read, conn.clone());
                             serve_connection(
                                 live, conn, &builders, stream, http2, activity, limits, shutdown,
                                 door,
@@ -129,13 +137,18 @@ pub async fn serve(
                 // TLS or not (each idle connection costs its task's size in memory).
                 Some(acceptor) => {
                     Box::pin(async move {
-                        match tokio::time::timeout(limits.header_read, acceptor.accept(stream))
-                            .await
-                        {
+                        let handshake =
+                            tokio::time::timeout(limits.header_read, acceptor.accept(stream));
+                        let handshake = tokio::select! {
+                            handshake = handshake => handshake,
+                            () = shutdown.wait() => return,
+                        };
+                        match handshake {
                             Ok(Ok(stream)) => {
                                 // A handshake paid for may wait for its first request as
                                 // long as any idle connection (browsers open them ahead).
-                                let activity = Activity::new(Instant::now(), limits.idle);
+                                let activity =
+                                    Activity::new(Instant::now(), limits.idle, conn.clone());
                                 let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                                 serve_connection(
                                     live, conn, &builders, stream, http2, activity, limits,
@@ -255,14 +268,21 @@ struct Builders {
     http2: http2::Builder<TokioExecutor>,
 }
 
-fn connection_builders(settings: &Server) -> Builders {
+fn connection_builders(settings: &Server, door: Door) -> Builders {
+    // An ingress's subrequest carries the client's headers plus its own, and nginx turns a
+    // `431` into a `500` for the client: that door takes as many as nginx does (its default
+    // `large_client_header_buffers` hold 32 KiB).
+    let (max_buf, max_headers) = match door {
+        Door::Proxy => (settings.max_header_size, 128),
+        Door::ForwardAuth => (settings.max_header_size.max(64 << 10), 1024),
+    };
     let mut http1 = http1::Builder::new();
     http1
         // hyper's header timer would also close connections idle between requests: the
         // connection's own `Activity` applies the header, keep-alive and idle limits.
         .header_read_timeout(None)
-        .max_buf_size(settings.max_header_size)
-        .max_headers(128);
+        .max_buf_size(max_buf)
+        .max_headers(max_headers);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
@@ -278,8 +298,16 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Whether a plain connection opens with the HTTP/2 preface (h2c by prior knowledge), read
 /// with `MSG_PEEK` so that hyper reads the bytes itself. Waits for the first bytes; `None`
 /// when the peer closed first.
+///
+/// Three bytes decide: `PRI` begins no HTTP/1.1 request (the method is reserved for the
+/// preface, RFC 9113 §3.4), and hyper's HTTP/2 server checks the rest of the preface itself.
+/// Fewer bytes that could still be a preface (`P`, `PR`) are peeked again after a pause that
+/// doubles each time: peeking returns at once while those bytes sit there, so a client that
+/// sends them and waits must not make the proxy spin (the caller's deadline bounds the wait).
 async fn sniff_http2(stream: &TcpStream) -> io::Result<Option<bool>> {
-    let mut buf = [0u8; 24];
+    const DECIDES: usize = 3;
+    let mut buf = [0u8; DECIDES];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
@@ -288,13 +316,11 @@ async fn sniff_http2(stream: &TcpStream) -> io::Result<Option<bool>> {
         if buf[..n] != H2_PREFACE[..n] {
             return Ok(Some(false));
         }
-        if n == H2_PREFACE.len() {
+        if n == DECIDES {
             return Ok(Some(true));
         }
-        // A preface cut short. Peeking again would return at once with the same bytes, so
-        // wait a moment (this only happens to HTTP/2 clients whose first segment was split,
-        // and the caller's deadline bounds it).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 

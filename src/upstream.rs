@@ -17,9 +17,8 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
-use tracing::{debug, warn};
 
 use crate::auth::Permit;
 use crate::body::Body;
@@ -29,6 +28,7 @@ pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
 mod pool;
+mod tunnel;
 
 pub use pool::Pool;
 use pool::{SendError, UpstreamBody};
@@ -63,8 +63,12 @@ pub fn pool(server: &config::Server, upstream: &config::Upstream) -> Result<Pool
         connector(server, &upstream.client)?,
         upstream.scheme.clone(),
         upstream.authority.clone(),
-        upstream.client.http2,
-        UPSTREAM_BUFFER,
+        pool::Settings {
+            http2: upstream.client.http2,
+            max_buf_size: UPSTREAM_BUFFER,
+            keepalive: upstream.keepalive_timeout,
+            max_connections: upstream.max_connections,
+        },
     ))
 }
 
@@ -159,15 +163,16 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
 
 /// What the rewrite needs to know about the downstream request and its connection.
 pub struct Forwarding<'a> {
-    pub conn: &'a ConnInfo,
+    pub conn: &'a std::sync::Arc<ConnInfo>,
     pub trusted_proxies: &'a [IpNet],
     /// Names of the proxy's cookies, removed from the upstream `Cookie` header.
     pub own_cookies: [&'a str; 2],
     /// Every header name any rule fills from claims: always stripped from client requests.
     pub identity_headers: &'a [HeaderName],
     pub request_id: &'a HeaderValue,
-    /// The request's own host ([`crate::view::authority`]): the upstream's `Host`, whatever
-    /// `Host` headers the client sent.
+    /// The host the rules matched (the view's: [`crate::view::authority`], or a trusted
+    /// proxy's `X-Forwarded-Host`): the upstream's `Host`, whatever `Host` headers the client
+    /// sent.
     pub host: &'a HeaderValue,
 }
 
@@ -433,33 +438,45 @@ pub async fn forward(
     parts.uri = Uri::from(target);
     parts.version = Version::HTTP_11;
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
-    let body = UpstreamBody::Stream(Limited::new(body, max_body));
+    let body = UpstreamBody::new(Limited::new(body, max_body), fwd.conn);
     let upstream_request = Request::from_parts(parts, body);
 
     let sent = std::time::Instant::now();
-    let response =
-        match tokio::time::timeout(config.server.upstream_timeout, pool.send(upstream_request))
-            .await
-        {
-            Err(_) => {
-                telemetry::upstream_error("timeout");
-                return Err(Error::UpstreamTimeout);
+    let response = match pool
+        .send(upstream_request, config.server.upstream_timeout)
+        .await
+    {
+        Ok(response) => response,
+        Err(SendError::Timeout) => {
+            telemetry::upstream_error("timeout");
+            return Err(Error::UpstreamTimeout);
+        }
+        Err(SendError::Busy) => {
+            telemetry::upstream_error("busy");
+            return Err(Error::UpstreamBusy(format!(
+                "{}: every connection max_connections allows stayed busy",
+                upstream.name
+            )));
+        }
+        Err(err) => {
+            let error = classify(&err, &upstream.name);
+            if !matches!(error, Error::PayloadTooLarge) {
+                telemetry::upstream_error(match err {
+                    SendError::Connect(_) => "connect",
+                    _ => "request",
+                });
             }
-            Ok(Err(err)) => {
-                let error = classify(&err, &upstream.name);
-                if !matches!(error, Error::PayloadTooLarge) {
-                    telemetry::upstream_error(match err {
-                        SendError::Connect(_) => "connect",
-                        SendError::Request(_) => "request",
-                    });
-                }
-                return Err(error);
-            }
-            Ok(Ok(response)) => response,
-        };
+            return Err(error);
+        }
+    };
     telemetry::upstream_latency(sent.elapsed());
 
     let (mut parts, body) = response.into_parts();
+    // A response framed by `Transfer-Encoding` has no length, whatever `Content-Length` it
+    // also carries (RFC 9112 §6.3): passed on, that length would cut the body short.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -473,24 +490,15 @@ pub async fn forward(
         let mut upstream_response = Response::from_parts(parts, body);
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
         let (parts, _) = upstream_response.into_parts();
-        // The tunnel keeps the downstream connection's slot: it counts against
-        // `server.max_connections` until both sides have closed.
-        let slot = fwd.conn.slot.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::try_join!(downstream_upgrade, upstream_upgrade) {
-                Ok((downstream, upstream)) => {
-                    let mut downstream = TokioIo::new(downstream);
-                    let mut upstream = TokioIo::new(upstream);
-                    if let Err(err) =
-                        tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
-                    {
-                        debug!(error = %err, "upgraded connection closed");
-                    }
-                }
-                Err(err) => warn!(error = %err, "protocol upgrade failed"),
-            }
-        });
+        // The tunnel keeps the downstream connection (and its slot under
+        // `server.max_connections`) until either side closes, it idles past
+        // `server.idle_timeout`, or the server shuts down.
+        tokio::spawn(tunnel::splice(
+            fwd.conn.clone(),
+            downstream_upgrade,
+            upstream_upgrade,
+            config.server.idle_timeout,
+        ));
         return Ok(Response::from_parts(parts, crate::body::empty()));
     }
     let body = body
@@ -504,6 +512,8 @@ fn classify(err: &SendError, upstream: &str) -> Error {
     let (kind, err): (_, &(dyn std::error::Error + 'static)) = match err {
         SendError::Connect(err) => ("connect", &**err),
         SendError::Request(err) => ("request", err),
+        SendError::Timeout => return Error::UpstreamTimeout,
+        SendError::Busy => return Error::UpstreamBusy(upstream.to_owned()),
     };
     let mut source = Some(err);
     while let Some(cause) = source {

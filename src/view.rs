@@ -123,8 +123,11 @@ impl Host {
         let port = match &bytes[host_len..] {
             [] => None,
             [b':', digits @ ..] => {
+                // 1 to 65535, written one way: no leading zero (`:080`, `:00000`), so the
+                // port a rule or an origin compares is the text that goes upstream.
                 let well_formed = !digits.is_empty()
                     && digits.len() <= 5
+                    && digits[0] != b'0'
                     && digits.iter().all(u8::is_ascii_digit);
                 let port = std::str::from_utf8(digits)
                     .ok()
@@ -279,15 +282,27 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     Some(crate::unmapped(ip))
 }
 
+/// How a request's path is decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathForm {
+    /// Normalized ([`path::normalize`]): the proxy forwards the path it decided on.
+    Normalized,
+    /// Taken only if already normal ([`path::normal`]): someone else forwards the request as
+    /// it was sent (forward auth), so a path whose meaning depends on how dot segments and
+    /// `//` are resolved is refused.
+    AsSent,
+}
+
 /// The normalized path (placed in `slot`, which outlives the view: the access log reads it)
 /// and the target sent upstream: that path plus the original query, borrowed from `raw`
 /// when normalizing changed nothing (the usual case).
 pub fn normalize<'s, 'q>(
     raw: &'q str,
     slot: &'s mut Option<String>,
+    form: PathForm,
 ) -> Result<(&'s str, Cow<'q, str>), Error> {
     let (raw_path, query) = split_target(raw);
-    let normalized = normalized_path(raw_path)?.unwrap_or_else(|| raw_path.to_owned());
+    let normalized = normalized_path(raw_path, form)?.unwrap_or_else(|| raw_path.to_owned());
     let path: &'s str = slot.insert(normalized);
     Ok((path, with_query(raw, raw_path, query, path)))
 }
@@ -300,7 +315,7 @@ pub fn normalize_shared<'r>(
     slot: &'r mut Option<String>,
 ) -> Result<(&'r str, Cow<'r, str>), Error> {
     let (raw_path, query) = split_target(raw);
-    let path: &'r str = match normalized_path(raw_path)? {
+    let path: &'r str = match normalized_path(raw_path, PathForm::Normalized)? {
         Some(changed) => slot.insert(changed),
         None if tracing::enabled!(target: "access", tracing::Level::INFO) => {
             slot.insert(raw_path.to_owned())
@@ -318,13 +333,19 @@ fn split_target(raw: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The normalized form of `raw_path`, or `None` when it is already normal (the usual case,
-/// decided without allocating).
-fn normalized_path(raw_path: &str) -> Result<Option<String>, Error> {
+/// The path to decide on as `form` asks, or `None` when `raw_path` is already in normal form
+/// (the usual case, decided without allocating: such a path is its own normal form either
+/// way).
+fn normalized_path(raw_path: &str, form: PathForm) -> Result<Option<String>, Error> {
     if path::is_normal_form(raw_path) {
         return Ok(None);
     }
-    path::normalize(raw_path).map(Some).map_err(|err| {
+    match form {
+        PathForm::Normalized => path::normalize(raw_path),
+        PathForm::AsSent => path::normal(raw_path),
+    }
+    .map(Some)
+    .map_err(|err| {
         tracing::debug!(error = %err, "refused request path");
         Error::BadRequest(err.message())
     })
@@ -355,19 +376,17 @@ pub struct RequestView<'r> {
     pub target: Cow<'r, str>,
     pub headers: &'r HeaderMap,
     pub client_ip: IpAddr,
-    /// Whether the peer is a trusted proxy (always, for the ingress in forward auth).
-    pub trusted_peer: bool,
 }
 
 impl<'r> RequestView<'r> {
-    /// Proxy mode: the view of a request received on `server.listen`. Also returns the
-    /// request's own [`authority`], which the upstream is sent as `Host`.
+    /// Proxy mode: the view of a request received on `server.listen`. Its host is the one
+    /// the upstream is sent as `Host`.
     pub fn proxied(
         parts: &'r Parts,
         conn: &ConnInfo,
         trusted_proxies: &[IpNet],
         path_slot: &'r mut Option<String>,
-    ) -> Result<(RequestView<'r>, Host), Error> {
+    ) -> Result<RequestView<'r>, Error> {
         let raw = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let (path, target) = normalize_shared(raw, path_slot)?;
         let authority = authority(parts)?;
@@ -386,18 +405,13 @@ impl<'r> RequestView<'r> {
             } else {
                 Scheme::Http
             }),
-            host: host.unwrap_or_else(|| authority.clone()),
+            host: host.unwrap_or(authority),
             path,
             target,
             headers: &parts.headers,
-            client_ip: if trusted_peer {
-                forwarded_client(conn.peer.ip(), &parts.headers, trusted_proxies)
-            } else {
-                conn.peer.ip()
-            },
-            trusted_peer,
+            client_ip: client_ip(conn, &parts.headers, trusted_proxies),
         };
-        Ok((view, authority))
+        Ok(view)
     }
 
     /// The port of the origin: explicit, or the scheme's default.

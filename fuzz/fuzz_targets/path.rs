@@ -1,10 +1,11 @@
 //! Path normalization + rule matching. Oracles: no panic; normalization is idempotent; the
 //! normalized path holds no dot, empty or ambiguous segment; a path that normalizes into the
-//! protected prefix is never matched by a public rule; what is forwarded is what was matched.
+//! protected prefix is never matched by a public rule; what is forwarded is what was matched;
+//! a path taken as sent (forward auth) is one whose normal form is itself, segment for segment.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::path::normalize;
+use portcullis::path::{normal, normalize};
 use portcullis::rules::{route, Auth, OnUnauthenticated, Pattern, Rule};
 
 fn rule(index: usize, pattern: &str, auth: Auth) -> Rule {
@@ -25,8 +26,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Ok(normalized) = normalize(raw) else {
+        assert!(normal(raw).is_err(), "normal but not normalizable: {raw:?}");
         return;
     };
+    if let Ok(as_sent) = normal(raw) {
+        assert_eq!(as_sent, normalized, "taken as sent as another path: {raw:?}");
+        // Only the spelling may differ: as many segments, none a dot or empty one.
+        assert_eq!(
+            raw.split('/').count(),
+            as_sent.split('/').count(),
+            "segments changed: {raw:?} -> {as_sent:?}"
+        );
+    }
     assert_eq!(
         normalize(&normalized).as_deref(),
         Ok(normalized.as_str()),

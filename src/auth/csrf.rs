@@ -48,7 +48,6 @@ impl Origin {
             .ok()
             .and_then(|value| Host::parse(value).ok())?;
         let port = match host.port() {
-            Some(0) => return None,
             Some(port) => port,
             None if https => 443,
             None => 80,

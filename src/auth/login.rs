@@ -267,9 +267,10 @@ impl Authenticator {
             t if t.starts_with("application/") && t.ends_with("+json") => Style::Json,
             _ => return Err(Error::UnsupportedMediaType),
         };
-        let body = Limited::new(body, MAX_LOGIN_BODY)
-            .collect()
+        let collected = Limited::new(body, MAX_LOGIN_BODY).collect();
+        let body = tokio::time::timeout(self.login_body_within, collected)
             .await
+            .map_err(|_| Error::RequestTimeout)?
             .map_err(|err| {
                 if err.is::<http_body_util::LengthLimitError>() {
                     Error::PayloadTooLarge

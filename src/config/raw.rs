@@ -122,6 +122,10 @@ pub struct RawUpstreamTable {
     pub client_key: Option<String>,
     /// Speak HTTP/2: negotiated by ALPN over https, prior knowledge (h2c) over http.
     pub http2: Option<bool>,
+    /// How long a connection to it stays open unused (below the upstream's own keep-alive).
+    pub keepalive_timeout: Option<Quantity>,
+    /// Connections to it open at once; requests beyond wait for one, then get `503`.
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -315,3 +315,51 @@ fn an_admin_token_is_long_enough() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn timeouts_and_connection_counts_too_large_to_use_are_refused() {
+    let found = problems(&minimal(
+        "[server]\nidle_timeout = 9223372036854775807\nkeepalive_timeout = \"400d\"\nmax_connections = 1000000000000\n",
+    ));
+    for expected in [
+        "server.idle_timeout: must be at most 365d",
+        "server.keepalive_timeout: must be at most 365d",
+        "server.max_connections: must be at most 10000000",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn each_upstream_has_a_keepalive_timeout_and_a_connection_cap() {
+    let table = |keys: &str| {
+        minimal("[server]\nmax_connections = 500\n").replace(
+            "app = \"http://127.0.0.1:3000\"",
+            &format!("app = {{ url = \"http://127.0.0.1:3000\"{keys} }}"),
+        )
+    };
+    let config = Config::from_toml_str(&table("")).expect("valid");
+    let app = &config.upstreams[0];
+    assert_eq!(app.keepalive_timeout, Duration::from_secs(4));
+    assert_eq!(app.max_connections, 500, "the server's cap by default");
+    let config = Config::from_toml_str(&table(", keepalive_timeout = \"1s\", max_connections = 8"))
+        .expect("valid");
+    let app = &config.upstreams[0];
+    assert_eq!(
+        (app.keepalive_timeout, app.max_connections),
+        (Duration::from_secs(1), 8)
+    );
+    let found = problems(&table(", keepalive_timeout = \"0s\", max_connections = 0"));
+    for expected in [
+        "upstreams.app.keepalive_timeout: must be more than 0s",
+        "upstreams.app.max_connections: must be at least 1",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected}: {found:#?}"
+        );
+    }
+}

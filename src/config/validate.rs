@@ -36,7 +36,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
             })
     });
     let forward_auth = raw.forward_auth.and_then(|f| v.forward_auth(f));
-    let upstreams = v.upstreams(&raw.upstreams);
+    let upstreams = v.upstreams(&raw.upstreams, server.max_connections);
     let backend = raw.backend.and_then(|b| v.backend(b));
     let login = v.login(raw.login);
     let logout = v.logout(raw.logout);
@@ -66,6 +66,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path) -> Result<Config, Problems> 
     })
 }
 
+/// The longest timeout accepted (deadlines are instants; a longer one would overflow).
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
+/// The most connections any cap accepts (the connection semaphore panics far above it).
+const MAX_CONNECTIONS: u64 = 10_000_000;
+
 struct Validator<'a> {
     problems: Problems,
     base: &'a Path,
@@ -93,6 +98,7 @@ impl Validator<'_> {
     }
 
     /// A duration that bounds a wait: zero would fail every request (or spin), so it is refused.
+    /// (A year at most: deadlines are instants, and a bigger one would overflow.)
     fn timeout(&mut self, path: &str, value: Option<raw::Quantity>, default: Duration) -> Duration {
         let timeout = self.duration(path, value, default);
         if timeout.is_zero() {
@@ -102,7 +108,27 @@ impl Validator<'_> {
             );
             return default;
         }
+        if timeout > MAX_TIMEOUT {
+            self.problem(path, "must be at most 365d");
+            return default;
+        }
         timeout
+    }
+
+    /// A count of connections: at least one, and no more than a process could hold.
+    fn connections(&mut self, path: &str, value: Option<u64>, default: usize) -> usize {
+        match value {
+            None => default,
+            Some(0) => {
+                self.problem(path, "must be at least 1");
+                default
+            }
+            Some(n) if n > MAX_CONNECTIONS => {
+                self.problem(path, format!("must be at most {MAX_CONNECTIONS}"));
+                default
+            }
+            Some(n) => usize::try_from(n).unwrap_or(default),
+        }
     }
 
     fn size(&mut self, path: &str, value: Option<raw::Quantity>, default: u64) -> u64 {
@@ -277,10 +303,8 @@ impl Validator<'_> {
         if !(8 << 10..=1 << 20).contains(&max_header_size) {
             self.problem("server.max_header_size", "must be between 8KiB and 1MiB");
         }
-        let max_connections = raw.max_connections.unwrap_or(10_000);
-        if max_connections == 0 {
-            self.problem("server.max_connections", "must be at least 1");
-        }
+        let max_connections =
+            self.connections("server.max_connections", raw.max_connections, 10_000);
         Server {
             listen,
             tls,
@@ -314,7 +338,7 @@ impl Validator<'_> {
                 raw.connect_timeout,
                 Duration::from_secs(5),
             ),
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections,
             shutdown_grace: self.duration(
                 "server.shutdown_grace",
                 raw.shutdown_grace,
@@ -342,7 +366,13 @@ impl Validator<'_> {
         })
     }
 
-    fn upstreams(&mut self, raw: &BTreeMap<String, raw::RawUpstream>) -> Vec<Upstream> {
+    /// `max_connections` (the server's) is each upstream's default cap: no more connections
+    /// to an upstream than clients, whatever the number of HTTP/2 streams each one opens.
+    fn upstreams(
+        &mut self,
+        raw: &BTreeMap<String, raw::RawUpstream>,
+        max_connections: usize,
+    ) -> Vec<Upstream> {
         let mut upstreams = Vec::new();
         for (name, entry) in raw {
             let path = format!("upstreams.{name}");
@@ -353,6 +383,8 @@ impl Validator<'_> {
                     client_cert: None,
                     client_key: None,
                     http2: None,
+                    keepalive_timeout: None,
+                    max_connections: None,
                 },
                 raw::RawUpstream::Table(table) => table,
             };
@@ -374,6 +406,16 @@ impl Validator<'_> {
                 table.client_key,
                 table.http2,
             );
+            let keepalive_timeout = self.timeout(
+                &format!("{path}.keepalive_timeout"),
+                table.keepalive_timeout,
+                Duration::from_secs(4),
+            );
+            let max_connections = self.connections(
+                &format!("{path}.max_connections"),
+                table.max_connections,
+                max_connections,
+            );
             let parts = uri.into_parts();
             if let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) {
                 upstreams.push(Upstream {
@@ -381,6 +423,8 @@ impl Validator<'_> {
                     scheme,
                     authority,
                     client,
+                    keepalive_timeout,
+                    max_connections,
                 });
             }
         }

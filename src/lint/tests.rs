@@ -90,7 +90,9 @@ fn one_finding_per_warning() {
         ("admin.listen", base("", "", secret, guarded) + "[admin]\nlisten = \"0.0.0.0:9090\"\n"),
         ("backend.login", base("", "", secret, guarded) + "[backend]\nlogin = \"http://auth.internal.example/login\"\n"),
         ("backend.refresh", base("", "", secret, guarded) + "[backend]\nlogin = \"https://auth.example/login\"\nrefresh = \"http://auth.example/refresh\"\n"),
-        ("forward_auth.listen", base("", "", secret, guarded).replace("[upstreams]", "[forward_auth]\nlisten = \"0.0.0.0:18997\"\n[upstreams]")),
+        ("forward_auth.listen", base("trusted_proxies = [\"10.0.0.2/32\"]", "", secret, guarded).replace("[upstreams]", "[forward_auth]\nlisten = \"0.0.0.0:18997\"\n[upstreams]")),
+        // Behind an ingress, logins reach server.listen from the ingress.
+        ("server.trusted_proxies", base("", "", secret, guarded).replace("[upstreams]", "[forward_auth]\nlisten = \"127.0.0.1:18997\"\n[upstreams]")),
         // A host rule behind a rule for every subdomain, and one behind a rule without host.
         ("routes[1]", base("", "", secret, "[[routes]]\nhost = \"*.example.com\"\npath = \"/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"Admin.example.com\"\npath = \"/x\"\nauth = \"required\"\nupstream = \"app\"\n")),
         ("routes[1]", base("", "", secret, "[[routes]]\npath = \"/a/:path*\"\nauth = \"required\"\nupstream = \"app\"\n[[routes]]\nhost = \"admin.example.com\"\npath = \"/a/b\"\nauth = \"required\"\nupstream = \"app\"\n")),

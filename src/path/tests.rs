@@ -17,6 +17,16 @@ fn normalization_table() {
         ("/a/..", Ok("/")),
         ("/a/b/..", Ok("/a/")),
         ("/a/.", Ok("/a/")),
+        // RFC 3986 §5.2.4: an empty segment is one `..` removes (WHATWG URL agrees).
+        ("/a//../b", Ok("/a/b")),
+        ("/dashboard//../public", Ok("/dashboard/public")),
+        ("/a//..", Ok("/a/")),
+        ("/a/b//../../c", Ok("/a/c")),
+        ("/..//x", Ok("/x")),
+        ("/a//", Ok("/a/")),
+        // A raw `#` would start a fragment for some readers and not for others.
+        ("/dashboard/x#/../../public", Err(PathError::Fragment)),
+        ("/a#", Err(PathError::Fragment)),
         ("/%7euser", Ok("/~user")),
         // Decoded once: %25 is '%', which is not unreserved, so it stays encoded.
         (
@@ -66,6 +76,43 @@ fn normalization_table() {
             want.as_ref().map(|s| *s).map_err(|e| *e),
             "{input:?}"
         );
+    }
+}
+
+#[test]
+fn a_normal_path_is_one_whose_segments_are_the_decided_ones() {
+    let cases: &[(&str, Result<&str, PathError>)] = &[
+        ("/", Ok("/")),
+        ("/dashboard/x/", Ok("/dashboard/x/")),
+        // Only the spelling changes: each segment is the one the upstream reads.
+        ("/%64ashboard", Ok("/dashboard")),
+        ("/caf%c3%a9", Ok("/caf%C3%A9")),
+        ("/a.b/c", Ok("/a.b/c")),
+        ("/public/../dashboard", Err(PathError::NotNormal)),
+        ("/public/%2e%2e/dashboard", Err(PathError::NotNormal)),
+        ("/public/.%2E/dashboard", Err(PathError::NotNormal)),
+        ("/dashboard/./x", Err(PathError::NotNormal)),
+        ("/dashboard//../public", Err(PathError::NotNormal)),
+        ("//dashboard", Err(PathError::NotNormal)),
+        ("/dashboard//x", Err(PathError::NotNormal)),
+        ("/a/.", Err(PathError::NotNormal)),
+        ("/a/..", Err(PathError::NotNormal)),
+        ("/dashboard/x#/../../public", Err(PathError::Fragment)),
+        ("/dashboard%2fx", Err(PathError::EncodedSlash)),
+        ("/dashboard.", Err(PathError::AmbiguousSegment)),
+        ("dashboard", Err(PathError::NotOriginForm)),
+    ];
+    for (input, want) in cases {
+        let got = normal(input);
+        assert_eq!(
+            got.as_deref().map_err(|e| *e),
+            want.as_ref().map(|s| *s).map_err(|e| *e),
+            "{input:?}"
+        );
+        // What is normal normalizes to itself.
+        if let Ok(normal) = &got {
+            assert_eq!(normalize(input).as_ref(), Ok(normal), "{input:?}");
+        }
     }
 }
 
@@ -127,4 +174,99 @@ fn the_fast_check_only_passes_paths_normalizing_leaves_alone() {
     ] {
         assert_eq!(is_normal_form(path), normal, "{path:?}");
     }
+}
+
+/// Every path of up to four segments drawn from dot, empty and plain ones: what `normal`
+/// takes is exactly what `normalize` gives, segment for segment; dot and empty segments
+/// (but a trailing `/`) are never taken as sent; and `normalize` agrees with RFC 3986 §5.2.4
+/// followed by merging `//`.
+#[test]
+fn normal_paths_are_their_own_normal_form() {
+    let pieces = ["a", "B", ".", "..", "", "%2e", "%2E%2e", ".%2e", "%61"];
+    let mut paths = vec![String::from("/")];
+    for _ in 0..4 {
+        let mut longer = Vec::new();
+        for path in &paths {
+            for piece in pieces {
+                longer.push(format!("{}/{piece}", path.trim_end_matches('/')));
+                longer.push(format!("{path}{piece}"));
+            }
+        }
+        paths.extend(longer);
+        paths.sort();
+        paths.dedup();
+    }
+    for raw in &paths {
+        let Ok(normalized) = normalize(raw) else {
+            continue;
+        };
+        assert_eq!(normalized, rfc3986_then_merge(raw), "{raw:?}");
+        match normal(raw) {
+            Ok(as_sent) => {
+                assert_eq!(as_sent, normalized, "{raw:?}");
+                assert_eq!(
+                    raw.split('/').count(),
+                    as_sent.split('/').count(),
+                    "{raw:?}"
+                );
+            }
+            Err(err) => {
+                assert_eq!(err, PathError::NotNormal, "{raw:?}");
+                let decoded = raw.replace("%2e", ".").replace("%2E", ".");
+                let inner = decoded.trim_end_matches('/');
+                assert!(
+                    inner
+                        .split('/')
+                        .skip(1)
+                        .any(|s| matches!(s, "" | "." | ".."))
+                        || decoded.ends_with("/.")
+                        || decoded.ends_with("/.."),
+                    "{raw:?} refused though normal"
+                );
+            }
+        }
+    }
+}
+
+/// RFC 3986 §5.2.4 word for word (with `%2e` decoded first), then empty segments merged.
+fn rfc3986_then_merge(raw: &str) -> String {
+    let mut input = raw
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%61", "a");
+    let mut output = String::new();
+    while !input.is_empty() {
+        if let Some(rest) = input
+            .strip_prefix("../")
+            .or_else(|| input.strip_prefix("./"))
+        {
+            input = rest.to_owned();
+        } else if input.starts_with("/./") {
+            input = input[2..].to_owned();
+        } else if input == "/." {
+            input = "/".to_owned();
+        } else if input.starts_with("/../") || input == "/.." {
+            input = format!("/{}", &input[if input == "/.." { 3 } else { 4 }..]);
+            match output.rfind('/') {
+                Some(at) => output.truncate(at),
+                None => output.clear(),
+            }
+        } else if input == "." || input == ".." {
+            input.clear();
+        } else {
+            let start = usize::from(input.starts_with('/'));
+            let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+            output.push_str(&input[..end]);
+            input = input[end..].to_owned();
+        }
+    }
+    let mut merged = String::new();
+    for segment in output.split('/').filter(|s| !s.is_empty()) {
+        merged.push('/');
+        merged.push_str(segment);
+    }
+    if output.ends_with('/') || merged.is_empty() {
+        merged.push('/');
+    }
+    merged
 }

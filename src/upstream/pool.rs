@@ -1,89 +1,69 @@
 //! Connections to one upstream: a pool per worker thread over `hyper::client::conn`.
 //!
 //! Each worker thread keeps its own idle HTTP/1.1 connections (a LIFO stack, so the warmest
-//! connection is reused and the coldest ones age out) and at most one shared HTTP/2
-//! connection, so taking and returning a connection touches no lock and no other thread's
-//! memory. An HTTP/1.1 connection goes back on the stack when its response body has been
-//! read to the end. A connection unused for `IDLE_TIMEOUT` is closed by its own task; the
-//! stack holds at most `MAX_IDLE` connections per thread (the oldest is closed first).
+//! connection is reused and the coldest ones age out) and its HTTP/2 connections (each
+//! shared by up to `MAX_STREAMS` requests), so taking and returning a connection touches no
+//! lock and no other thread's memory. A connection unused for the upstream's
+//! `keepalive_timeout` is closed by its own task; a thread keeps at most its share of
+//! `MAX_IDLE` idle connections; and `max_connections` caps how many exist at once
+//! (`pool/limit.rs`).
 //!
-//! A request that a reused connection could not carry (the upstream closed it while it sat
-//! idle) is sent once more on a fresh connection: always when hyper hands the request back
-//! unsent, and for an idempotent request without a body when it may have been written.
+//! An HTTP/1.1 connection goes back on the stack only after a clean exchange: its request
+//! went out whole before the upstream said anything, and its response was read to the end.
+//! An upstream that answers early may take the rest of the request body for a request of its
+//! own; the next client's request would then get that request's response (a desync), so
+//! such a connection is closed, as nginx does.
+//!
+//! A request is sent a second time only when the upstream provably did not process it: hyper
+//! handed it back unsent (a reused connection found closed), or an HTTP/2 upstream refused
+//! its stream (`REFUSED_STREAM`) or named a lower last stream in a graceful `GOAWAY`
+//! (RFC 9113 §8.7). A request that may have reached the upstream is never replayed.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, Uri};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::Limited;
-use hyper::body::Incoming;
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use thread_local::ThreadLocal;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+use tokio::task::AbortHandle;
 use tower_service::Service as _;
 use tracing::debug;
 
 use crate::body::BoxError;
 use crate::clock;
 
-/// How long an unused connection stays open.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle HTTP/1.1 connections kept per upstream and worker thread.
-pub const MAX_IDLE: usize = 256;
-/// A reused connection idle for at least this long may have been closed by the upstream's
-/// own keep-alive timeout as the request went out: the head of an idempotent request is
-/// kept so that it can be sent again. (Upstreams close idle connections after seconds at
-/// the least; a connection busy a moment ago is not at risk, and copying every request's
-/// headers would cost every request.)
-const REPLAY_AFTER: Duration = Duration::from_secs(1);
+mod body;
+mod limit;
+mod wire;
 
-/// The body of a request going upstream: the client's, capped at `server.max_body`, or none
-/// (a request sent again).
-pub enum UpstreamBody {
-    Stream(Limited<Incoming>),
-    Empty,
-}
+pub use body::{PooledBody, UpstreamBody};
+use limit::{Got, Limit};
+use wire::{Streams, Wire};
 
-impl HttpBody for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Stream(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Stream(body) => body.is_end_stream(),
-            UpstreamBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Stream(body) => body.size_hint(),
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
+/// Idle HTTP/1.1 connections kept per upstream, shared out between the worker threads.
+const MAX_IDLE: usize = 256;
+/// Requests one HTTP/2 connection carries at once; more open another connection. (RFC 9113
+/// recommends servers allow at least 100.)
+const MAX_STREAMS: u32 = 100;
+/// Each HTTP/2 stream's receive window. The connection's is `MAX_STREAMS` of them, so that
+/// responses nobody reads cannot use up the window every other stream needs.
+const H2_STREAM_WINDOW: u32 = 128 << 10;
+/// While requests are in flight on an HTTP/2 connection, a PING after this much silence...
+const H2_PING_EVERY: Duration = Duration::from_secs(10);
+/// ...which must be answered within this, or the connection is closed (an upstream that
+/// vanished without a word would otherwise hold every request until TCP gives up).
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 type H1 = http1::SendRequest<UpstreamBody>;
 type H2 = http2::SendRequest<UpstreamBody>;
@@ -95,6 +75,24 @@ pub enum SendError {
     Connect(BoxError),
     /// The connection failed while the request was sent or the response awaited.
     Request(hyper::Error),
+    /// No response head within the deadline.
+    Timeout,
+    /// Every connection `max_connections` allows stayed busy until the deadline.
+    Busy,
+}
+
+/// How the pool treats one upstream (from its configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Over plain HTTP, speak HTTP/2 by prior knowledge; over TLS, ALPN decides (the
+    /// connector offers `h2` when this is set).
+    pub http2: bool,
+    /// Per-connection read/write buffer limit for HTTP/1.1.
+    pub max_buf_size: usize,
+    /// How long an unused connection stays open.
+    pub keepalive: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
 }
 
 /// The connections to one upstream.
@@ -108,10 +106,15 @@ struct Inner {
     origin: Uri,
     scheme: Scheme,
     authority: Authority,
-    /// HTTP/2 by prior knowledge (`http2 = true` on a plain-HTTP upstream); over TLS, ALPN.
-    http2: bool,
-    /// Per-connection read/write buffer limit for HTTP/1.1.
-    max_buf_size: usize,
+    tls: bool,
+    settings: Settings,
+    /// ALPN picked HTTP/2 on this upstream before: a thread opens one connection at a time.
+    h2_seen: AtomicBool,
+    /// Idle HTTP/1.1 connections one thread keeps.
+    max_idle: usize,
+    /// Requests sent a second time.
+    resent: std::sync::atomic::AtomicUsize,
+    limit: Limit,
     idle: ThreadLocal<RefCell<Idle>>,
 }
 
@@ -119,7 +122,10 @@ struct Inner {
 struct Idle {
     /// Ready HTTP/1.1 connections, the most recently used last.
     h1: VecDeque<IdleConn>,
-    h2: Option<(H2, Arc<Usage>)>,
+    h2: Vec<H2Conn>,
+    /// The HTTP/2 connection being opened for this thread, which its other requests wait
+    /// for rather than each opening one.
+    h2_opening: Option<Arc<OnceCell<H2Conn>>>,
 }
 
 struct IdleConn {
@@ -128,22 +134,95 @@ struct IdleConn {
     since: Instant,
 }
 
-/// What a connection's task needs to know to close it once it has been unused too long.
-#[derive(Default)]
+#[derive(Clone)]
+struct H2Conn {
+    sender: H2,
+    usage: Arc<Usage>,
+}
+
+impl H2Conn {
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && !self.usage.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// `Usage::exchange`: the request body is still going out.
+const OPEN: u8 = 1;
+/// `Usage::exchange`: the upstream said something meanwhile.
+const EARLY: u8 = 2;
+
+/// What is known about one connection, shared by its task, its socket and its requests.
 struct Usage {
     in_flight: AtomicU32,
+    /// HTTP/2: requests it takes at once (`MAX_STREAMS`, or fewer if the upstream says so).
+    max_streams: AtomicU32,
     /// When the last exchange on it ended (`clock::millis`).
     last_used: AtomicU64,
+    /// HTTP/1.1: the exchange under way, `OPEN` and `EARLY` bits; `0` is a clean one.
+    exchange: AtomicU8,
+    /// HTTP/2: no new request takes it (a request timed out on it); it closes once idle.
+    retired: AtomicBool,
+    /// The connection's task, to close it at once.
+    task: OnceLock<AbortHandle>,
+}
+
+impl Default for Usage {
+    fn default() -> Usage {
+        Usage {
+            in_flight: AtomicU32::new(0),
+            max_streams: AtomicU32::new(MAX_STREAMS),
+            last_used: AtomicU64::new(0),
+            exchange: AtomicU8::new(0),
+            retired: AtomicBool::new(false),
+            task: OnceLock::new(),
+        }
+    }
 }
 
 impl Usage {
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// HTTP/2: whether it takes one more request.
+    fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) < self.max_streams.load(Ordering::Relaxed)
     }
 
-    fn end(&self, now: Instant) {
-        self.last_used.store(clock::millis(now), Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    fn close(&self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+/// One request on a connection, counted in its `Usage` until it ends or is dropped (a
+/// failure, a timeout, a client gone).
+struct Busy(Option<Arc<Usage>>);
+
+impl Busy {
+    fn new(usage: Arc<Usage>) -> Busy {
+        usage.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Some(usage))
+    }
+
+    fn usage(&self) -> Option<&Arc<Usage>> {
+        self.0.as_ref()
+    }
+
+    /// The exchange ended at `now`.
+    fn end(mut self, now: Instant) -> Option<Arc<Usage>> {
+        let usage = self.0.take()?;
+        usage.last_used.store(clock::millis(now), Ordering::Relaxed);
+        usage.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some(usage)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(usage) = self.0.take() {
+            usage
+                .last_used
+                .store(clock::millis(Instant::now()), Ordering::Relaxed);
+            usage.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -155,9 +234,41 @@ enum Sender {
 /// A connection taken for one request.
 struct Checkout {
     sender: Sender,
-    usage: Arc<Usage>,
-    /// How long it sat idle before this request, if it was reused.
-    reused: Option<Duration>,
+    busy: Busy,
+    /// It carried requests before this one.
+    reused: bool,
+}
+
+/// A connection just opened (or handed over), before a request takes it.
+enum Opened {
+    H1(H1, Arc<Usage>, bool),
+    H2(H2Conn),
+}
+
+impl Opened {
+    fn checkout(self) -> Checkout {
+        match self {
+            Opened::H1(sender, usage, reused) => Checkout {
+                sender: Sender::H1(sender),
+                busy: Busy::new(usage),
+                reused,
+            },
+            Opened::H2(conn) => Checkout {
+                sender: Sender::H2(conn.sender),
+                busy: Busy::new(conn.usage),
+                reused: false,
+            },
+        }
+    }
+}
+
+/// Why a sent request got no response head, and what could be sent again.
+struct Failure {
+    error: hyper::Error,
+    /// The request, when hyper never sent it.
+    unsent: Option<Request<UpstreamBody>>,
+    /// HTTP/2, a request without a body: its head, for an upstream that refused the stream.
+    replay: Option<http::request::Parts>,
 }
 
 impl Pool {
@@ -165,8 +276,7 @@ impl Pool {
         connector: HttpsConnector<HttpConnector>,
         scheme: Scheme,
         authority: Authority,
-        http2: bool,
-        max_buf_size: usize,
+        settings: Settings,
     ) -> Pool {
         let origin = Uri::builder()
             .scheme(scheme.clone())
@@ -174,61 +284,100 @@ impl Pool {
             .path_and_query("/")
             .build()
             .expect("a validated scheme and authority make a URI");
+        let workers = tokio::runtime::Handle::try_current()
+            .map_or(1, |runtime| runtime.metrics().num_workers())
+            .max(1);
         Pool {
             inner: Arc::new(Inner {
                 connector,
                 origin,
+                tls: scheme == Scheme::HTTPS,
                 scheme,
                 authority,
-                http2,
-                max_buf_size,
+                settings,
+                h2_seen: AtomicBool::new(false),
+                max_idle: (MAX_IDLE / workers).max(2),
+                resent: std::sync::atomic::AtomicUsize::new(0),
+                limit: Limit::new(settings.max_connections),
                 idle: ThreadLocal::new(),
             }),
         }
     }
 
-    /// Sends `request` (its URI in origin form, `/path?query`) and waits for the response head.
+    /// Sends `request` (its URI in origin form, `/path?query`) and waits for the response
+    /// head, for `timeout` at most (connecting, and waiting for a connection, included).
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
+        timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
-        let checkout = match self.inner.take_idle() {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let checkout = match inner.take_idle() {
             Some(checkout) => checkout,
-            // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that
-            // every request's future would otherwise carry and move, reused connection or not.
-            None => Box::pin(self.inner.connect()).await?,
+            None => {
+                let mut queued = false;
+                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that
+                // every request's future would otherwise carry and move.
+                let opening = Box::pin(inner.checkout(&mut queued));
+                match tokio::time::timeout_at(deadline, opening).await {
+                    Ok(checkout) => checkout?,
+                    Err(_) if queued => return Err(SendError::Busy),
+                    Err(_) => return Err(SendError::Timeout),
+                }
+            }
         };
         let reused = checkout.reused;
-        let replay = reused
-            .filter(|idle| *idle >= REPLAY_AFTER)
-            .and_then(|_| replayable_head(&request));
-        match self.inner.send_on(checkout, request).await {
-            Ok(response) => Ok(response),
-            Err((error, unsent)) => {
-                // Only a reused connection gets a second chance: a fresh one that fails is
-                // the upstream's problem, and trying again would only double the wait.
-                let again = match (reused, unsent, replay) {
-                    (None, _, _) => None,
-                    (Some(_), Some(unsent), _) => Some(unsent),
-                    (Some(_), None, Some(head)) if closed_under_us(&error) => {
-                        Some(Request::from_parts(head, UpstreamBody::Empty))
+        // An HTTP/2 connection a request timed out on is suspect (an upstream gone silent):
+        // new requests open another.
+        let h2 = match checkout.sender {
+            Sender::H2(_) => checkout.busy.usage().cloned(),
+            Sender::H1(_) => None,
+        };
+        let failure =
+            match tokio::time::timeout_at(deadline, inner.send_on(checkout, request)).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    if let Some(usage) = h2 {
+                        usage.retired.store(true, Ordering::Relaxed);
                     }
-                    _ => None,
-                };
-                let Some(request) = again else {
-                    return Err(SendError::Request(error));
-                };
-                debug!(upstream = %self.inner.authority, error = %error, "reused connection closed; sending again on a new one");
-                Box::pin(async {
-                    let fresh = self.inner.connect().await?;
-                    self.inner
-                        .send_on(fresh, request)
-                        .await
-                        .map_err(|(error, _)| SendError::Request(error))
-                })
+                    return Err(SendError::Timeout);
+                }
+            };
+        let again = match failure {
+            // Only a reused connection gets a second chance: a fresh one that fails is the
+            // upstream's problem, and trying again would only double the wait.
+            Failure {
+                unsent: Some(request),
+                ..
+            } if reused => request,
+            Failure {
+                replay: Some(head),
+                error,
+                ..
+            } if unprocessed_h2(&error) => Request::from_parts(head, UpstreamBody::empty()),
+            Failure { error, .. } => return Err(SendError::Request(error)),
+        };
+        debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
+        inner.resent.fetch_add(1, Ordering::Relaxed);
+        let retry = Box::pin(async {
+            let mut queued = false;
+            let fresh = inner.open(&mut queued).await?.checkout();
+            inner
+                .send_on(fresh, again)
                 .await
-            }
+                .map_err(|failure| SendError::Request(failure.error))
+        });
+        match tokio::time::timeout_at(deadline, retry).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout),
         }
+    }
+
+    /// Requests sent a second time so far (tests).
+    pub fn resent(&self) -> usize {
+        self.inner.resent.load(Ordering::Relaxed)
     }
 
     /// Idle HTTP/1.1 connections this thread holds (tests).
@@ -241,35 +390,37 @@ impl Pool {
 }
 
 impl Inner {
+    fn local(&self) -> &RefCell<Idle> {
+        self.idle.get_or(|| RefCell::new(Idle::default()))
+    }
+
+    /// A usable connection this thread already has, if any.
     fn take_idle(&self) -> Option<Checkout> {
-        let local = self.idle.get_or(|| RefCell::new(Idle::default()));
-        let mut idle = local.borrow_mut();
-        if let Some((h2, usage)) = &idle.h2 {
-            if !h2.is_closed() {
-                let checkout = Checkout {
-                    sender: Sender::H2(h2.clone()),
-                    usage: usage.clone(),
-                    reused: Some(Duration::ZERO),
-                };
-                checkout.usage.begin();
-                return Some(checkout);
+        let mut idle = self.local().borrow_mut();
+        if !idle.h2.is_empty() {
+            idle.h2.retain(H2Conn::usable);
+            let free = idle.h2.iter().find(|conn| conn.usage.has_room());
+            if let Some(conn) = free {
+                return Some(Checkout {
+                    sender: Sender::H2(conn.sender.clone()),
+                    busy: Busy::new(conn.usage.clone()),
+                    reused: true,
+                });
             }
-            idle.h2 = None;
         }
         let now = Instant::now();
         while let Some(conn) = idle.h1.pop_back() {
             let idle_for = now.saturating_duration_since(conn.since);
-            if idle_for >= IDLE_TIMEOUT {
+            if idle_for >= self.settings.keepalive {
                 // Everything below it has been idle longer still.
                 idle.h1.clear();
                 break;
             }
             if conn.sender.is_ready() {
-                conn.usage.begin();
                 return Some(Checkout {
                     sender: Sender::H1(conn.sender),
-                    usage: conn.usage,
-                    reused: Some(idle_for),
+                    busy: Busy::new(conn.usage),
+                    reused: true,
                 });
             }
             // Closed by the upstream meanwhile: its task has ended; let it go.
@@ -277,20 +428,84 @@ impl Inner {
         None
     }
 
-    fn check_in(&self, sender: H1, usage: Arc<Usage>, now: Instant) {
-        let local = self.idle.get_or(|| RefCell::new(Idle::default()));
-        let mut idle = local.borrow_mut();
-        if idle.h1.len() >= MAX_IDLE {
-            idle.h1.pop_front();
+    /// A connection for a request that found none idle: the thread's HTTP/2 connection
+    /// being opened, or a new one.
+    async fn checkout(self: &Arc<Self>, queued: &mut bool) -> Result<Checkout, SendError> {
+        let expects_h2 = (!self.tls && self.settings.http2) || self.h2_seen.load(Ordering::Relaxed);
+        if expects_h2 {
+            return self.checkout_h2(queued).await;
         }
-        idle.h1.push_back(IdleConn {
-            sender,
-            usage,
-            since: now,
-        });
+        Ok(self.open(queued).await?.checkout())
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<Checkout, SendError> {
+    /// The thread's new HTTP/2 connection: opened by the first request that needs it, while
+    /// the others wait for it (one handshake, not one per waiting request).
+    async fn checkout_h2(self: &Arc<Self>, queued: &mut bool) -> Result<Checkout, SendError> {
+        let cell = {
+            let mut idle = self.local().borrow_mut();
+            let stale = idle
+                .h2_opening
+                .as_ref()
+                .and_then(|cell| cell.get())
+                .is_some_and(|conn| !conn.usable() || !conn.usage.has_room());
+            if stale {
+                idle.h2_opening = None;
+            }
+            idle.h2_opening.get_or_insert_with(Default::default).clone()
+        };
+        let mut other = None;
+        let mut failed = None;
+        let opened = cell
+            .get_or_try_init(|| async {
+                match self.open(queued).await {
+                    Ok(Opened::H2(conn)) => Ok(conn),
+                    Ok(h1) => {
+                        other = Some(h1);
+                        Err(())
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        Err(())
+                    }
+                }
+            })
+            .await;
+        if let Ok(conn) = opened {
+            let mut idle = self.local().borrow_mut();
+            if idle
+                .h2_opening
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                idle.h2_opening = None;
+            }
+            if !idle.h2.iter().any(|c| Arc::ptr_eq(&c.usage, &conn.usage)) {
+                idle.h2.push(conn.clone());
+            }
+            return Ok(Opened::H2(conn.clone()).checkout());
+        }
+        match (other, failed) {
+            // ALPN picked HTTP/1.1 after all: that connection is this request's alone.
+            (Some(opened), _) => Ok(opened.checkout()),
+            (_, Some(err)) => Err(err),
+            (None, None) => Err(SendError::Timeout),
+        }
+    }
+
+    /// A new connection (or one handed over while waiting under `max_connections`).
+    async fn open(self: &Arc<Self>, queued: &mut bool) -> Result<Opened, SendError> {
+        let permit = match self.limit.wait(queued).await {
+            Got::Permit(permit) => permit,
+            Got::Conn(conn) => return Ok(Opened::H1(conn.sender, conn.usage, true)),
+        };
+        let opened = self.connect(permit).await?;
+        if let Opened::H2(conn) = &opened {
+            self.local().borrow_mut().h2.push(conn.clone());
+        }
+        Ok(opened)
+    }
+
+    async fn connect(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Result<Opened, SendError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -300,83 +515,156 @@ impl Inner {
             .await
             .map_err(SendError::Connect)?;
         let usage = Arc::new(Usage::default());
-        usage.begin();
-        let sender = if self.http2 || io.connected().is_negotiated_h2() {
+        let keepalive = self.settings.keepalive;
+        // Over TLS, what ALPN picked; in plain text, what the configuration says.
+        let h2 = if self.tls {
+            io.connected().is_negotiated_h2()
+        } else {
+            self.settings.http2
+        };
+        if h2 {
+            if self.tls {
+                self.h2_seen.store(true, Ordering::Relaxed);
+            }
+            let io = TokioIo::new(Streams::new(TokioIo::new(io), usage.clone()));
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_STREAM_WINDOW * MAX_STREAMS)
+                .adaptive_window(false)
+                .keep_alive_interval(H2_PING_EVERY)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
                 .handshake(io)
                 .await
                 .map_err(|err| SendError::Connect(Box::new(err)))?;
-            tokio::spawn(drive(connection, usage.clone()));
-            let local = self.idle.get_or(|| RefCell::new(Idle::default()));
-            local.borrow_mut().h2 = Some((sender.clone(), usage.clone()));
-            Sender::H2(sender)
+            let task = tokio::spawn(drive(connection, usage.clone(), keepalive, permit));
+            let _ = usage.task.set(task.abort_handle());
+            Ok(Opened::H2(H2Conn { sender, usage }))
         } else {
+            let io = Wire::new(io, usage.clone());
             let (sender, connection) = http1::Builder::new()
-                .max_buf_size(self.max_buf_size)
+                .max_buf_size(self.settings.max_buf_size)
                 .handshake(io)
                 .await
                 .map_err(|err| SendError::Connect(Box::new(err)))?;
-            tokio::spawn(drive(connection.with_upgrades(), usage.clone()));
-            Sender::H1(sender)
-        };
-        Ok(Checkout {
-            sender,
-            usage,
-            reused: None,
-        })
+            let task = tokio::spawn(drive(
+                connection.with_upgrades(),
+                usage.clone(),
+                keepalive,
+                permit,
+            ));
+            let _ = usage.task.set(task.abort_handle());
+            Ok(Opened::H1(sender, usage, false))
+        }
     }
 
-    /// Sends on `checkout`; on failure, the error and the request if hyper never sent it.
+    fn check_in(&self, sender: H1, usage: Arc<Usage>, now: Instant) {
+        let conn = IdleConn {
+            sender,
+            usage,
+            since: now,
+        };
+        // A request waiting under `max_connections` takes it first, whatever its thread.
+        let Some(conn) = self.limit.offer(conn) else {
+            return;
+        };
+        let mut idle = self.local().borrow_mut();
+        if idle.h1.len() >= self.max_idle {
+            idle.h1.pop_front();
+        }
+        idle.h1.push_back(conn);
+    }
+
+    /// Sends on `checkout`; on failure, the error and what could be sent again.
     async fn send_on(
         self: &Arc<Self>,
         checkout: Checkout,
         mut request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, (hyper::Error, Option<Request<UpstreamBody>>)> {
-        let Checkout { sender, usage, .. } = checkout;
-        let lease = |h1: Option<H1>| Lease {
-            pool: self.clone(),
-            h1,
-            usage: usage.clone(),
-        };
+    ) -> Result<Response<PooledBody>, Failure> {
+        let Checkout { sender, busy, .. } = checkout;
         match sender {
             Sender::H1(mut sender) => {
+                // A request first meant for HTTP/2 carries its host in the target.
+                if let Some(authority) = request.uri().authority() {
+                    let host = HeaderValue::from_str(authority.as_str()).ok();
+                    let target = request.uri().path_and_query().cloned();
+                    if let (Some(host), Some(target)) = (host, target) {
+                        request.headers_mut().insert(header::HOST, host);
+                        *request.uri_mut() = Uri::from(target);
+                    }
+                }
                 if !request.headers().contains_key(header::HOST) {
                     if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
                         request.headers_mut().insert(header::HOST, host);
                     }
                 }
+                if let Some(usage) = busy.usage() {
+                    if request.body().is_end_stream() {
+                        usage.exchange.store(0, Ordering::Relaxed);
+                    } else {
+                        usage.exchange.store(OPEN, Ordering::Relaxed);
+                        request.body_mut().sent_on = Some(usage.clone());
+                    }
+                }
                 match sender.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(|body| PooledBody {
-                        inner: body,
-                        lease: Some(lease(Some(sender))),
-                    })),
+                    Ok(response) => {
+                        // A `101` hands the connection to a tunnel: never back to the pool.
+                        let h1 = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
+                            .then_some(sender);
+                        Ok(response.map(|body| PooledBody {
+                            inner: body,
+                            lease: Some(Lease {
+                                pool: self.clone(),
+                                h1,
+                                busy,
+                            }),
+                        }))
+                    }
                     Err(mut err) => {
-                        drop(lease(None));
+                        drop(busy);
                         let unsent = err.take_message();
-                        Err((err.into_error(), unsent))
+                        Err(Failure {
+                            error: err.into_error(),
+                            unsent,
+                            replay: None,
+                        })
                     }
                 }
             }
             Sender::H2(mut sender) => {
-                // HTTP/2 carries scheme and authority in the request itself.
-                let target = request.uri().path_and_query().cloned();
+                // HTTP/2 carries scheme and host in the request itself: `:authority` is the
+                // host the client asked for, as `Host` is on HTTP/1.1, and no `host` header
+                // goes beside it.
+                let authority = request
+                    .headers_mut()
+                    .remove(header::HOST)
+                    .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+                    .unwrap_or_else(|| self.authority.clone());
                 let mut parts = http::uri::Parts::default();
                 parts.scheme = Some(self.scheme.clone());
-                parts.authority = Some(self.authority.clone());
-                parts.path_and_query = target;
+                parts.authority = Some(authority);
+                parts.path_and_query = request.uri().path_and_query().cloned();
                 if let Ok(uri) = Uri::from_parts(parts) {
                     *request.uri_mut() = uri;
                 }
+                let replay = request.body().is_end_stream().then(|| head_of(&request));
                 match sender.try_send_request(request).await {
                     Ok(response) => Ok(response.map(|body| PooledBody {
                         inner: body,
-                        lease: Some(lease(None)),
+                        lease: Some(Lease {
+                            pool: self.clone(),
+                            h1: None,
+                            busy,
+                        }),
                     })),
                     Err(mut err) => {
-                        drop(lease(None));
+                        drop(busy);
                         let unsent = err.take_message();
-                        Err((err.into_error(), unsent))
+                        Err(Failure {
+                            error: err.into_error(),
+                            unsent,
+                            replay,
+                        })
                     }
                 }
             }
@@ -384,13 +672,47 @@ impl Inner {
     }
 }
 
-/// Runs a connection until it ends, or until it has been unused for `IDLE_TIMEOUT`.
-async fn drive<F>(connection: F, usage: Arc<Usage>)
-where
+/// A copy of a request's head, to send it again.
+fn head_of<B>(request: &Request<B>) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}
+
+/// Whether an HTTP/2 upstream said it did not process the stream (RFC 9113 §8.7): it
+/// refused it (`REFUSED_STREAM`), or a graceful `GOAWAY` named a lower last stream. (A
+/// `GOAWAY` with an error code may be reported to streams it had processed too.)
+fn unprocessed_h2(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && match h2.reason() {
+                    Some(h2::Reason::REFUSED_STREAM) => h2.is_reset(),
+                    Some(h2::Reason::NO_ERROR) => h2.is_go_away(),
+                    _ => false,
+                };
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Runs a connection until it ends, or until it has been unused for `keepalive`; holds its
+/// place under `max_connections` until then.
+async fn drive<F>(
+    connection: F,
+    usage: Arc<Usage>,
+    keepalive: Duration,
+    _permit: OwnedSemaphorePermit,
+) where
     F: std::future::Future<Output = hyper::Result<()>>,
 {
     let mut connection = std::pin::pin!(connection);
-    let sleep = tokio::time::sleep(IDLE_TIMEOUT);
+    let sleep = tokio::time::sleep(keepalive);
     let mut sleep = std::pin::pin!(sleep);
     loop {
         tokio::select! {
@@ -403,12 +725,12 @@ where
             () = &mut sleep => {
                 let now = Instant::now();
                 let last = clock::instant(usage.last_used.load(Ordering::Relaxed));
-                let idle_until = last + IDLE_TIMEOUT;
+                let idle_until = last + keepalive;
                 if usage.in_flight.load(Ordering::Relaxed) == 0 && idle_until <= now {
                     debug!("closing an idle upstream connection");
                     return;
                 }
-                let next = if idle_until > now { idle_until } else { now + IDLE_TIMEOUT };
+                let next = if idle_until > now { idle_until } else { now + keepalive };
                 sleep.as_mut().reset(next.into());
             }
         }
@@ -418,139 +740,46 @@ where
 /// The connection a response came on, given back when its body has been read.
 struct Lease {
     pool: Arc<Inner>,
+    /// The HTTP/1.1 connection, if it may carry another request once this one is done.
     h1: Option<H1>,
-    usage: Arc<Usage>,
+    busy: Busy,
 }
 
 impl Lease {
-    fn release(mut self, complete: bool) {
+    fn release(self, complete: bool) {
+        let Lease { pool, h1, busy } = self;
         let now = Instant::now();
-        self.usage.end(now);
-        if let Some(sender) = self.h1.take() {
-            // An HTTP/1.1 connection whose response was not read to the end carries the rest
-            // of it: it cannot serve another request, and hyper closes it once dropped.
-            if complete && sender.is_ready() {
-                self.pool.check_in(sender, self.usage.clone(), now);
-            } else if complete && !sender.is_closed() {
-                // The connection's task has not yet seen the end of the exchange (another
-                // thread may run it); return it once it has. (Outside a runtime, as when one
-                // shuts down, the connection is simply let go.)
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                let pool = self.pool.clone();
-                let usage = self.usage.clone();
-                let mut sender = sender;
-                runtime.spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        pool.check_in(sender, usage, Instant::now());
-                    }
-                });
-            }
+        let Some(usage) = busy.end(now) else { return };
+        let Some(sender) = h1 else { return };
+        if usage.exchange.load(Ordering::Acquire) != 0 {
+            // The upstream answered before it had the whole request (or the body never
+            // ended): whatever it makes of the rest, nothing else goes on this connection.
+            usage.close();
+            return;
+        }
+        // A response not read to the end leaves the rest of it on the connection: it cannot
+        // serve another request, and hyper closes it once dropped.
+        if !complete {
+            return;
+        }
+        if sender.is_ready() {
+            pool.check_in(sender, usage, now);
+        } else if !sender.is_closed() {
+            // Both sides are done, but the connection's task (maybe on another thread) has
+            // not yet seen the end of the exchange: return it once it has. (Outside a
+            // runtime, as when one shuts down, the connection is simply let go.)
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let mut sender = sender;
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.check_in(sender, usage, Instant::now());
+                }
+            });
         }
     }
-}
-
-pin_project_lite::pin_project! {
-    /// An upstream response body; its end returns the connection to the pool.
-    pub struct PooledBody {
-        #[pin]
-        inner: Incoming,
-        lease: Option<Lease>,
-    }
-
-    impl PinnedDrop for PooledBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(lease) = this.lease.take() {
-                let complete = this.inner.is_end_stream();
-                lease.release(complete);
-            }
-        }
-    }
-}
-
-impl HttpBody for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            if let Some(lease) = this.lease.take() {
-                lease.release(true);
-            }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A copy of the head of an idempotent request without a body, to send it again.
-fn replayable_head(request: &Request<UpstreamBody>) -> Option<http::request::Parts> {
-    let idempotent = matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !request.body().is_end_stream() {
-        return None;
-    }
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = request.method().clone();
-    parts.uri = request.uri().clone();
-    parts.version = request.version();
-    parts.headers = request.headers().clone();
-    Some(parts)
-}
-
-/// Whether `error` says the connection was closed before a response came (an upstream
-/// closing an idle keep-alive connection as the request went out), not a bad answer.
-fn closed_under_us(error: &hyper::Error) -> bool {
-    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionAborted
-            );
-        }
-        source = cause.source();
-    }
-    false
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_idempotent_bodiless_requests_are_replayable() {
-        let get = Request::get("/x")
-            .header("a", "b")
-            .body(UpstreamBody::Empty)
-            .expect("request");
-        let head = replayable_head(&get).expect("a GET without a body");
-        assert_eq!(head.headers["a"], "b");
-        assert_eq!(head.uri, "/x");
-        let post = Request::post("/x")
-            .body(UpstreamBody::Empty)
-            .expect("request");
-        assert!(replayable_head(&post).is_none());
-    }
-}
+mod tests;

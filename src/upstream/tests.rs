@@ -17,7 +17,7 @@ fn rewrite(lines: &[(&str, &str)], peer: &str, trusted: &[&str]) -> HeaderMap {
         );
     }
     let trusted: Vec<IpNet> = trusted.iter().map(|t| t.parse().expect("cidr")).collect();
-    let conn = conn(peer);
+    let conn = std::sync::Arc::new(conn(peer));
     let request_id = HeaderValue::from_static("req-1");
     let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {
@@ -147,7 +147,7 @@ fn upgrade_survives_the_rewrite() {
         header::SEC_WEBSOCKET_KEY,
         HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
     );
-    let conn = conn("127.0.0.1:1");
+    let conn = std::sync::Arc::new(conn("127.0.0.1:1"));
     let request_id = HeaderValue::from_static("req-1");
     let host = HeaderValue::from_static("site.example");
     let fwd = Forwarding {

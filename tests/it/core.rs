@@ -81,6 +81,10 @@ async fn every_security_path_is_guarded_or_refused() {
         "/public/.%2E/dashboard",
         "/DASHBOARD",
         "/Dashboard/x",
+        // RFC 3986 §5.2.4 (and WHATWG URL): `..` removes the empty segment, not `dashboard`.
+        "/dashboard//../x",
+        // A fragment is no part of the path: cut before normalizing, as the upstream would.
+        "/dashboard#/../../public",
     ];
     let refused = [
         "/public/..%2fdashboard",

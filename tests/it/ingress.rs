@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::support::backend::DEFAULT_USER as USER;
 use crate::support::ingress::recipe;
 use crate::support::proxy::{proxy_with_forward_auth, Doors, Proxy};
-use crate::support::{backend, upstream, Backend, Req, TestKey, Upstream};
+use crate::support::{backend, upstream, Backend, Req, TestKey, Upstream, UpstreamBuilder};
 
 /// A user whose tokens carry `role: admin`.
 const ADMIN: &str = "root@example.com";
@@ -32,13 +32,18 @@ struct Stack {
 /// `examples/forward-auth.toml` pointed at the test's backend and upstream, with the key's
 /// secret (the example takes it from the environment), then changed by `edit`.
 async fn stack(edit: impl FnOnce(String) -> String) -> Stack {
+    stack_with(upstream(), edit).await
+}
+
+/// [`stack`] with an upstream that answers as `site` says.
+async fn stack_with(site: UpstreamBuilder, edit: impl FnOnce(String) -> String) -> Stack {
     let key = TestKey::new("HS256");
     let backend = backend(&key)
         .user(USER, crate::support::backend::DEFAULT_PASSWORD)
         .user_with_claims(ADMIN, ADMIN_PASSWORD, json!({ "role": "admin" }))
         .run()
         .await;
-    let up = upstream().run().await;
+    let up = site.run().await;
     let secret = String::from_utf8(key.secret().expect("an HMAC key").to_vec()).expect("hex");
     let text = recipe("forward-auth.toml")
         .replace("http://127.0.0.1:3000", &up.url())
@@ -66,6 +71,16 @@ impl Stack {
     /// An access token for `login`, valid for 15 minutes.
     fn token(&self, login: &str) -> String {
         self.backend.mint_access(login, 900)
+    }
+
+    /// The `Cookie` text of a session whose access token expired ten minutes ago and whose
+    /// refresh token is good: a request with it is renewed on the way.
+    fn expired_session(&self) -> String {
+        format!(
+            "access_token={}; refresh_token={}",
+            self.backend.mint_access(USER, -600),
+            self.backend.mint_refresh(USER)
+        )
     }
 }
 

@@ -1,8 +1,9 @@
 //! How long downstream connections live, over real sockets: HTTP/1.1 keep-alive outlives the
 //! header timeout and ends at `server.keepalive_timeout`; an idle HTTP/2 connection that
 //! only answers PINGs ends at `server.idle_timeout`; a WebSocket tunnel keeps its
-//! connection's slot under `server.max_connections`. Upstream side: a pooled connection the
-//! upstream closed under a request is retried once, for idempotent requests only.
+//! connection's slot under `server.max_connections` (one cap for every listener) until it
+//! closes, idles or the server stops; responses and bodies that stop moving end their
+//! connection (`stalls`); a half-sent HTTP/2 preface costs nothing while it waits.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,9 @@ use crate::support::keys::TestKey;
 use crate::support::proxy::{self, proxy, Proxy};
 use crate::support::raw::{self, RawConn};
 use crate::support::{upstream, Upstream};
+
+mod stalls;
+mod stopping;
 
 const ROUTES: &str = "[[routes]]\npath = \"/:path*\"\nupstream = \"app\"\n";
 
@@ -73,12 +77,20 @@ async fn a_slow_head_after_an_idle_pause_still_gets_the_header_timeout() {
     let (_up, p) = setup("header_read_timeout = \"300ms\"\nkeepalive_timeout = \"30s\"").await;
     let mut conn = raw::connect(p.addr()).await;
     assert_eq!(get(&mut conn, "/one").await, 200);
+    // Idle for three header timeouts: the keep-alive timeout applies, not the header's.
+    tokio::time::sleep(Duration::from_millis(900)).await;
     conn.write(b"GET /two HTTP/1.1\r\nHost: a\r\nX-Slow: 1")
         .await
-        .expect("write");
+        .expect("the idle connection was closed before keepalive_timeout");
+    let started = Instant::now();
     assert!(
         conn.closed_within(Duration::from_secs(3)).await,
         "an unfinished head was allowed the keep-alive timeout"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the header timeout",
+        started.elapsed()
     );
 }
 
@@ -133,10 +145,12 @@ async fn a_websocket_tunnel_holds_its_connection_slot() {
     // The second slot: an ordinary keep-alive connection.
     let mut second = raw::connect(p.addr()).await;
     assert_eq!(get(&mut second, "/x").await, 200);
-    // No third: the tunnel still counts.
+    // No third: the tunnel still counts, and a connection past the cap is closed at once.
     let mut third = raw::connect(p.addr()).await;
-    let answer = third.read_until_close(Duration::from_secs(3)).await;
-    assert_eq!(answer, "", "a connection past max_connections was served");
+    assert!(
+        third.closed_within(Duration::from_secs(1)).await,
+        "a connection past max_connections was kept open"
+    );
 
     // Once the tunnel closes, its slot is free again.
     drop(tunnel);
@@ -159,88 +173,97 @@ async fn a_websocket_tunnel_holds_its_connection_slot() {
     }
 }
 
-/// An upstream that answers the first request on each connection and closes the connection
-/// when a second one arrives on it, unanswered: what an upstream closing an idle keep-alive
-/// connection looks like when the proxy's request crosses its close. Returns its address and
-/// the number of request heads it has read.
-async fn closing_upstream() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let heads = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                let mut answered = false;
-                while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-                        let body: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .map_or(0, |v| v.trim().parse().unwrap_or(0));
-                        if seen.len() < end + 4 + body {
-                            break;
-                        }
-                        seen.drain(..end + 4 + body);
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        if answered {
-                            return; // closes the connection, unanswered
-                        }
-                        answered = true;
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .await;
-                    }
-                }
-            });
-        }
-    });
-    (addr, heads)
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
+    let (_up, p) = setup("idle_timeout = \"1s\"").await;
+    let mut tunnel = open_tunnel(&p).await;
+    // Traffic keeps it: four pings half an idle timeout apart.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tunnel.write(b"ping").await.expect("write");
+        assert_eq!(tunnel.read_exact(4, Duration::from_secs(5)).await, b"ping");
+    }
+    let quiet = Instant::now();
+    assert!(
+        tunnel.closed_within(Duration::from_secs(4)).await,
+        "an idle tunnel stayed open"
+    );
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        quiet.elapsed()
+    );
 }
 
 #[tokio::test]
-async fn a_reused_upstream_connection_found_closed_is_retried_once_for_idempotent_requests() {
-    use std::sync::atomic::Ordering;
-    let (addr, heads) = closing_upstream().await;
+async fn max_connections_counts_every_listener() {
+    let up = upstream().run().await;
     let key = TestKey::new("HS256");
-    let p = proxy(&proxy::config(
-        &format!("http://{addr}"),
+    let text = proxy::config(
+        &up.url(),
         &key.jwt_toml(),
-        ROUTES,
-    ))
-    .await;
-    let mut conn = raw::connect(p.addr()).await;
-    assert_eq!(get(&mut conn, "/first").await, 200);
-    // Idle long enough for an upstream's keep-alive timeout to be a suspect.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(
-        get(&mut conn, "/again").await,
-        200,
-        "the GET was not sent again on a new connection"
+        &format!(
+            "[server]\nmax_connections = 1\n\n[forward_auth]\nlisten = \"127.0.0.1:1\"\n{ROUTES}"
+        ),
     );
-    assert_eq!(
-        heads.load(Ordering::SeqCst),
-        3,
-        "one request, then the lost one and its retry"
+    let (p, doors) = proxy::proxy_with_forward_auth(&text).await;
+    let mut first = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut first, "/x").await, 200);
+    let mut second = raw::connect(doors.forward_auth).await;
+    assert!(
+        second.closed_within(Duration::from_secs(1)).await,
+        "the forward-auth listener had a cap of its own"
     );
-    // A POST may have been acted on: it is never sent twice.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    conn.write(b"POST /post HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+}
+
+/// A WebSocket tunnel through the proxy to the upstream's echo, checked with one round trip.
+async fn open_tunnel(p: &Proxy) -> RawConn {
+    let mut tunnel = raw::connect(p.addr()).await;
+    tunnel
+        .write(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
         .await
-        .expect("write");
-    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
-    assert_eq!(raw::status_codes(&head), [502], "{head}");
-    assert_eq!(heads.load(Ordering::SeqCst), 4, "the POST was sent twice");
+        .expect("write upgrade");
+    let head = tunnel.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tunnel.write(b"ping").await.expect("write");
+    assert_eq!(tunnel.read_exact(4, Duration::from_secs(5)).await, b"ping");
+    tunnel
+}
+
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds). The proxy
+/// runs on the test's own runtime thread, so this is what it spends.
+fn thread_cpu() -> Duration {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").expect("schedstat");
+    let nanos = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("run time");
+    Duration::from_nanos(nanos)
+}
+
+#[tokio::test]
+async fn a_half_sent_http2_preface_costs_nothing_while_it_waits() {
+    let (_up, p) = setup("header_read_timeout = \"10s\"").await;
+    let mut conns = Vec::new();
+    // Prefixes of the preface: one decided at once (`PRI`), one that could still be `POST`.
+    for start in [&b"PRI * HTTP/2.0\r\n"[..], b"PR"] {
+        for _ in 0..200 {
+            let mut conn = raw::connect(p.addr()).await;
+            conn.write(start).await.expect("write");
+            conns.push(conn);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = thread_cpu() - before;
+    assert!(
+        spent < Duration::from_millis(150),
+        "400 waiting prefaces cost {spent:?} of CPU in a second"
+    );
+    drop(conns);
 }

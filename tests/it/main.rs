@@ -14,6 +14,7 @@ mod hardening;
 mod hosts;
 mod ingress;
 mod lifecycle;
+mod pool;
 mod session;
 mod storm;
 mod support;

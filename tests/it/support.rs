@@ -11,6 +11,10 @@
 //! - [`raw`]: byte-exact TCP for smuggling, malformed requests and slowloris; a hand-built
 //!   HTTP/2 client for pseudo-headers a well-behaved client never sends.
 //! - [`raw_upstream`]: an upstream that records the exact bytes of every request head.
+//! - [`scripted`]: an HTTP/1.1 upstream on raw sockets whose answers the test scripts (early,
+//!   closing, stalling), for the upstream connection pool.
+//! - [`raw_h2`]: an HTTP/2 upstream written frame by frame (refused streams, `GOAWAY`, a low
+//!   stream limit, silence).
 //! - [`ingress`]: real nginx and Caddy started with the documented forward-auth recipes.
 //! - [`proxy`]: [`proxy()`], Portcullis itself, started in-process on `127.0.0.1:0`.
 //! - [`cookies`]: [`CookieJar`], a browser's cookie store reduced to one host.
@@ -35,8 +39,10 @@ pub mod keys;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
+pub mod raw_h2;
 pub mod raw_upstream;
 pub mod redis;
+pub mod scripted;
 mod serve;
 pub mod upstream;
 

@@ -144,7 +144,7 @@ fn the_site_origin_comes_from_the_request_and_trusted_proxies_only() {
             Vec::new()
         };
         let mut path = None;
-        let (view, _) = RequestView::proxied(&parts, &conn, &proxies, &mut path).expect("view");
+        let view = RequestView::proxied(&parts, &conn, &proxies, &mut path).expect("view");
         Origin::of_view(&view).map(|o| o.to_string())
     };
     let direct = [

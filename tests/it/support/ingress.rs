@@ -3,9 +3,13 @@
 //! each on a free loopback port with its own config, pid, log, temp and data paths in a
 //! temporary directory. Never a system service; the process is killed when the handle drops.
 //!
+//! The recipes serve `app.example.com` (and refuse every other host): requests name it in
+//! `Host`, as a browser would. [`Ingress::nginx_sites`] and [`Ingress::caddy_sites`] serve
+//! more sites from copies of the recipe's site, to exercise host rules through the ingress.
+//!
 //! ```ignore
 //! let nginx = Ingress::nginx(&Addresses { main, forward_auth, site }).await;
-//! let resp = Req::get(&nginx.url("/dashboard")).send().await;
+//! let resp = nginx.get("/dashboard").send().await;
 //! ```
 
 use std::net::SocketAddr;
@@ -14,6 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::redis::free_port;
+use super::Req;
+
+/// The site every recipe serves.
+pub const SITE: &str = "app.example.com";
 
 /// Where the recipe's placeholders point: Portcullis's two listeners and the site.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +57,27 @@ fn wired(text: &str, to: &Addresses) -> String {
     replaced
 }
 
+/// `text` with the block that starts at `opening` (a line of its own) copied once for each of
+/// `hosts`, its `SITE` replaced by that host; the block ends with the first `}` line at the
+/// start of a line after it.
+fn with_copies(text: &str, opening: &str, hosts: &[&str]) -> String {
+    let start = text
+        .find(opening)
+        .unwrap_or_else(|| panic!("{opening:?} not in the recipe"));
+    let end = start
+        + text[start..]
+            .find("\n}\n")
+            .unwrap_or_else(|| panic!("no end to the block at {opening:?}"))
+        + 3;
+    let block = &text[start..end];
+    let mut out = text.to_owned();
+    for host in hosts {
+        out.push('\n');
+        out.push_str(&block.replace(SITE, host));
+    }
+    out
+}
+
 /// A running ingress. Dropping it kills the process.
 pub struct Ingress {
     name: &'static str,
@@ -59,11 +88,18 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// nginx with `examples/ingress/nginx.conf` as its one server block.
+    /// nginx with `examples/ingress/nginx.conf` as its configuration, as shipped.
     pub async fn nginx(to: &Addresses) -> Ingress {
-        let site = wired(&recipe("ingress/nginx.conf"), to);
+        Ingress::nginx_sites(to, &[]).await
+    }
+
+    /// nginx with `examples/ingress/nginx.conf`, and a copy of its site's server block for
+    /// each of `more` (another `server_name`).
+    pub async fn nginx_sites(to: &Addresses, more: &[&str]) -> Ingress {
+        let opening = format!("server {{\n    listen 80;\n    server_name {SITE};\n");
+        let site = with_copies(&wired(&recipe("ingress/nginx.conf"), to), &opening, more);
         Ingress::start("nginx", |dir, port| {
-            let site = site.replacen("listen 80;", &format!("listen 127.0.0.1:{port};"), 1);
+            let site = site.replace("listen 80", &format!("listen 127.0.0.1:{port}"));
             std::fs::write(dir.join("site.conf"), site).expect("write site.conf");
             for temp in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
                 std::fs::create_dir_all(dir.join(temp)).expect("temp dir");
@@ -95,14 +131,26 @@ impl Ingress {
 
     /// Caddy with `examples/ingress/Caddyfile`, its site served over plain HTTP on loopback.
     pub async fn caddy(to: &Addresses) -> Ingress {
-        let site = wired(&recipe("ingress/Caddyfile"), to);
+        Ingress::caddy_sites(to, &[]).await
+    }
+
+    /// Caddy with `examples/ingress/Caddyfile`, and a copy of its site for each of `more`.
+    pub async fn caddy_sites(to: &Addresses, more: &[&str]) -> Ingress {
+        let opening = format!("\n{SITE} {{\n");
+        let site = with_copies(&wired(&recipe("ingress/Caddyfile"), to), &opening, more);
         Ingress::start("caddy", |dir, port| {
-            let site = site.replacen(
-                "\napp.example.com {",
-                &format!("\nhttp://127.0.0.1:{port} {{"),
-                1,
+            // Each site over plain HTTP on the test's port: `http://host:port`.
+            let site = site.replace(
+                &format!("\n{SITE} {{"),
+                &format!("\nhttp://{SITE}:{port} {{"),
             );
-            assert!(site.contains(&format!("http://127.0.0.1:{port} {{")));
+            let site = more.iter().fold(site, |site, host| {
+                site.replace(
+                    &format!("\n{host} {{"),
+                    &format!("\nhttp://{host}:{port} {{"),
+                )
+            });
+            assert!(site.contains(&format!("http://{SITE}:{port} {{")));
             // No admin endpoint, no certificates, loopback only.
             let global = "{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n}\n";
             std::fs::write(dir.join("Caddyfile"), format!("{global}\n{site}")).expect("write");
@@ -176,6 +224,34 @@ impl Ingress {
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `host:PORT`, the `Host` a browser sends for `host` on this ingress.
+    pub fn host(&self, host: &str) -> String {
+        format!("{host}:{}", self.port)
+    }
+
+    /// The site's origin as a browser writes it: `http://app.example.com:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.host(SITE))
+    }
+
+    /// A request for `path` on the site (`Host: app.example.com:PORT`).
+    pub fn req(&self, method: &str, path: &str) -> Req {
+        self.req_for(SITE, method, path)
+    }
+
+    /// A request for `path` on the site `host` serves (`Host: host:PORT`).
+    pub fn req_for(&self, host: &str, method: &str, path: &str) -> Req {
+        Req::new(method, &self.url(path)).header("host", &self.host(host))
+    }
+
+    pub fn get(&self, path: &str) -> Req {
+        self.req("GET", path)
+    }
+
+    pub fn post(&self, path: &str) -> Req {
+        self.req("POST", path)
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -26,6 +26,30 @@ pub async fn send(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
     conn.read_until_close(timeout).await
 }
 
+/// [`send`] from the local address `from` (any of 127.0.0.0/8 on loopback): a client with an
+/// address of its own, as the proxy or an ingress in front of it sees it.
+pub async fn send_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .unwrap_or_else(|e| panic!("binding {from}: {e}"));
+    let stream = socket
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr} from {from}: {e}"));
+    let mut conn = RawConn {
+        stream,
+        pending: Vec::new(),
+    };
+    let _ = conn.write(bytes).await;
+    conn.read_until_close(timeout).await
+}
+
 /// The status code of every response in `text`, in order: two codes from one request
 /// means the server saw two requests. Responses are walked by their framing
 /// (`Content-Length`, chunked, none for 1xx/204/304), so a body that contains

@@ -108,7 +108,9 @@ where
                 let response = (*handler)(request, signal.clone());
                 async move { Ok::<_, Infallible>(response.await) }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Real sites take more headers than hyper's default 100 (nginx has no limit).
+            builder.http1().max_headers(1024);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
                 // Connection errors (client went away, malformed request) end the connection;

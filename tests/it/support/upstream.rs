@@ -203,6 +203,20 @@ impl Recorded {
         }
     }
 
+    /// The path as upstreams that route on their own reading of the raw request target see
+    /// it: the target as received, whose leading segments a router such as Express matches
+    /// (`/dashboard/../public` is under `/dashboard/`), and the path a WHATWG URL parser
+    /// makes of it (Node's `new URL`, Next.js: dot segments resolved, `%2e` too, empty
+    /// segments kept and counted, the fragment dropped). A forward-auth decision is sound only
+    /// if every reading is the path it decided on.
+    pub fn path_readings(&self) -> Vec<String> {
+        let raw = self.path_and_query();
+        let path = raw.split(['?', '#']).next().unwrap_or("/").to_owned();
+        let whatwg = url::Url::parse(&format!("http://upstream.test{path}"))
+            .map_or_else(|_| path.clone(), |url| url.path().to_owned());
+        vec![path, whatwg]
+    }
+
     /// The kept body bytes as text (lossy).
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()

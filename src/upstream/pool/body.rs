@@ -1,0 +1,140 @@
+//! The bodies that cross the pool: a request's going up ([`UpstreamBody`]) and a response's
+//! coming down ([`PooledBody`]).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use super::{Lease, Usage, OPEN};
+use crate::body::BoxError;
+use crate::ConnInfo;
+
+/// The body of a request going upstream: the client's, capped at `server.max_body`, or none
+/// (a request sent again).
+pub struct UpstreamBody {
+    inner: Option<Limited<Incoming>>,
+    /// The downstream connection, which counts every frame passed on as progress.
+    conn: Option<Arc<ConnInfo>>,
+    /// The HTTP/1.1 connection it goes out on, told once it has been handed over whole.
+    pub(super) sent_on: Option<Arc<Usage>>,
+}
+
+impl UpstreamBody {
+    /// `body`, coming from a request on `conn`.
+    pub fn new(body: Limited<Incoming>, conn: &Arc<ConnInfo>) -> UpstreamBody {
+        let conn = (!body.is_end_stream()).then(|| conn.clone());
+        UpstreamBody {
+            inner: Some(body),
+            conn,
+            sent_on: None,
+        }
+    }
+
+    pub(super) fn empty() -> UpstreamBody {
+        UpstreamBody {
+            inner: None,
+            conn: None,
+            sent_on: None,
+        }
+    }
+
+    /// The whole body has been handed to hyper.
+    fn finished(&mut self) {
+        if let Some(usage) = self.sent_on.take() {
+            usage.exchange.fetch_and(!OPEN, Ordering::Release);
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(body) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(conn) = &this.conn {
+                    conn.progress.note();
+                }
+                // hyper asks `is_end_stream` after each frame and stops at `true` without
+                // polling for the end: the last frame is the end.
+                if body.is_end_stream() {
+                    this.finished();
+                }
+            }
+            Poll::Ready(None) => this.finished(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|body| body.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |body| body.size_hint())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body; its end gives the connection back to the pool.
+    pub struct PooledBody {
+        #[pin]
+        pub(super) inner: Incoming,
+        pub(super) lease: Option<Lease>,
+    }
+
+    impl PinnedDrop for PooledBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(lease) = this.lease.take() {
+                let complete = this.inner.is_end_stream();
+                lease.release(complete);
+            }
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            if let Some(lease) = this.lease.take() {
+                lease.release(true);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,179 @@
+//! The pool against real sockets on loopback, where a test must control what the pool's own
+//! tasks get to see: a connection closed by the upstream before its task noticed, responses
+//! held unread on a shared HTTP/2 connection.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::*;
+
+/// A pool to `authority` (plain HTTP), HTTP/2 by prior knowledge if `http2`.
+fn pool(authority: &str, http2: bool) -> Pool {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Pool::new(
+        connector,
+        Scheme::HTTP,
+        authority.parse().expect("authority"),
+        Settings {
+            http2,
+            max_buf_size: 64 << 10,
+            keepalive: Duration::from_secs(30),
+            max_connections: 100,
+        },
+    )
+}
+
+fn get(path: &str) -> Request<UpstreamBody> {
+    Request::get(path)
+        .body(UpstreamBody::empty())
+        .expect("request")
+}
+
+/// Reads one request head off `stream` (the tests send no bodies).
+fn read_head(stream: &mut std::net::TcpStream) {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return;
+        }
+        seen.push(byte[0]);
+    }
+}
+
+/// The upstream closed an idle connection, and the request went to it before the
+/// connection's task saw the close: hyper hands the request back unsent, and the pool sends
+/// it on a new connection. The order is arranged: the test holds the runtime's only thread
+/// while the upstream writes a byte on a trigger socket and then closes the connection, so
+/// that the next look at the sockets wakes the test (trigger) before the connection's task
+/// (its close); the test then queues its request on a connection that looks ready, and the
+/// connection's task finds the close before the request.
+#[tokio::test]
+async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let triggers = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let trigger_addr = triggers.local_addr().expect("address");
+    let (close, closing) = std::sync::mpsc::channel::<()>();
+    let upstream = std::thread::spawn(move || {
+        let (mut trigger, _) = triggers.accept().expect("accept trigger");
+        let mut served = 0;
+        for (i, stream) in listener.incoming().take(2).enumerate() {
+            let mut stream = stream.expect("accept");
+            read_head(&mut stream);
+            served += 1;
+            let body = if i == 0 { "one" } else { "two" };
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{body}");
+            stream.write_all(answer.as_bytes()).expect("answer");
+            if i == 0 {
+                let _ = closing.recv();
+                trigger.write_all(b"!").expect("trigger");
+                drop(stream);
+            }
+        }
+        served
+    });
+    let mut trigger = tokio::net::TcpStream::connect(trigger_addr)
+        .await
+        .expect("connect trigger");
+    let pool = pool(&addr.to_string(), false);
+    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    let body = first
+        .expect("first")
+        .into_body()
+        .collect()
+        .await
+        .expect("body");
+    assert_eq!(body.to_bytes(), "one");
+    assert_eq!(
+        pool.idle_here(),
+        1,
+        "a clean exchange leaves its connection idle"
+    );
+
+    close.send(()).expect("upstream thread");
+    // Blocking on purpose: the trigger and the close land while no task of ours runs.
+    std::thread::sleep(Duration::from_millis(200));
+    tokio::io::AsyncReadExt::read_u8(&mut trigger)
+        .await
+        .expect("trigger");
+    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    let body = second
+        .expect("the request was not sent again")
+        .into_body()
+        .collect()
+        .await
+        .expect("body");
+    assert_eq!(body.to_bytes(), "two");
+    assert_eq!(
+        pool.resent(),
+        1,
+        "the request did not go through the unsent path"
+    );
+    assert_eq!(
+        upstream.join().expect("upstream"),
+        2,
+        "one request per connection"
+    );
+}
+
+/// Responses held unread on a shared HTTP/2 connection take at most their stream's window:
+/// the connection's window stays open for everyone else.
+#[tokio::test]
+async fn unread_http2_responses_do_not_starve_the_others() {
+    const BODY: usize = 4 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut connection = h2::server::handshake(stream).await.expect("h2 handshake");
+        while let Some(Ok((_, mut respond))) = connection.accept().await {
+            tokio::spawn(async move {
+                let response = http::Response::new(());
+                let mut send = respond.send_response(response, false).expect("head");
+                let mut left = BODY;
+                while left > 0 {
+                    send.reserve_capacity(left.min(64 << 10));
+                    let Some(Ok(room)) = poll_fn(|cx| send.poll_capacity(cx)).await else {
+                        return;
+                    };
+                    let room = room.min(left);
+                    left -= room;
+                    if send
+                        .send_data(Bytes::from(vec![0u8; room]), left == 0)
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let pool = pool(&addr.to_string(), true);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let response = pool.send(get("/held"), Duration::from_secs(5)).await;
+        held.push(response.expect("held response"));
+    }
+    // Let the held streams take whatever window they are given.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = pool.send(get("/read"), Duration::from_secs(5)).await;
+        let body = response.expect("response").into_body().collect().await;
+        body.expect("body").to_bytes().len()
+    })
+    .await;
+    assert_eq!(read, Ok(BODY), "a reader starved behind unread responses");
+    drop(held);
+}
