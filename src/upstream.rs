@@ -187,9 +187,10 @@ pub fn rewrite_request_headers(
     may_upgrade: bool,
 ) -> bool {
     let present = Present::scan(headers, Some(fwd.identity_headers));
-    let upgrade = (may_upgrade && present.has(&header::CONNECTION) && present.has(&header::UPGRADE))
-        .then(|| upgrade_protocol(headers))
-        .flatten();
+    let upgrade =
+        (may_upgrade && present.has(&header::CONNECTION) && present.has(&header::UPGRADE))
+            .then(|| upgrade_protocol(headers))
+            .flatten();
     strip_hop_by_hop(headers, &present);
     if upgrade.is_none() && present.websocket {
         for name in &WEBSOCKET_HANDSHAKE {

@@ -430,8 +430,8 @@ impl Verifier {
 
         let header = trace.step("header json", parse::header(parts.header()), |_| {
             // Only for `explain`: count the parameters and name the ignored ones.
-            let map = serde_json::from_slice::<Map<String, Value>>(parts.header())
-                .unwrap_or_default();
+            let map =
+                serde_json::from_slice::<Map<String, Value>>(parts.header()).unwrap_or_default();
             let ignored: Vec<&str> = ["jku", "x5u", "x5c", "jwk"]
                 .into_iter()
                 .filter(|p| map.contains_key(*p))
@@ -496,8 +496,7 @@ impl Verifier {
         });
 
         let signing_input = parts.signing_input.as_bytes();
-        let signed =
-            candidates().any(|entry| entry.check.verify(signing_input, parts.signature()));
+        let signed = candidates().any(|entry| entry.check.verify(signing_input, parts.signature()));
         if !signed {
             trace.record("signature", false, || {
                 format!("no match with {count} key(s)")
@@ -683,11 +682,8 @@ fn non_access_kind(
     if header_marks {
         return Some("header typ marks a refresh or ID token");
     }
-    let marks = |claim: Option<&Json<'_>>| {
-        claim
-            .and_then(Json::as_str)
-            .is_some_and(is_non_access_type)
-    };
+    let marks =
+        |claim: Option<&Json<'_>>| claim.and_then(Json::as_str).is_some_and(is_non_access_type);
     if marks(typ) {
         return Some("typ claim marks a refresh or ID token");
     }

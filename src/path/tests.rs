@@ -142,7 +142,10 @@ fn the_fast_check_only_passes_paths_normalizing_leaves_alone() {
         let text = std::str::from_utf8(&path).expect("ascii");
         let same = normalize(text).is_ok_and(|n| n == text);
         if is_normal_form(text) {
-            assert!(same, "{text:?} passed the fast check but normalizes differently");
+            assert!(
+                same,
+                "{text:?} passed the fast check but normalizes differently"
+            );
         } else {
             assert!(
                 !same || text.contains('%'),

@@ -200,7 +200,9 @@ fn host_rules_route_first_and_rules_without_host_take_any() {
 
 #[test]
 fn segments_are_what_split_skip_one_yields() {
-    for path in ["", "/", "//", "/a", "/a/", "/a//b", "a/b", "a", "/a/b/c", "///x/"] {
+    for path in [
+        "", "/", "//", "/a", "/a/", "/a//b", "a/b", "a", "/a/b/c", "///x/",
+    ] {
         let want: Vec<&str> = path.split('/').skip(1).collect();
         assert_eq!(segments(path).collect::<Vec<_>>(), want, "{path:?}");
     }

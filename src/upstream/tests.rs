@@ -274,7 +274,14 @@ fn the_name_matches_agree_with_the_lists() {
         assert!(is_websocket_handshake(name.as_str()));
         assert_eq!(hop_by_hop_index(name.as_str()), None);
     }
-    for other in ["host", "cookie", "connectio", "tee", "x-upgrade", "sec-websocket-accept"] {
+    for other in [
+        "host",
+        "cookie",
+        "connectio",
+        "tee",
+        "x-upgrade",
+        "sec-websocket-accept",
+    ] {
         assert_eq!(hop_by_hop_index(other), None, "{other}");
         assert!(!is_websocket_handshake(other), "{other}");
     }

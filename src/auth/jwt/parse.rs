@@ -58,8 +58,7 @@ pub(super) fn split_compact(token: &str) -> Result<Compact<'_>, Rejection> {
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(Rejection::Malformed("empty segment"));
     }
-    let mut header_and_signature =
-        Vec::with_capacity(decoded_len(header) + decoded_len(signature));
+    let mut header_and_signature = Vec::with_capacity(decoded_len(header) + decoded_len(signature));
     decode(header, &mut header_and_signature)?;
     let header_len = header_and_signature.len();
     let mut decoded_payload = Vec::with_capacity(decoded_len(payload));
