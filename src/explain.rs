@@ -14,11 +14,10 @@ use crate::cluster::{Revocations, TokenFacts};
 use crate::config::Config;
 use crate::error::Error;
 use crate::forward_auth::{self, Ingress};
-use crate::path;
 use crate::rules::Auth;
-use crate::upstream;
 use crate::view::RequestView;
 use crate::ConnInfo;
+use crate::{headers, path};
 
 /// One request to explain.
 pub struct Request<'a> {
@@ -521,11 +520,11 @@ fn stripped_headers(
     let mut stripped = Vec::new();
     for name in headers.keys() {
         let text = name.as_str();
-        let why = if upstream::HOP_BY_HOP.contains(name) {
+        let why = if headers::HOP_BY_HOP.contains(name) {
             Some("hop-by-hop")
         } else if named.iter().any(|n| n == text) {
             Some("named in Connection")
-        } else if upstream::is_identity_header(text, identity) {
+        } else if headers::is_identity_header(text, identity) {
             Some("client-supplied identity header")
         } else if *name == http::header::AUTHORIZATION {
             Some("replaced on required routes")

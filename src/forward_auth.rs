@@ -30,7 +30,7 @@ use crate::auth::{Admission, Permit};
 use crate::body::{self, Body};
 use crate::config::{Config, Session};
 use crate::error::Error;
-use crate::upstream;
+use crate::headers;
 use crate::view::{self, Host, PathForm, RequestView, Scheme};
 use crate::ConnInfo;
 
@@ -302,7 +302,7 @@ fn refuse_client_identity(headers: &HeaderMap, claim_headers: &[HeaderName]) -> 
     };
     let forged = headers.keys().any(|name| {
         let name = name.as_str();
-        upstream::is_identity_header(name, claim_headers) && !set_by_ingress(name)
+        headers::is_identity_header(name, claim_headers) && !set_by_ingress(name)
     });
     if forged {
         return Err(Error::BadRequest(

@@ -39,6 +39,7 @@ pub mod error;
 pub mod explain;
 pub mod forward_auth;
 pub mod handler;
+pub mod headers;
 pub mod lint;
 pub mod live;
 pub mod path;

@@ -24,6 +24,7 @@ use crate::auth::Permit;
 use crate::body::Body;
 use crate::config::{self, Config};
 use crate::error::Error;
+use crate::headers::{is_identity_header, HOP_BY_HOP, HOP_BY_HOP_COUNT};
 pub use crate::view::{client_ip, is_trusted};
 use crate::{telemetry, ConnInfo};
 
@@ -93,73 +94,6 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-const HOP_BY_HOP_COUNT: usize = 10;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones still seen in the wild).
-///
-/// A `static`, not a `const`: a `const` array of header names is built and dropped again at
-/// every use.
-pub static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    // Only meaningful with `Upgrade: h2c` (RFC 7540 §3.2.1), which is never forwarded.
-    HeaderName::from_static("http2-settings"),
-];
-
-/// Headers the proxy itself decides for the upstream; a route may not fill them from claims.
-pub fn is_reserved_header(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || *name == header::AUTHORIZATION
-        || *name == header::HOST
-        || *name == header::COOKIE
-        || *name == header::CONTENT_LENGTH
-        || name.as_str().starts_with("x-forwarded-")
-        || *name == header::FORWARDED
-}
-
-/// Whether a client-sent header claims an identity that only the proxy may assert. Matched on
-/// the lower-cased name with `_` and `-` read as the same character on both sides, since
-/// upstreams differ in which spelling they keep: CGI, WSGI and PHP fold both into one
-/// variable, while nginx and gunicorn drop `_` names, so a forged `-` spelling of a `_` name
-/// would be the only one the application sees.
-pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
-    // Header names arrive lower-cased; the comparison folds `_` into `-` without allocating
-    // (this runs for every header of every request).
-    let fold = |b: u8| if b == b'_' { b'-' } else { b };
-    let starts = |prefix: &str| {
-        name.len() >= prefix.len()
-            && name
-                .bytes()
-                .zip(prefix.bytes())
-                .all(|(a, b)| fold(a) == fold(b))
-    };
-    let equals = |other: &str| name.len() == other.len() && starts(other);
-    let configured = || configured.iter().any(|h| equals(h.as_str()));
-    // Every built-in name starts with `x`, `f` or `r`: most headers are cleared by one byte.
-    if !matches!(name.as_bytes().first(), Some(b'x' | b'f' | b'r')) {
-        return configured();
-    }
-    const PREFIXES: [&str; 4] = ["x-user-", "x-auth-", "x-forwarded-", "x-remote-"];
-    const NAMES: [&str; 8] = [
-        "x-user",
-        "forwarded",
-        "remote-user",
-        "x-original-url",
-        "x-rewrite-url",
-        "x-original-uri",
-        "x-real-ip",
-        "x-request-id",
-    ];
-    PREFIXES.iter().any(|p| starts(p)) || NAMES.iter().any(|n| equals(n)) || configured()
-}
 
 /// What the rewrite needs to know about the downstream request and its connection.
 pub struct Forwarding<'a> {

@@ -1041,7 +1041,7 @@ impl Validator<'_> {
                             name.replace('_', "-")
                         ),
                     ),
-                    Ok(header) if !crate::upstream::is_reserved_header(&header) => {
+                    Ok(header) if !crate::headers::is_reserved_header(&header) => {
                         headers.push((header, claim))
                     }
                     Ok(_) => self.problem(
