@@ -181,6 +181,13 @@ pub(super) enum KeyCheck {
     /// constant-time `verify` (josekit's HMAC verifier compares MACs with `!=`, which can
     /// reveal through timing how much of a forged MAC is right).
     Hmac(ring::hmac::Key),
+    /// ES256, ES384 and Ed25519: ring's verifiers, on the raw public key (an uncompressed EC
+    /// point, or the 32 bytes of an Ed25519 key) taken from a key josekit has already accepted
+    /// for the algorithm. They take JWS signatures as they are (`r || s`, RFC 7518 §3.4),
+    /// where josekit converts each to DER for OpenSSL first, and they cost a fifth (P-256) to
+    /// over half (Ed25519) less per token.
+    Ring(ring::signature::UnparsedPublicKey<Box<[u8]>>),
+    /// Every other public-key algorithm (RSA, RSA-PSS, P-521, Ed448): josekit over OpenSSL.
     Public(Box<dyn JwsVerifier>),
 }
 
@@ -188,8 +195,76 @@ impl KeyCheck {
     pub(super) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {
             KeyCheck::Hmac(key) => ring::hmac::verify(key, message, signature).is_ok(),
+            KeyCheck::Ring(key) => key.verify(message, signature).is_ok(),
             KeyCheck::Public(verifier) => verifier.verify(message, signature).is_ok(),
         }
+    }
+
+    /// The check of a public key josekit accepted for `alg` (`verifier`): ring's when it has
+    /// one for `alg` and `raw` (the raw public key, if it could be read) is the length its
+    /// curve takes, else josekit's.
+    fn public(alg: Alg, raw: Option<Vec<u8>>, verifier: Box<dyn JwsVerifier>) -> KeyCheck {
+        use ring::signature;
+        let (algorithm, len): (&'static dyn signature::VerificationAlgorithm, usize) = match alg {
+            Alg::ES256 => (&signature::ECDSA_P256_SHA256_FIXED, 65),
+            Alg::ES384 => (&signature::ECDSA_P384_SHA384_FIXED, 97),
+            Alg::EdDSA => (&signature::ED25519, 32),
+            _ => return KeyCheck::Public(verifier),
+        };
+        match raw {
+            // An EC point must be uncompressed (0x04, x, y); Ed448's 57 bytes never match.
+            Some(raw) if raw.len() == len && (len == 32 || raw[0] == 0x04) => KeyCheck::Ring(
+                signature::UnparsedPublicKey::new(algorithm, raw.into_boxed_slice()),
+            ),
+            _ => KeyCheck::Public(verifier),
+        }
+    }
+}
+
+/// The raw public key of an EC or Ed25519 key: the uncompressed point, or the key's 32 bytes.
+fn raw_public_key(key: &PKey<Public>) -> Option<Vec<u8>> {
+    if key.id() == Id::ED25519 {
+        return key.raw_public_key().ok();
+    }
+    let ec = key.ec_key().ok()?;
+    let mut context = openssl::bn::BigNumContext::new().ok()?;
+    ec.public_key()
+        .to_bytes(
+            ec.group(),
+            openssl::ec::PointConversionForm::UNCOMPRESSED,
+            &mut context,
+        )
+        .ok()
+}
+
+/// The raw public key of an EC (`x`, `y`: the uncompressed point) or OKP Ed25519 (`x`) JWK,
+/// each coordinate at its full length as RFC 7518 §6.2.1.2 asks.
+fn jwk_raw_public_key(jwk: &Jwk) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let coordinate = |name: &str| match jwk.parameter(name) {
+        Some(Value::String(text)) => URL_SAFE_NO_PAD.decode(text).ok(),
+        _ => None,
+    };
+    match (jwk.key_type(), jwk.curve()) {
+        ("EC", Some(curve)) => {
+            let size = match curve {
+                "P-256" => 32,
+                "P-384" => 48,
+                _ => return None,
+            };
+            let (x, y) = (coordinate("x")?, coordinate("y")?);
+            if x.len() != size || y.len() != size {
+                return None;
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Some(point)
+        }
+        ("OKP", Some("Ed25519")) => coordinate("x").filter(|x| x.len() == 32),
+        _ => None,
     }
 }
 
@@ -406,7 +481,7 @@ fn pem_entries(algs: &[Alg], pem: &[u8]) -> Result<Vec<KeyEntry>, KeyError> {
                 kid: None,
                 any_kid: false,
                 alg,
-                check: KeyCheck::Public(verifier),
+                check: KeyCheck::public(alg, raw_public_key(&key), verifier),
             })
         })
         .collect()
@@ -515,7 +590,7 @@ fn jwk_entries(algs: &[Alg], map: Map<String, Value>) -> Result<Vec<KeyEntry>, S
                 kid: kid.clone(),
                 any_kid: false,
                 alg,
-                check: KeyCheck::Public(verifier),
+                check: KeyCheck::public(alg, jwk_raw_public_key(&jwk), verifier),
             })
         })
         .collect()

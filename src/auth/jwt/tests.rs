@@ -1962,3 +1962,101 @@ fn a_static_key_with_jwt_kid_selects_exactly() {
         );
     }
 }
+
+/// ES256, ES384 and Ed25519 keys are checked by ring, from a PEM and from a JWK alike; the
+/// others stay with josekit. Either way a genuine signature verifies and a flipped bit, a
+/// signature of the other curve's length or one cut short does not.
+#[test]
+fn ring_checks_p256_p384_and_ed25519_whichever_way_the_key_comes() {
+    type Signer = Box<dyn Fn(&[u8]) -> Box<dyn JwsSigner>>;
+    let rows: Vec<(Alg, Box<dyn KeyPair>, Signer, bool)> = vec![
+        (
+            Alg::ES256,
+            Box::new(josekit::jws::ES256.generate_key_pair().expect("key")),
+            Box::new(|der| Box::new(josekit::jws::ES256.signer_from_der(der).expect("signer"))),
+            true,
+        ),
+        (
+            Alg::ES384,
+            Box::new(josekit::jws::ES384.generate_key_pair().expect("key")),
+            Box::new(|der| Box::new(josekit::jws::ES384.signer_from_der(der).expect("signer"))),
+            true,
+        ),
+        (
+            Alg::ES512,
+            Box::new(josekit::jws::ES512.generate_key_pair().expect("key")),
+            Box::new(|der| Box::new(josekit::jws::ES512.signer_from_der(der).expect("signer"))),
+            false,
+        ),
+        (
+            Alg::EdDSA,
+            Box::new(
+                josekit::jws::EdDSA
+                    .generate_key_pair(EdCurve::Ed25519)
+                    .expect("key"),
+            ),
+            Box::new(|der| Box::new(josekit::jws::EdDSA.signer_from_der(der).expect("signer"))),
+            true,
+        ),
+        (
+            Alg::EdDSA,
+            Box::new(
+                josekit::jws::EdDSA
+                    .generate_key_pair(EdCurve::Ed448)
+                    .expect("key"),
+            ),
+            Box::new(|der| Box::new(josekit::jws::EdDSA.signer_from_der(der).expect("signer"))),
+            false,
+        ),
+        (
+            Alg::RS256,
+            Box::new(josekit::jws::RS256.generate_key_pair(2048).expect("key")),
+            Box::new(|der| Box::new(josekit::jws::RS256.signer_from_der(der).expect("signer"))),
+            false,
+        ),
+    ];
+    let policy = |alg| Policy {
+        algorithms: vec![alg],
+        leeway_secs: LEEWAY,
+        ..Policy::default()
+    };
+    for (alg, pair, signer, by_ring) in rows {
+        let signer = signer(&pair.to_der_private_key());
+        let pem = KeyMaterial {
+            public_key_pem: Some(pair.to_pem_public_key()),
+            ..KeyMaterial::default()
+        };
+        let jwks = KeyMaterial {
+            jwks_json: Some(
+                jwks_doc(&[(Some("k1"), pair.to_jwk_public_key(), Some("sig"), None)]).into_bytes(),
+            ),
+            ..KeyMaterial::default()
+        };
+        let header = json!({"alg": alg.name(), "kid": "k1"}).to_string();
+        let token = sign_raw(signer.as_ref(), &header, &valid_claims().to_string());
+        let (input, signature) = token.rsplit_once('.').expect("three segments");
+        let signature = URL_SAFE_NO_PAD.decode(signature).expect("signature");
+        let mut flipped = signature.clone();
+        flipped[7] ^= 1;
+        let forged = [
+            flipped,
+            signature[..signature.len() - 1].to_vec(),
+            [signature.as_slice(), &[0]].concat(),
+        ];
+        for (how, material) in [("PEM", &pem), ("JWK", &jwks)] {
+            let keys = KeySet::build(&[alg], material).expect("keys");
+            let check = &keys.entries[0].check;
+            assert_eq!(
+                matches!(check, KeyCheck::Ring(_)),
+                by_ring,
+                "{alg} from a {how}: checked by ring"
+            );
+            let verifier = Verifier::new(keys, policy(alg));
+            assert!(verifier.verify(&token, NOW).is_ok(), "{alg} from a {how}");
+            for signature in &forged {
+                let token = format!("{input}.{}", b64(signature));
+                assert!(verifier.verify(&token, NOW).is_err(), "{alg} from a {how}");
+            }
+        }
+    }
+}
