@@ -1,11 +1,13 @@
 //! Path normalization + rule matching. Oracles: no panic; normalization is idempotent; the
 //! normalized path holds no dot, empty or ambiguous segment; a path that normalizes into the
 //! protected prefix is never matched by a public rule; what is forwarded is what was matched;
-//! a path taken as sent (forward auth) is one whose normal form is itself, segment for segment.
+//! a path taken as sent (forward auth) is one whose normal form is itself, segment for segment;
+//! a path the fast check calls normal (`is_normal_form`, which skips normalizing) is its own
+//! normal form either way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::path::{normal, normalize};
+use portcullis::path::{is_normal_form, normal, normalize};
 use portcullis::rules::{route, Auth, OnUnauthenticated, Pattern, Rule};
 
 fn rule(index: usize, pattern: &str, auth: Auth) -> Rule {
@@ -27,8 +29,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(normalized) = normalize(raw) else {
         assert!(normal(raw).is_err(), "normal but not normalizable: {raw:?}");
+        assert!(!is_normal_form(raw), "passed the fast check but refused: {raw:?}");
         return;
     };
+    if is_normal_form(raw) {
+        assert_eq!(normalized, raw, "passed the fast check but normalizes: {raw:?}");
+        assert_eq!(normal(raw).as_deref(), Ok(raw), "passed the fast check: {raw:?}");
+    }
     if let Ok(as_sent) = normal(raw) {
         assert_eq!(as_sent, normalized, "taken as sent as another path: {raw:?}");
         // Only the spelling may differ: as many segments, none a dot or empty one.
