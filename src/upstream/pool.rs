@@ -166,6 +166,14 @@ struct Usage {
     task: OnceLock<AbortHandle>,
 }
 
+impl Usage {
+    /// One request on the connection ended at `now`.
+    fn done(&self, now: Instant) {
+        self.last_used.store(clock::millis(now), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Default for Usage {
     fn default() -> Usage {
         Usage {
@@ -209,8 +217,7 @@ impl Busy {
     /// The exchange ended at `now`.
     fn end(mut self, now: Instant) -> Option<Arc<Usage>> {
         let usage = self.0.take()?;
-        usage.last_used.store(clock::millis(now), Ordering::Relaxed);
-        usage.in_flight.fetch_sub(1, Ordering::Relaxed);
+        usage.done(now);
         Some(usage)
     }
 }
@@ -218,10 +225,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         if let Some(usage) = self.0.take() {
-            usage
-                .last_used
-                .store(clock::millis(Instant::now()), Ordering::Relaxed);
-            usage.in_flight.fetch_sub(1, Ordering::Relaxed);
+            usage.done(Instant::now());
         }
     }
 }
@@ -606,30 +610,12 @@ impl Inner {
                         request.body_mut().sent_on = Some(usage.clone());
                     }
                 }
-                match sender.try_send_request(request).await {
-                    Ok(response) => {
-                        // A `101` hands the connection to a tunnel: never back to the pool.
-                        let h1 = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
-                            .then_some(sender);
-                        Ok(response.map(|body| PooledBody {
-                            inner: body,
-                            lease: Some(Lease {
-                                pool: self.clone(),
-                                h1,
-                                busy,
-                            }),
-                        }))
-                    }
-                    Err(mut err) => {
-                        drop(busy);
-                        let unsent = err.take_message();
-                        Err(Failure {
-                            error: err.into_error(),
-                            unsent,
-                            replay: None,
-                        })
-                    }
-                }
+                let sent = sender.try_send_request(request).await;
+                // A `101` hands the connection to a tunnel: never back to the pool.
+                let reusable = sent
+                    .as_ref()
+                    .is_ok_and(|response| response.status() != StatusCode::SWITCHING_PROTOCOLS);
+                self.answered(sent, reusable.then_some(sender), busy, None)
             }
             Sender::H2(mut sender) => {
                 // HTTP/2 carries scheme and host in the request itself: `:authority` is the
@@ -648,25 +634,44 @@ impl Inner {
                     *request.uri_mut() = uri;
                 }
                 let replay = request.body().is_end_stream().then(|| head_of(&request));
-                match sender.try_send_request(request).await {
-                    Ok(response) => Ok(response.map(|body| PooledBody {
-                        inner: body,
-                        lease: Some(Lease {
-                            pool: self.clone(),
-                            h1: None,
-                            busy,
-                        }),
-                    })),
-                    Err(mut err) => {
-                        drop(busy);
-                        let unsent = err.take_message();
-                        Err(Failure {
-                            error: err.into_error(),
-                            unsent,
-                            replay,
-                        })
-                    }
-                }
+                let sent = sender.try_send_request(request).await;
+                self.answered(sent, None, busy, replay)
+            }
+        }
+    }
+
+    /// What one attempt on a connection came to: the response, holding the connection's
+    /// lease (`h1`: the HTTP/1.1 connection, if it may carry another request), or the failure
+    /// with the request when hyper handed it back unsent (which makes the error large; it
+    /// is returned on failures only, as `send_on`'s is).
+    #[allow(clippy::result_large_err)]
+    fn answered(
+        self: &Arc<Self>,
+        sent: Result<
+            Response<hyper::body::Incoming>,
+            hyper::client::conn::TrySendError<Request<UpstreamBody>>,
+        >,
+        h1: Option<H1>,
+        busy: Busy,
+        replay: Option<http::request::Parts>,
+    ) -> Result<Response<PooledBody>, Failure> {
+        match sent {
+            Ok(response) => Ok(response.map(|body| PooledBody {
+                inner: body,
+                lease: Some(Lease {
+                    pool: self.clone(),
+                    h1,
+                    busy,
+                }),
+            })),
+            Err(mut err) => {
+                drop(busy);
+                let unsent = err.take_message();
+                Err(Failure {
+                    error: err.into_error(),
+                    unsent,
+                    replay,
+                })
             }
         }
     }
