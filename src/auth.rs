@@ -185,10 +185,10 @@ pub fn csrf_verdict(
     (verdict, site)
 }
 
-/// A verified session: the access token and its claims, plus cookies to set if it was renewed.
+/// A verified session: the access token's claims (which hold the token, [`Claims::token`]),
+/// plus cookies to set if it was renewed.
 #[derive(Debug)]
 pub struct Verified {
-    pub token: String,
     pub claims: Arc<Claims>,
     pub set_cookies: Vec<HeaderValue>,
 }
@@ -466,7 +466,6 @@ impl Authenticator {
                     self.check_revoked(token, &claims, now())?;
                     self.confirm_session(token, &claims, None, client).await?;
                     Ok(Verified {
-                        token: token.to_owned(),
                         claims,
                         set_cookies: Vec::new(),
                     })
@@ -517,7 +516,6 @@ impl Authenticator {
                 self.confirm_session(token, &claims, refresh, client)
                     .await?;
                 Ok(Verified {
-                    token: token.to_owned(),
                     claims,
                     set_cookies: Vec::new(),
                 })
@@ -564,7 +562,6 @@ impl Authenticator {
             .session_cookies_for_refresh(&tokens)
             .map_err(Failure::BackendDown)?;
         Ok(Verified {
-            token: tokens.access.clone(),
             claims,
             set_cookies,
         })
@@ -642,7 +639,7 @@ impl Authenticator {
                 .and_then(|b| b.config.profile.as_ref()),
         ) {
             (Some(backend), Some(uri)) => {
-                let answer = backend.get(uri, Some(&verified.token)).await?;
+                let answer = backend.get(uri, Some(verified.claims.token())).await?;
                 if !answer.status.is_success() {
                     return Err(Error::BackendUnavailable(format!(
                         "profile answered {}",

@@ -156,6 +156,12 @@ impl Claims {
         &self.bearer
     }
 
+    /// The token these are the claims of.
+    pub fn token(&self) -> &str {
+        // `Bearer ` and a token that decoded as base64url: visible ASCII, never refused.
+        std::str::from_utf8(&self.bearer.as_bytes()["Bearer ".len()..]).unwrap_or_default()
+    }
+
     /// Every claim, parsed on first use.
     pub fn as_json(&self) -> &Map<String, Value> {
         // Cannot fail: verifying parsed the same text with the same parser (every member
