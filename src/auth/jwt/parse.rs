@@ -306,14 +306,6 @@ impl<'de> Deserialize<'de> for Json<'de> {
                 Ok(u64::try_from(number).map_or(Json::Other, Json::Int))
             }
 
-            fn visit_u128<E>(self, number: u128) -> Result<Json<'de>, E> {
-                Ok(u64::try_from(number).map_or(Json::Other, Json::Int))
-            }
-
-            fn visit_i128<E>(self, number: i128) -> Result<Json<'de>, E> {
-                Ok(u64::try_from(number).map_or(Json::Other, Json::Int))
-            }
-
             fn visit_f64<E>(self, _: f64) -> Result<Json<'de>, E> {
                 Ok(Json::Other)
             }
@@ -363,14 +355,6 @@ impl<'de> Deserialize<'de> for Audience<'de> {
             }
 
             fn visit_i64<E>(self, _: i64) -> Result<Audience<'de>, E> {
-                Ok(Audience::Invalid)
-            }
-
-            fn visit_u128<E>(self, _: u128) -> Result<Audience<'de>, E> {
-                Ok(Audience::Invalid)
-            }
-
-            fn visit_i128<E>(self, _: i128) -> Result<Audience<'de>, E> {
                 Ok(Audience::Invalid)
             }
 
@@ -444,14 +428,6 @@ impl<'de> Deserialize<'de> for Skip {
             }
 
             fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-
-            fn visit_u128<E>(self, _: u128) -> Result<Skip, E> {
-                Ok(Skip)
-            }
-
-            fn visit_i128<E>(self, _: i128) -> Result<Skip, E> {
                 Ok(Skip)
             }
 
