@@ -321,7 +321,9 @@ async def hold(port, conns, token, measure, concurrency=16):
     try:
         await asyncio.gather(*(one() for _ in range(conns)))
         log(f"{len(writers)} connections open and idle after {time.time() - started:.1f}s")
-        await asyncio.sleep(1)
+        # IDLE_WAIT: how long they sit idle before the RSS is read (1 s; longer shows whether
+        # memory freed by idle connections goes back to the system).
+        await asyncio.sleep(float(os.environ.get("IDLE_WAIT", "1")))
         return measure()
     finally:
         for writer in writers:

@@ -135,22 +135,44 @@ struct Trace<'a> {
 }
 
 /// Runs `pipeline`, answering `500` if it panics: a bug in one request's handling costs that
-/// request, never the connection's other requests or the process.
-pub async fn guarded<F>(pipeline: F) -> Response<Body>
+/// request, never the connection's other requests or the process. The pipeline is boxed here,
+/// where it is made, so that its several-KiB future is copied once; the answer is `Unpin`.
+pub fn guarded<F>(pipeline: F) -> Guarded<F>
 where
     F: std::future::Future<Output = Response<Body>>,
 {
-    use futures_util::FutureExt as _;
-    match std::panic::AssertUnwindSafe(pipeline).catch_unwind().await {
-        Ok(response) => response,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            error!(panic = %what, "request handling panicked");
-            Error::Internal("panic".to_owned()).into_response()
+    Guarded {
+        pipeline: Box::pin(pipeline),
+    }
+}
+
+/// A request's pipeline that answers `500` if it panics ([`guarded`]).
+pub struct Guarded<F> {
+    pipeline: std::pin::Pin<Box<F>>,
+}
+
+impl<F> std::future::Future for Guarded<F>
+where
+    F: std::future::Future<Output = Response<Body>>,
+{
+    type Output = Response<Body>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response<Body>> {
+        let pipeline = self.pipeline.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.poll(cx))) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                error!(panic = %what, "request handling panicked");
+                std::task::Poll::Ready(Error::Internal("panic".to_owned()).into_response())
+            }
         }
     }
 }

@@ -82,7 +82,27 @@ pub struct ConnInfo {
     /// The server's shutdown signal, which also ends a WebSocket tunnel spliced onto the
     /// connection (none outside a server, as in `explain`).
     pub shutdown: Option<server::Shutdown>,
+    /// Where the server hands the connection over once a `101` has been sent on it.
+    upgrade: UpgradeSlot,
 }
+
+#[derive(Default)]
+struct UpgradeSlot(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Upgraded>>>);
+
+impl std::fmt::Debug for UpgradeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpgradeSlot")
+    }
+}
+
+/// A downstream HTTP/1.1 connection after `101 Switching Protocols`: the socket, with any
+/// bytes the client sent after its request head first.
+pub type Upgraded = Box<dyn UpgradedIo>;
+
+/// What a WebSocket tunnel needs of the downstream connection it takes over.
+pub trait UpgradedIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> UpgradedIo for T {}
 
 /// How much a connection's requests have moved: every body frame passed on, either way, counts
 /// one. The server closes a connection whose responses have moved nothing for
@@ -120,7 +140,22 @@ impl ConnInfo {
             _slot: None,
             progress: Progress::default(),
             shutdown: None,
+            upgrade: UpgradeSlot::default(),
         }
+    }
+
+    /// The connection as it will be once the `101` the caller is about to answer with has
+    /// been sent (the server serves HTTP/1.1 without hyper's upgrade support, so that it can
+    /// take idle connections back from hyper; it hands upgraded ones over here).
+    pub fn on_upgrade(&self) -> tokio::sync::oneshot::Receiver<Upgraded> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.upgrade.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// The waiting end of [`ConnInfo::on_upgrade`], for the server to hand the connection to.
+    pub fn take_upgrade(&self) -> Option<tokio::sync::oneshot::Sender<Upgraded>> {
+        self.upgrade.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The same connection as a server serves it: holding `slot` for as long as anything uses

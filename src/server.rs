@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
@@ -24,7 +24,7 @@ use crate::{telemetry, ConnInfo};
 
 mod activity;
 
-use activity::{Activity, Expired, Limits, Supervised, Tracked, Watched};
+use activity::{Activity, Ended, Expired, Limits, Supervised, Tracked, Watched};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone, Debug)]
@@ -186,49 +186,47 @@ async fn serve_connection<S>(
     http2: bool,
     activity: Arc<Activity>,
     limits: Limits,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
     door: Door,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let requests = activity.clone();
+    let answers = conn.clone();
     let service = service_fn(move |request| {
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
-        let conn = conn.clone();
         let in_flight = requests.begin();
-        // Boxed where it is made, so that the several-KiB future is copied once, and so that
-        // hyper's per-connection slot for the service's future stays small.
-        let handling = handler::guarded(Box::pin(handler::handle(app, conn, request, door)));
-        async move {
-            let response = handling.await;
-            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+        // Boxed where it is made (`guarded`), so that the several-KiB future is copied once,
+        // and so that hyper's per-connection slot for the service's future stays small.
+        let handling = handler::guarded(handler::handle(app, answers.clone(), request, door));
+        Answer {
+            handling,
+            in_flight: Some(in_flight),
         }
     });
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+    let io = Watched::new(stream, activity.clone());
     let ended = if http2 {
         activity.set_http2();
-        let connection = builders.http2.serve_connection(io, service);
-        let graceful =
-            |connection: Pin<&mut http2::Connection<_, _, _>>| connection.graceful_shutdown();
         // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
         // would otherwise make room for it.
-        Box::pin(supervise(
-            Supervised::new(connection, graceful, activity, limits),
-            shutdown,
-        ))
-        .await
-    } else {
-        let connection = builders.http1.serve_connection(io, service).with_upgrades();
-        let graceful = |connection: Pin<&mut http1::UpgradeableConnection<_, _>>| {
-            connection.graceful_shutdown()
-        };
+        let mut connection = Box::pin(
+            builders
+                .http2
+                .serve_connection(TokioIo::new(io), service),
+        );
         supervise(
-            Supervised::new(connection, graceful, activity, limits),
-            shutdown,
+            Supervised::new(&mut connection, activity, limits, false),
+            &mut shutdown,
         )
         .await
+        .map(|ended| match ended {
+            Ended::Expired(why) => Some(why),
+            Ended::Done | Ended::Parked => None,
+        })
+    } else {
+        serve_http1(&conn, &builders.http1, io, service, activity, limits, shutdown).await
     };
     match ended {
         Ok(None) => {}
@@ -237,15 +235,184 @@ async fn serve_connection<S>(
     }
 }
 
-/// Runs a supervised connection to its end, shutting it down gracefully on `shutdown`.
-async fn supervise<C, F>(
-    supervised: Supervised<C, F>,
+/// Serves an HTTP/1.1 connection. hyper holds about 20 KiB per connection (its read and
+/// write buffers, parser and dispatcher), idle or not; a connection idle between requests for
+/// [`activity::PARK_AFTER`] is taken back from hyper (which has finished with it: nothing
+/// half-read, nothing unflushed), and only its socket is kept until the client sends again,
+/// as nginx keeps only a socket for an idle keep-alive connection. Then a new hyper
+/// connection serves it, reading first what the old one had buffered.
+///
+/// hyper's own upgrade support needs a connection that cannot be taken back; so a `101` is
+/// seen through here too: the connection, done once the `101` is sent, is handed to the
+/// request that answered it ([`ConnInfo::on_upgrade`]).
+async fn serve_http1<S, Svc>(
+    conn: &ConnInfo,
+    http1: &http1::Builder,
+    mut io: Watched<S>,
+    mut service: Svc,
+    activity: Arc<Activity>,
+    limits: Limits,
     mut shutdown: Shutdown,
 ) -> hyper::Result<Option<Expired>>
 where
-    C: std::future::Future<Output = hyper::Result<()>>,
-    F: FnMut(Pin<&mut C>),
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>
+        + Unpin,
+    Svc::Future: Unpin,
 {
+    loop {
+        // Boxed, and gone with this block: a parked connection's task holds nothing of hyper
+        // (its state, read buffer included, is freed here, not at the end of the turn).
+        let ended = {
+            let mut connection =
+                Box::new(Http1(http1.serve_connection(TokioIo::new(io), service)));
+            let ended = supervise(
+                Supervised::new(&mut *connection, activity.clone(), limits, true),
+                &mut shutdown,
+            )
+            .await?;
+            let parts = connection.0.into_parts();
+            io = parts.io.into_inner();
+            io.replay(&parts.read_buf);
+            service = parts.service;
+            ended
+        };
+        match ended {
+            Ended::Expired(why) => return Ok(Some(why)),
+            Ended::Done => {
+                if activity.upgraded() {
+                    if let Some(handover) = conn.take_upgrade() {
+                        let _ = handover.send(Box::new(io));
+                        return Ok(None);
+                    }
+                }
+                // As hyper would have: the response is flushed, our side of the socket closed.
+                let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
+                return Ok(None);
+            }
+            Ended::Parked => {
+                telemetry::connection_parked(true);
+                let parked = park(&mut io, &activity, limits, &mut shutdown).await;
+                telemetry::connection_parked(false);
+                if let Err(why) = parked {
+                    return Ok(why);
+                }
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 connection, served without shutting its socket down when done.
+struct Http1<C>(C);
+
+impl<I, Svc> activity::Serving for Http1<http1::Connection<I, Svc>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>> + Unpin,
+    Svc::Future: Unpin,
+{
+    fn poll_serve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<hyper::Result<()>> {
+        self.0.poll_without_shutdown(cx)
+    }
+
+    fn graceful(&mut self) {
+        Pin::new(&mut self.0).graceful_shutdown();
+    }
+}
+
+impl<C> activity::Serving for Pin<Box<C>>
+where
+    C: Future<Output = hyper::Result<()>> + Http2Graceful,
+{
+    fn poll_serve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<hyper::Result<()>> {
+        self.as_mut().poll(cx)
+    }
+
+    fn graceful(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+/// hyper's HTTP/2 server connection's graceful shutdown, named for [`activity::Serving`].
+trait Http2Graceful {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, Svc, E> Http2Graceful for http2::Connection<I, Svc, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<Svc::Future, Tracked<Body>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Holds a parked connection's socket until the client sends again (`Ok`: serve it anew,
+/// the byte that woke it replayed first), or it ends: closed by the client, past the
+/// keep-alive limit, or at shutdown (`Err`, with the limit that closed it if one did).
+async fn park<S>(
+    io: &mut Watched<S>,
+    activity: &Activity,
+    limits: Limits,
+    shutdown: &mut Shutdown,
+) -> Result<(), Option<Expired>>
+where
+    S: AsyncRead + Unpin,
+{
+    if io.has_replay() {
+        // hyper gave back part of a head: serve it without waiting.
+        return Ok(());
+    }
+    let now = Instant::now();
+    let until = activity
+        .check(&limits, now, &mut activity::Stall::new(now))
+        .map_err(Some)?;
+    // One byte: a read needs somewhere to put what arrives, and a parked connection should
+    // hold no buffer. TLS too: it may hold decrypted bytes no socket readiness would show.
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        read = io.read(&mut byte) => match read {
+            Ok(1) => {
+                io.replay(&byte);
+                Ok(())
+            }
+            _ => Err(None),
+        },
+        () = tokio::time::sleep_until(until.into()) => Err(Some(Expired::KeepAlive)),
+        () = shutdown.wait() => Err(None),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer on its way to hyper: the response body is tracked until done, and
+    /// a `101` tells the connection that it is to be handed over once hyper is done with it.
+    struct Answer<F> {
+        handling: handler::Guarded<F>,
+        in_flight: Option<activity::InFlight>,
+    }
+}
+
+impl<F: Future<Output = http::Response<Body>>> Future for Answer<F> {
+    type Output = Result<http::Response<Tracked<Body>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(Pin::new(this.handling).poll(cx));
+        let in_flight = this.in_flight.take().expect("an answer is polled until ready, once");
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            in_flight.upgrading();
+        }
+        std::task::Poll::Ready(Ok(response.map(|body| Tracked::new(body, in_flight))))
+    }
+}
+
+/// Runs a supervised connection to its end, shutting it down gracefully on `shutdown`.
+async fn supervise<C: activity::Serving>(
+    supervised: Supervised<'_, C>,
+    shutdown: &mut Shutdown,
+) -> hyper::Result<Ended> {
     let mut supervised = std::pin::pin!(supervised);
     let mut stopping = false;
     loop {

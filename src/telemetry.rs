@@ -110,6 +110,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Downstream connections open now.",
     ),
     (
+        "portcullis_parked_connections",
+        "HTTP/1.1 connections idle between requests whose HTTP state has been let go: only their socket is held until the client sends again (part of portcullis_open_connections).",
+    ),
+    (
         "portcullis_config_reloads_total",
         "Configuration reload attempts, by result: ok or failed.",
     ),
@@ -297,6 +301,16 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     gauge!("portcullis_open_connections").decrement(1.0);
+}
+
+/// An idle HTTP/1.1 connection parked (`true`), or woken or closed while parked (`false`).
+pub fn connection_parked(parked: bool) {
+    let gauge = gauge!("portcullis_parked_connections");
+    if parked {
+        gauge.increment(1.0);
+    } else {
+        gauge.decrement(1.0);
+    }
 }
 
 /// A configuration reload attempt and its result.

@@ -354,11 +354,10 @@ pub async fn forward(
     config: &Config,
     upstream: &config::Upstream,
     permit: Permit,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     path_and_query: &str,
     fwd: &Forwarding<'_>,
 ) -> Result<Response<Body>, Error> {
-    let downstream_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
     let may_upgrade = parts.version == Version::HTTP_11 && parts.method == http::Method::GET;
     let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, may_upgrade);
@@ -430,7 +429,7 @@ pub async fn forward(
         // `server.idle_timeout`, or the server shuts down.
         tokio::spawn(tunnel::splice(
             fwd.conn.clone(),
-            downstream_upgrade,
+            fwd.conn.on_upgrade(),
             upstream_upgrade,
             config.server.idle_timeout,
         ));

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::{clock, ConnInfo};
@@ -48,6 +49,8 @@ pub struct Activity {
     responding: AtomicU32,
     served: AtomicBool,
     http2: AtomicBool,
+    /// A request has been answered `101`: the connection is to be handed over to it.
+    upgraded: AtomicBool,
     /// When the connection last became idle (`clock::millis`): opened, or a response ended.
     idle_since: AtomicU64,
     /// When the first byte of a request head arrived while idle, or `NONE`.
@@ -98,6 +101,7 @@ impl Activity {
             responding: AtomicU32::new(0),
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             idle_since: AtomicU64::new(clock::millis(now)),
             head_started: AtomicU64::new(NONE),
             changed: AtomicBool::new(false),
@@ -123,6 +127,11 @@ impl Activity {
         }
     }
 
+    /// Whether a request was answered `101 Switching Protocols`.
+    pub fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
     fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == NONE
@@ -130,6 +139,29 @@ impl Activity {
             self.head_started
                 .store(clock::millis(Instant::now()), Ordering::Relaxed);
             self.changed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether an HTTP/1.1 connection can be parked at `now`: it has served a request, has
+    /// none under way, has read nothing since (so hyper holds no part of a head), and has
+    /// been idle for [`PARK_AFTER`].
+    fn parkable(&self, now: Instant) -> bool {
+        self.served.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NONE
+            && clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER <= now
+    }
+
+    /// When to look again whether the connection can be parked: when it will have been idle
+    /// for [`PARK_AFTER`], or, while it is busy, [`PARK_AFTER`] from now (then the timer is
+    /// only ever moved later while requests follow each other, which costs tokio nothing).
+    fn park_look(&self, now: Instant) -> Instant {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NONE
+        {
+            (clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER).max(now)
+        } else {
+            now + PARK_AFTER
         }
     }
 
@@ -189,41 +221,77 @@ impl Activity {
     }
 }
 
+/// How long an HTTP/1.1 connection stays idle between requests before its hyper state (read
+/// and write buffers, parser, dispatcher) is given back and only the socket is kept: see
+/// [`Ended::Parked`]. Short enough that a browser's pause between page loads parks, long
+/// enough that a client sending request after request (keep-alive under load) never pays
+/// for parking and resuming.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// A served connection, as [`Supervised`] drives it.
+pub trait Serving {
+    /// Serves until the connection is done (for HTTP/1.1: without shutting the socket down,
+    /// so that it can be taken back from hyper).
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+    /// Finishes what is under way and accepts nothing new.
+    fn graceful(&mut self);
+}
+
+/// How a supervised connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its protocol is done (closed by the client, `Connection: close`, shutdown, a `101`).
+    Done,
+    /// A limit closed it.
+    Expired(Expired),
+    /// An HTTP/1.1 connection idle for [`PARK_AFTER`] was taken back from hyper, which gave
+    /// it back between two requests: the caller keeps the socket until the client sends
+    /// again (or the keep-alive limit ends it), then serves it anew. An idle connection then
+    /// costs its socket and a small task rather than hyper's buffers (about 20 KiB each).
+    Parked,
+}
+
 pin_project_lite::pin_project! {
-    /// A connection future held to its [`Limits`]: it ends when the connection ends, or
-    /// closes it once it has been quiet past the limit that applies. An idle HTTP/2
-    /// connection is first shut down gracefully (GOAWAY), with the header timeout to finish;
-    /// requests still in flight then keep it as long as they move.
-    pub struct Supervised<C, F> {
-        #[pin]
-        connection: C,
+    /// A connection held to its [`Limits`]: it ends when the connection ends, or closes it
+    /// once it has been quiet past the limit that applies. An idle HTTP/2 connection is first
+    /// shut down gracefully (GOAWAY), with the header timeout to finish; requests still in
+    /// flight then keep it as long as they move. An HTTP/1.1 connection (`parks`) is parked
+    /// once idle for [`PARK_AFTER`].
+    pub struct Supervised<'a, C> {
+        connection: &'a mut C,
         #[pin]
         check: tokio::time::Sleep,
-        graceful: F,
         activity: Arc<Activity>,
         limits: Limits,
         stall: Stall,
+        parks: bool,
+        parking: bool,
         stopping: bool,
         closing: bool,
     }
 }
 
-impl<C, F> Supervised<C, F>
-where
-    F: FnMut(Pin<&mut C>),
-{
-    /// `graceful` starts the connection's graceful shutdown.
-    pub fn new(connection: C, graceful: F, activity: Arc<Activity>, limits: Limits) -> Self {
+impl<'a, C: Serving> Supervised<'a, C> {
+    pub fn new(
+        connection: &'a mut C,
+        activity: Arc<Activity>,
+        limits: Limits,
+        parks: bool,
+    ) -> Self {
         let now = Instant::now();
         let mut stall = Stall::new(now);
-        let first = activity.check(&limits, now, &mut stall).unwrap_or(now);
+        let mut first = activity.check(&limits, now, &mut stall).unwrap_or(now);
+        if parks {
+            first = first.min(activity.park_look(now));
+        }
         Supervised {
             connection,
             check: tokio::time::sleep_until(first.into()),
-            graceful,
             activity,
             limits,
             stall,
+            parks,
+            parking: false,
             stopping: false,
             closing: false,
         }
@@ -236,7 +304,7 @@ where
         let this = self.project();
         if !*this.stopping {
             *this.stopping = true;
-            (this.graceful)(this.connection);
+            this.connection.graceful();
             let activity = &this.activity;
             let quiet = !activity.http2.load(Ordering::Relaxed)
                 && activity.in_flight.load(Ordering::Relaxed) == 0
@@ -249,29 +317,32 @@ where
     }
 }
 
-impl<C, F, E> std::future::Future for Supervised<C, F>
-where
-    C: std::future::Future<Output = Result<(), E>>,
-    F: FnMut(Pin<&mut C>),
-{
-    /// `Ok(Some(why))` when a limit closed the connection.
-    type Output = Result<Option<Expired>, E>;
+impl<C: Serving> std::future::Future for Supervised<'_, C> {
+    type Output = hyper::Result<Ended>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            if let Poll::Ready(ended) = this.connection.as_mut().poll(cx) {
-                return Poll::Ready(ended.map(|()| None));
+            if let Poll::Ready(ended) = this.connection.poll_serve(cx) {
+                let how = if *this.parking {
+                    Ended::Parked
+                } else {
+                    Ended::Done
+                };
+                return Poll::Ready(ended.map(|()| how));
             }
             // Reading may have started a head (or revealed HTTP/2): its deadline may come
             // before the one the timer is set for. (A head read whole in one go has already
             // become a request, which needs no earlier look.)
             if this.activity.changed.swap(false, Ordering::Relaxed) && !*this.closing {
                 let now = Instant::now();
-                let next = this
+                let mut next = this
                     .activity
                     .check(this.limits, now, this.stall)
                     .unwrap_or(now);
+                if *this.parks {
+                    next = next.min(this.activity.park_look(now));
+                }
                 if next < this.check.deadline().into_std() {
                     this.check.as_mut().reset(next.into());
                 }
@@ -283,10 +354,23 @@ where
             // A graceful close has had its time; requests still in flight keep the
             // connection under the in-flight rule.
             if *this.closing && this.activity.in_flight.load(Ordering::Relaxed) == 0 {
-                return Poll::Ready(Ok(Some(Expired::Idle)));
+                return Poll::Ready(Ok(Ended::Expired(Expired::Idle)));
             }
             match this.activity.check(this.limits, now, this.stall) {
-                Ok(next) => this.check.as_mut().reset(next.into()),
+                Ok(mut next) => {
+                    if *this.parks && !*this.stopping && !*this.parking {
+                        if this.activity.parkable(now) {
+                            // hyper is between two requests (nothing read since the last
+                            // response ended): its graceful shutdown closes it once that
+                            // response is flushed, with no `Connection: close` to anyone.
+                            *this.parking = true;
+                            this.connection.graceful();
+                            continue;
+                        }
+                        next = next.min(this.activity.park_look(now));
+                    }
+                    this.check.as_mut().reset(next.into());
+                }
                 // HTTP/2 says GOAWAY first. An HTTP/1.1 connection is only ever idle before
                 // its first request, where hyper's graceful shutdown would wait for one.
                 Err(Expired::Idle)
@@ -294,12 +378,12 @@ where
                 {
                     *this.stopping = true;
                     *this.closing = true;
-                    (this.graceful)(this.connection.as_mut());
+                    this.connection.graceful();
                     this.check
                         .as_mut()
                         .reset((now + this.limits.header_read).into());
                 }
-                Err(why) => return Poll::Ready(Ok(Some(why))),
+                Err(why) => return Poll::Ready(Ok(Ended::Expired(why))),
             }
         }
     }
@@ -314,6 +398,11 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// The request is answered `101 Switching Protocols`.
+    pub fn upgrading(&self) {
+        self.activity.upgraded.store(true, Ordering::Relaxed);
+    }
+
     fn respond(&mut self) {
         if !self.responding {
             self.responding = true;
@@ -379,17 +468,41 @@ impl<B: http_body::Body> http_body::Body for Tracked<B> {
 }
 
 pin_project_lite::pin_project! {
-    /// A downstream socket that tells its [`Activity`] when bytes arrive.
+    /// A downstream socket that tells its [`Activity`] when bytes arrive. Bytes read from it
+    /// but not consumed (what hyper had buffered when a connection was taken back from it)
+    /// are replayed first.
     pub struct Watched<S> {
         #[pin]
         inner: S,
         activity: Arc<Activity>,
+        replay: Bytes,
     }
 }
 
 impl<S> Watched<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Watched<S> {
-        Watched { inner, activity }
+        Watched {
+            inner,
+            activity,
+            replay: Bytes::new(),
+        }
+    }
+
+    /// Whether bytes are waiting to be read again.
+    pub fn has_replay(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Reads `bytes` again, before anything else the socket brings. They are copied: what
+    /// hyper gives back is a view of its whole read buffer, which would stay allocated.
+    pub fn replay(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(self.replay.len() + bytes.len());
+        joined.extend_from_slice(&self.replay);
+        joined.extend_from_slice(bytes);
+        self.replay = joined.freeze();
     }
 }
 
@@ -400,6 +513,12 @@ impl<S: AsyncRead> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            this.activity.bytes_arrived();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -495,6 +614,27 @@ mod tests {
             check(&busy, now + Duration::from_secs(61)),
             Err(Expired::Idle)
         );
+    }
+
+    #[test]
+    fn an_http1_connection_parks_once_quiet_between_requests() {
+        let start = Instant::now();
+        let activity = activity(start, LIMITS.header_read);
+        // Before its first request: hyper would wait for one, not let go.
+        assert!(!activity.parkable(start + Duration::from_secs(5)));
+        let request = activity.begin();
+        let busy = Instant::now();
+        assert!(!activity.parkable(busy + Duration::from_secs(5)));
+        // While busy, looked at again a parking delay later.
+        assert_eq!(activity.park_look(busy), busy + PARK_AFTER);
+        drop(request);
+        let idle = Instant::now();
+        assert!(!activity.parkable(idle));
+        assert!(activity.park_look(idle) <= idle + PARK_AFTER);
+        assert!(activity.parkable(idle + PARK_AFTER + Duration::from_millis(2)));
+        // A head begun: hyper holds part of it, and the header timeout runs instead.
+        activity.bytes_arrived();
+        assert!(!activity.parkable(idle + Duration::from_secs(5)));
     }
 
     #[test]

@@ -17,26 +17,31 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::{debug, warn};
 
-use crate::ConnInfo;
+use crate::{ConnInfo, Upgraded};
 
 /// Splices the upgraded downstream and upstream connections until either closes, the
-/// tunnel idles for `idle`, or the server shuts down.
+/// tunnel idles for `idle`, or the server shuts down. The server hands the downstream
+/// connection over once it has sent the `101` ([`ConnInfo::on_upgrade`]).
 pub async fn splice(
     conn: Arc<ConnInfo>,
-    downstream: OnUpgrade,
+    downstream: tokio::sync::oneshot::Receiver<Upgraded>,
     upstream: OnUpgrade,
     idle: Duration,
 ) {
-    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-        Ok(both) => both,
-        Err(err) => {
+    let (downstream, upstream) = match tokio::join!(downstream, upstream) {
+        (Ok(downstream), Ok(upstream)) => (downstream, upstream),
+        (Err(_), _) => {
+            debug!(peer = %conn.peer, "protocol upgrade failed: the client's connection ended before the 101 was sent");
+            return;
+        }
+        (_, Err(err)) => {
             warn!(error = %err, "protocol upgrade failed");
             return;
         }
     };
     let moved = AtomicU64::new(0);
     let mut downstream = Counted {
-        io: TokioIo::new(downstream),
+        io: downstream,
         moved: &moved,
     };
     let mut upstream = Counted {

@@ -3,7 +3,8 @@
 //! only answers PINGs ends at `server.idle_timeout`; a WebSocket tunnel keeps its
 //! connection's slot under `server.max_connections` (one cap for every listener) until it
 //! closes, idles or the server stops; responses and bodies that stop moving end their
-//! connection (`stalls`); a half-sent HTTP/2 preface costs nothing while it waits.
+//! connection (`stalls`); a half-sent HTTP/2 preface costs nothing while it waits; an idle
+//! HTTP/1.1 connection is parked and woken without the client noticing (`parking`).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::support::proxy::{self, proxy, Proxy};
 use crate::support::raw::{self, RawConn};
 use crate::support::{upstream, Upstream};
 
+mod parking;
 mod stalls;
 mod stopping;
 

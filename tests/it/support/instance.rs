@@ -91,6 +91,11 @@ impl Instance {
     }
 
     /// `http://127.0.0.1:PORT` + `path` on the main listener.
+    /// The instance's proxy listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }

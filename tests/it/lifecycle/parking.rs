@@ -1,0 +1,151 @@
+//! Parking: an HTTP/1.1 connection idle between requests for a quarter of a second is taken
+//! back from hyper and only its socket kept (the gauge `portcullis_parked_connections` counts
+//! them). The client notices nothing: its next request, whole, split, pipelined or a
+//! WebSocket handshake, is served on the same connection; keep-alive and header limits hold
+//! while parked, and shutdown closes a parked connection at once.
+
+use std::time::{Duration, Instant};
+
+use super::{get, open_tunnel, setup, ROUTES};
+use crate::support::instance::Instance;
+use crate::support::keys::TestKey;
+use crate::support::proxy;
+use crate::support::{raw, upstream};
+
+/// Long enough for any connection idle since the wait began to be parked.
+const PARKED: Duration = Duration::from_millis(700);
+
+/// Waits (5 s at most) until the instance's parked-connection gauge reads `want`.
+async fn parked_becomes(instance: &Instance, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = instance
+            .metric("portcullis_parked_connections")
+            .await
+            .unwrap_or(0.0);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "portcullis_parked_connections stayed at {now}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_and_its_next_request_served_on_it() {
+    let up = upstream().run().await;
+    let key = TestKey::new("HS256");
+    let instance = Instance::start(&proxy::config(&up.url(), &key.jwt_toml(), ROUTES)).await;
+    let mut conn = raw::connect(instance.addr()).await;
+    assert_eq!(get(&mut conn, "/one").await, 200);
+    parked_becomes(&instance, 1.0).await;
+    // The next request wakes it: served on the same socket, the connection no longer parked.
+    assert_eq!(get(&mut conn, "/two").await, 200);
+    parked_becomes(&instance, 0.0).await;
+    // Parked again, and closed by the client while parked: counted out.
+    parked_becomes(&instance, 1.0).await;
+    drop(conn);
+    parked_becomes(&instance, 0.0).await;
+    // A connection that keeps sending is never parked.
+    let mut busy = raw::connect(instance.addr()).await;
+    for i in 0..20 {
+        assert_eq!(get(&mut busy, &format!("/busy/{i}")).await, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            instance.metric("portcullis_parked_connections").await,
+            Some(0.0),
+            "a connection in use was parked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn split_and_pipelined_requests_wake_a_parked_connection() {
+    let (_up, p) = setup("header_read_timeout = \"2s\"").await;
+    let mut conn = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut conn, "/one").await, 200);
+    tokio::time::sleep(PARKED).await;
+    // One byte wakes it; the rest of the head comes later.
+    conn.write(b"G").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    conn.write(b"ET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert_eq!(raw::status_codes(&head), [200], "{head}");
+    let length = content_length(&head);
+    conn.read_exact(length, Duration::from_secs(5)).await;
+    tokio::time::sleep(PARKED).await;
+    // Two requests in one write, the second asking to close: both answered, in order.
+    conn.write(
+        b"GET /three HTTP/1.1\r\nHost: a\r\n\r\nGET /four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let both = conn.read_until_close(Duration::from_secs(5)).await;
+    assert_eq!(raw::status_codes(&both), [200, 200], "{both}");
+    let three = both.find("/three").expect("the first answer echoes its path");
+    let four = both.find("/four").expect("the second answer echoes its path");
+    assert!(three < four, "answered out of order: {both}");
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_wakes_a_parked_connection_and_keeps_the_bytes_behind_it() {
+    let (_up, p) = setup("").await;
+    let mut conn = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut conn, "/one").await, 200);
+    tokio::time::sleep(PARKED).await;
+    // The handshake and the client's first bytes in one write: those bytes reach the
+    // upstream through the tunnel, not lost with hyper's read buffer.
+    conn.write(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nearly",
+    )
+    .await
+    .expect("write upgrade");
+    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(conn.read_exact(5, Duration::from_secs(5)).await, b"early");
+    conn.write(b"ping").await.expect("write");
+    assert_eq!(conn.read_exact(4, Duration::from_secs(5)).await, b"ping");
+}
+
+#[tokio::test]
+async fn a_tunnel_opened_on_a_fresh_connection_still_works() {
+    let (_up, p) = setup("").await;
+    let mut tunnel = open_tunnel(&p).await;
+    // Idle past the parking delay: a tunnel is not an HTTP connection and is left alone.
+    tokio::time::sleep(PARKED).await;
+    tunnel.write(b"again").await.expect("write");
+    assert_eq!(tunnel.read_exact(5, Duration::from_secs(5)).await, b"again");
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_parked_connection_at_once() {
+    let (_up, mut p) = setup("").await;
+    let mut conn = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut conn, "/one").await, 200);
+    tokio::time::sleep(PARKED).await;
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), p.begin_stop()).await;
+    assert!(stopped.is_ok(), "shutdown waited for a parked connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(conn.closed_within(Duration::from_secs(1)).await);
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().expect("a length"))
+        })
+        .unwrap_or(0)
+}
