@@ -211,11 +211,7 @@ async fn serve_connection<S>(
         activity.set_http2();
         // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
         // would otherwise make room for it.
-        let mut connection = Box::pin(
-            builders
-                .http2
-                .serve_connection(TokioIo::new(io), service),
-        );
+        let mut connection = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
         supervise(
             Supervised::new(&mut connection, activity, limits, false),
             &mut shutdown,
@@ -226,8 +222,20 @@ async fn serve_connection<S>(
             Ended::Done | Ended::Parked => None,
         })
     } else {
-        serve_http1(&conn, &builders.http1, io, service, activity, limits, shutdown).await
+        serve_http1(
+            &conn,
+            &builders.http1,
+            io,
+            service,
+            activity,
+            limits,
+            shutdown,
+        )
+        .await
     };
+    // A tunnel still waiting for this connection (its `101` never went out whole) is told it
+    // will not come: the waiting end lives in the `ConnInfo` the tunnel itself holds.
+    drop(conn.take_upgrade());
     match ended {
         Ok(None) => {}
         Ok(Some(why)) => debug!(%peer, ?why, "closed a quiet connection"),
@@ -237,10 +245,10 @@ async fn serve_connection<S>(
 
 /// Serves an HTTP/1.1 connection. hyper holds about 20 KiB per connection (its read and
 /// write buffers, parser and dispatcher), idle or not; a connection idle between requests for
-/// [`activity::PARK_AFTER`] is taken back from hyper (which has finished with it: nothing
-/// half-read, nothing unflushed), and only its socket is kept until the client sends again,
-/// as nginx keeps only a socket for an idle keep-alive connection. Then a new hyper
-/// connection serves it, reading first what the old one had buffered.
+/// [`activity::PARK_AFTER`] is taken back from hyper (between two requests, every response
+/// flushed), and only its socket is kept until the client sends again, as nginx keeps only a
+/// socket for an idle keep-alive connection. Then a new hyper connection serves it, reading
+/// first whatever the old one had read ahead (a pipelined request's first bytes).
 ///
 /// hyper's own upgrade support needs a connection that cannot be taken back; so a `101` is
 /// seen through here too: the connection, done once the `101` is sent, is handed to the
@@ -256,22 +264,23 @@ async fn serve_http1<S, Svc>(
 ) -> hyper::Result<Option<Expired>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>
-        + Unpin,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>> + Unpin,
     Svc::Future: Unpin,
 {
     loop {
         // Boxed, and gone with this block: a parked connection's task holds nothing of hyper
         // (its state, read buffer included, is freed here, not at the end of the turn).
         let ended = {
-            let mut connection =
-                Box::new(Http1(http1.serve_connection(TokioIo::new(io), service)));
+            let mut connection = Box::new(Http1 {
+                connection: http1.serve_connection(TokioIo::new(io), service),
+                activity: activity.clone(),
+            });
             let ended = supervise(
                 Supervised::new(&mut *connection, activity.clone(), limits, true),
                 &mut shutdown,
             )
             .await?;
-            let parts = connection.0.into_parts();
+            let parts = connection.connection.into_parts();
             io = parts.io.into_inner();
             io.replay(&parts.read_buf);
             service = parts.service;
@@ -286,7 +295,7 @@ where
                         return Ok(None);
                     }
                 }
-                // As hyper would have: the response is flushed, our side of the socket closed.
+                // As hyper would have: the last response flushed ([`Http1`]), our side closed.
                 let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
                 return Ok(None);
             }
@@ -302,8 +311,14 @@ where
     }
 }
 
-/// An HTTP/1.1 connection, served without shutting its socket down when done.
-struct Http1<C>(C);
+/// An HTTP/1.1 connection, served without shutting its socket down when done. Done means
+/// done *and flushed*: hyper reports a connection done once nothing more is to be written,
+/// which may be before its write buffer has reached the socket (a client reading slowly),
+/// and that buffer is gone with the connection; polled again, it goes on flushing.
+struct Http1<C> {
+    connection: C,
+    activity: Arc<Activity>,
+}
 
 impl<I, Svc> activity::Serving for Http1<http1::Connection<I, Svc>>
 where
@@ -311,12 +326,22 @@ where
     Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>> + Unpin,
     Svc::Future: Unpin,
 {
-    fn poll_serve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<hyper::Result<()>> {
-        self.0.poll_without_shutdown(cx)
+    fn poll_serve(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<hyper::Result<()>> {
+        std::task::ready!(self.connection.poll_without_shutdown(cx))?;
+        if self.activity.flushed() {
+            std::task::Poll::Ready(Ok(()))
+        } else {
+            // The write that could not finish has asked to be woken when the socket can take
+            // more; hyper flushes the rest when polled then.
+            std::task::Poll::Pending
+        }
     }
 
     fn graceful(&mut self) {
-        Pin::new(&mut self.0).graceful_shutdown();
+        Pin::new(&mut self.connection).graceful_shutdown();
     }
 }
 
@@ -324,7 +349,10 @@ impl<C> activity::Serving for Pin<Box<C>>
 where
     C: Future<Output = hyper::Result<()>> + Http2Graceful,
 {
-    fn poll_serve(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<hyper::Result<()>> {
+    fn poll_serve(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<hyper::Result<()>> {
         self.as_mut().poll(cx)
     }
 
@@ -397,10 +425,16 @@ pin_project_lite::pin_project! {
 impl<F: Future<Output = http::Response<Body>>> Future for Answer<F> {
     type Output = Result<http::Response<Tracked<Body>>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(Pin::new(this.handling).poll(cx));
-        let in_flight = this.in_flight.take().expect("an answer is polled until ready, once");
+        let in_flight = this
+            .in_flight
+            .take()
+            .expect("an answer is polled until ready, once");
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             in_flight.upgrading();
         }

@@ -51,6 +51,9 @@ pub struct Activity {
     http2: AtomicBool,
     /// A request has been answered `101`: the connection is to be handed over to it.
     upgraded: AtomicBool,
+    /// Bytes have been written to the socket since it was last flushed: the HTTP/1.1
+    /// connection may still hold part of a response in its write buffer.
+    unflushed: AtomicBool,
     /// When the connection last became idle (`clock::millis`): opened, or a response ended.
     idle_since: AtomicU64,
     /// When the first byte of a request head arrived while idle, or `NONE`.
@@ -102,6 +105,7 @@ impl Activity {
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
             idle_since: AtomicU64::new(clock::millis(now)),
             head_started: AtomicU64::new(NONE),
             changed: AtomicBool::new(false),
@@ -143,26 +147,41 @@ impl Activity {
     }
 
     /// Whether an HTTP/1.1 connection can be parked at `now`: it has served a request, has
-    /// none under way, has read nothing since (so hyper holds no part of a head), and has
-    /// been idle for [`PARK_AFTER`].
+    /// none under way, has flushed every response (hyper lets go of its write buffer with the
+    /// connection), has read nothing since its last response ended, and has been idle for
+    /// [`PARK_AFTER`].
     fn parkable(&self, now: Instant) -> bool {
         self.served.load(Ordering::Relaxed)
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
+            && self.quiet()
             && clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER <= now
     }
 
-    /// When to look again whether the connection can be parked: when it will have been idle
-    /// for [`PARK_AFTER`], or, while it is busy, [`PARK_AFTER`] from now (then the timer is
-    /// only ever moved later while requests follow each other, which costs tokio nothing).
-    fn park_look(&self, now: Instant) -> Instant {
-        if self.in_flight.load(Ordering::Relaxed) == 0
+    /// No request under way, no head begun, every response flushed.
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == NONE
-        {
-            (clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER).max(now)
+            && !self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// Whether everything written to the socket has been flushed.
+    pub fn flushed(&self) -> bool {
+        !self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// When to look again whether the connection can be parked, `None` before its first
+    /// request (which nothing but a request ends). Quiet: when it will have been idle for
+    /// [`PARK_AFTER`]. Otherwise [`PARK_AFTER`] from now: while requests follow each other
+    /// the timer is then only ever moved later, which costs tokio nothing. Whenever the
+    /// connection cannot be parked at `now`, the look is later than `now`.
+    fn park_look(&self, now: Instant) -> Option<Instant> {
+        if !self.served.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(if self.quiet() {
+            clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER
         } else {
             now + PARK_AFTER
-        }
+        })
     }
 
     /// Whether the connection is past its limit at `now`, or else when to look again.
@@ -281,8 +300,8 @@ impl<'a, C: Serving> Supervised<'a, C> {
         let now = Instant::now();
         let mut stall = Stall::new(now);
         let mut first = activity.check(&limits, now, &mut stall).unwrap_or(now);
-        if parks {
-            first = first.min(activity.park_look(now));
+        if let Some(look) = activity.park_look(now).filter(|_| parks) {
+            first = first.min(look);
         }
         Supervised {
             connection,
@@ -340,8 +359,8 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
                     .activity
                     .check(this.limits, now, this.stall)
                     .unwrap_or(now);
-                if *this.parks {
-                    next = next.min(this.activity.park_look(now));
+                if let Some(look) = this.activity.park_look(now).filter(|_| *this.parks) {
+                    next = next.min(look);
                 }
                 if next < this.check.deadline().into_std() {
                     this.check.as_mut().reset(next.into());
@@ -360,14 +379,16 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
                 Ok(mut next) => {
                     if *this.parks && !*this.stopping && !*this.parking {
                         if this.activity.parkable(now) {
-                            // hyper is between two requests (nothing read since the last
-                            // response ended): its graceful shutdown closes it once that
-                            // response is flushed, with no `Connection: close` to anyone.
+                            // hyper is between two requests (every response flushed, nothing
+                            // read since the last one ended): its graceful shutdown closes it
+                            // at once, with no `Connection: close` to anyone.
                             *this.parking = true;
                             this.connection.graceful();
                             continue;
                         }
-                        next = next.min(this.activity.park_look(now));
+                        if let Some(look) = this.activity.park_look(now) {
+                            next = next.min(look);
+                        }
                     }
                     this.check.as_mut().reset(next.into());
                 }
@@ -536,7 +557,9 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        this.activity.unflushed.store(true, Ordering::Relaxed);
+        this.inner.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -544,15 +567,24 @@ impl<S: AsyncWrite> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        this.activity.unflushed.store(true, Ordering::Relaxed);
+        this.inner.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
+    /// hyper flushes the socket once its own write buffer is empty (and a TLS stream its own
+    /// buffer here): after that, nothing of a response is left to lose.
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            this.activity.unflushed.store(false, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -620,18 +652,27 @@ mod tests {
     fn an_http1_connection_parks_once_quiet_between_requests() {
         let start = Instant::now();
         let activity = activity(start, LIMITS.header_read);
-        // Before its first request: hyper would wait for one, not let go.
+        // Before its first request: hyper would wait for one, not let go; and no look, so a
+        // silent TLS connection does not wake its task until its idle timeout.
         assert!(!activity.parkable(start + Duration::from_secs(5)));
+        assert_eq!(activity.park_look(start + Duration::from_secs(5)), None);
         let request = activity.begin();
         let busy = Instant::now();
         assert!(!activity.parkable(busy + Duration::from_secs(5)));
         // While busy, looked at again a parking delay later.
-        assert_eq!(activity.park_look(busy), busy + PARK_AFTER);
+        assert_eq!(activity.park_look(busy), Some(busy + PARK_AFTER));
         drop(request);
         let idle = Instant::now();
         assert!(!activity.parkable(idle));
-        assert!(activity.park_look(idle) <= idle + PARK_AFTER);
+        let look = activity.park_look(idle).expect("a look");
+        assert!(look > idle && look <= idle + PARK_AFTER);
         assert!(activity.parkable(idle + PARK_AFTER + Duration::from_millis(2)));
+        // Part of a response still unflushed: not parked, and looked at again later.
+        activity.unflushed.store(true, Ordering::Relaxed);
+        let later = idle + Duration::from_secs(5);
+        assert!(!activity.parkable(later));
+        assert_eq!(activity.park_look(later), Some(later + PARK_AFTER));
+        activity.unflushed.store(false, Ordering::Relaxed);
         // A head begun: hyper holds part of it, and the header timeout runs instead.
         activity.bytes_arrived();
         assert!(!activity.parkable(idle + Duration::from_secs(5)));

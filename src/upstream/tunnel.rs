@@ -28,7 +28,13 @@ pub async fn splice(
     upstream: OnUpgrade,
     idle: Duration,
 ) {
-    let (downstream, upstream) = match tokio::join!(downstream, upstream) {
+    // Both come at once after the `101`; `idle` bounds the wait all the same.
+    let Ok(both) = tokio::time::timeout(idle, async { tokio::join!(downstream, upstream) }).await
+    else {
+        warn!(peer = %conn.peer, "protocol upgrade failed: the connections were not handed over in time");
+        return;
+    };
+    let (downstream, upstream) = match both {
         (Ok(downstream), Ok(upstream)) => (downstream, upstream),
         (Err(_), _) => {
             debug!(peer = %conn.peer, "protocol upgrade failed: the client's connection ended before the 101 was sent");

@@ -36,11 +36,22 @@ async fn setup(server: &str) -> (Upstream, Proxy) {
     (up, p)
 }
 
+/// A WebSocket handshake for the upstream's echo at `/ws`.
+const WS_HANDSHAKE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
 /// Sends one keep-alive GET on `conn` and reads its whole response; returns the status.
 async fn get(conn: &mut RawConn, path: &str) -> u16 {
     conn.write(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
         .await
         .expect("write");
+    read_response(conn).await
+}
+
+/// Reads one whole response on `conn` (its head, then a `Content-Length` body); returns the
+/// status.
+async fn read_response(conn: &mut RawConn) -> u16 {
     let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     let length: usize = head
         .lines()
@@ -132,13 +143,7 @@ async fn an_idle_http2_connection_answering_pings_is_closed_after_the_idle_timeo
 async fn a_websocket_tunnel_holds_its_connection_slot() {
     let (_up, p) = setup("max_connections = 2").await;
     let mut tunnel = raw::connect(p.addr()).await;
-    tunnel
-        .write(
-            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .expect("write upgrade");
+    tunnel.write(WS_HANDSHAKE).await.expect("write upgrade");
     let head = tunnel.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tunnel.write(b"ping").await.expect("write");
@@ -221,13 +226,7 @@ async fn max_connections_counts_every_listener() {
 /// A WebSocket tunnel through the proxy to the upstream's echo, checked with one round trip.
 async fn open_tunnel(p: &Proxy) -> RawConn {
     let mut tunnel = raw::connect(p.addr()).await;
-    tunnel
-        .write(
-            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .expect("write upgrade");
+    tunnel.write(WS_HANDSHAKE).await.expect("write upgrade");
     let head = tunnel.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tunnel.write(b"ping").await.expect("write");

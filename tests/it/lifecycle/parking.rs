@@ -6,9 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::{get, open_tunnel, setup, ROUTES};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{get, open_tunnel, read_response, setup, thread_cpu, ROUTES, WS_HANDSHAKE};
 use crate::support::instance::Instance;
 use crate::support::keys::TestKey;
+use crate::support::pki::Pki;
 use crate::support::proxy;
 use crate::support::{raw, upstream};
 
@@ -74,10 +79,7 @@ async fn split_and_pipelined_requests_wake_a_parked_connection() {
     conn.write(b"ET /two HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .expect("write");
-    let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
-    assert_eq!(raw::status_codes(&head), [200], "{head}");
-    let length = content_length(&head);
-    conn.read_exact(length, Duration::from_secs(5)).await;
+    assert_eq!(read_response(&mut conn).await, 200);
     tokio::time::sleep(PARKED).await;
     // Two requests in one write, the second asking to close: both answered, in order.
     conn.write(
@@ -87,8 +89,12 @@ async fn split_and_pipelined_requests_wake_a_parked_connection() {
     .expect("write");
     let both = conn.read_until_close(Duration::from_secs(5)).await;
     assert_eq!(raw::status_codes(&both), [200, 200], "{both}");
-    let three = both.find("/three").expect("the first answer echoes its path");
-    let four = both.find("/four").expect("the second answer echoes its path");
+    let three = both
+        .find("/three")
+        .expect("the first answer echoes its path");
+    let four = both
+        .find("/four")
+        .expect("the second answer echoes its path");
     assert!(three < four, "answered out of order: {both}");
 }
 
@@ -100,12 +106,9 @@ async fn a_websocket_handshake_wakes_a_parked_connection_and_keeps_the_bytes_beh
     tokio::time::sleep(PARKED).await;
     // The handshake and the client's first bytes in one write: those bytes reach the
     // upstream through the tunnel, not lost with hyper's read buffer.
-    conn.write(
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nearly",
-    )
-    .await
-    .expect("write upgrade");
+    conn.write(&[WS_HANDSHAKE, b"early"].concat())
+        .await
+        .expect("write upgrade");
     let head = conn.read_until(b"\r\n\r\n", Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert_eq!(conn.read_exact(5, Duration::from_secs(5)).await, b"early");
@@ -140,12 +143,86 @@ async fn shutdown_closes_a_parked_connection_at_once() {
     assert!(conn.closed_within(Duration::from_secs(1)).await);
 }
 
-fn content_length(head: &str) -> usize {
-    head.lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().expect("a length"))
-        })
-        .unwrap_or(0)
+/// A response larger than the socket buffers, read only after the parking delay has passed
+/// twice: it arrives whole, and then the connection either serves the next request (held
+/// back from parking until flushed) or, asked to close, closes once everything is sent.
+#[tokio::test]
+async fn a_response_read_slowly_arrives_whole_before_the_connection_parks_or_closes() {
+    let up = upstream().response_bytes(8 << 20).run().await;
+    let key = TestKey::new("HS256");
+    let p = proxy::proxy(&proxy::config(&up.url(), &key.jwt_toml(), ROUTES)).await;
+    for close in [false, true] {
+        let mut conn = raw::connect(p.addr()).await;
+        let extra = if close { "Connection: close\r\n" } else { "" };
+        conn.write(format!("GET /big HTTP/1.1\r\nHost: a\r\n{extra}\r\n").as_bytes())
+            .await
+            .expect("write");
+        tokio::time::sleep(PARKED).await;
+        assert_eq!(read_response(&mut conn).await, 200, "close: {close}");
+        if close {
+            assert!(conn.closed_within(Duration::from_secs(2)).await);
+        } else {
+            assert_eq!(get(&mut conn, "/after").await, 200);
+        }
+    }
+}
+
+/// Connections waiting for their first request (TLS preconnects: a handshake, then nothing),
+/// or parked after one, cost no CPU while they wait: nothing wakes them before a limit.
+#[tokio::test]
+async fn waiting_and_parked_connections_cost_nothing_while_they_wait() {
+    let pki = Pki::new();
+    let (cert, key_file) = pki.issue("default", &["a.test"]);
+    let up = upstream().run().await;
+    let key = TestKey::new("HS256");
+    let toml = |path: &std::path::Path| serde_json::Value::from(path.to_string_lossy()).to_string();
+    let tls = format!(
+        "[server]\ntls = {{ cert = {}, key = {} }}\n",
+        toml(&cert),
+        toml(&key_file)
+    );
+    let p = proxy::proxy(&proxy::config(
+        &up.url(),
+        &key.jwt_toml(),
+        &format!("{tls}{ROUTES}"),
+    ))
+    .await;
+    let mut preconnects = Vec::new();
+    for _ in 0..50 {
+        let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+        let name = ServerName::try_from("a.test".to_owned()).expect("server name");
+        let stream = pki
+            .connector(&[b"http/1.1"])
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        preconnects.push(stream);
+    }
+    let mut served = Vec::new();
+    for _ in 0..50 {
+        let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+        let name = ServerName::try_from("a.test".to_owned()).expect("server name");
+        let mut stream = pki
+            .connector(&[b"http/1.1"])
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut head = vec![0u8; 12];
+        stream.read_exact(&mut head).await.expect("an answer");
+        assert_eq!(&head, b"HTTP/1.1 200");
+        served.push(stream);
+    }
+    tokio::time::sleep(PARKED).await;
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spent = thread_cpu() - before;
+    assert!(
+        spent < Duration::from_millis(100),
+        "100 waiting connections cost {spent:?} of CPU in a second"
+    );
+    drop((preconnects, served));
 }
