@@ -258,14 +258,14 @@ async fn proxy<'a>(
     // The proxy's own endpoints, before any rule.
     if let Some(endpoint) = own_endpoint(&app.config, &view)? {
         let client_ip = view.client_ip;
-        let host = view.host.as_str().to_owned();
+        let site = crate::auth::csrf::Origin::of_view(&view);
         drop(view);
         let request = Request::from_parts(parts, body);
         // Boxed: these call the backend, and unboxed they would make every request's future
         // as large as theirs.
         return match endpoint {
-            Endpoint::Login => Box::pin(app.auth.login(request, client_ip, &host)).await,
-            Endpoint::Logout => Box::pin(app.auth.logout(request, &host, client_ip)).await,
+            Endpoint::Login => Box::pin(app.auth.login(request, client_ip, site.as_ref())).await,
+            Endpoint::Logout => Box::pin(app.auth.logout(request, site.as_ref(), client_ip)).await,
             Endpoint::Me => {
                 let renewed = &mut trace.renewed;
                 Box::pin(app.auth.me(request.headers(), client_ip, renewed)).await

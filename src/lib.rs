@@ -155,7 +155,11 @@ impl ConnInfo {
 
     /// The waiting end of [`ConnInfo::on_upgrade`], for the server to hand the connection to.
     pub fn take_upgrade(&self) -> Option<tokio::sync::oneshot::Sender<Upgraded>> {
-        self.upgrade.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.upgrade
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The same connection as a server serves it: holding `slot` for as long as anything uses

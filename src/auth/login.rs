@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use super::backend::{self, Tokens};
 use super::cookies;
+use super::csrf::Origin;
 use super::Authenticator;
 use crate::body::Body;
 use crate::error::Error;
@@ -35,29 +36,26 @@ pub enum Style {
     Json,
 }
 
-/// Whether a state-changing request comes from another site: `Sec-Fetch-Site: cross-site`, or
-/// an `Origin` whose host is not the one the request was sent to.
-pub fn is_cross_site(headers: &HeaderMap, host: Option<&str>) -> bool {
+/// Whether a login or logout comes from another site: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` that is neither `site` (the origin the request reached the proxy at: scheme, host
+/// and port, compared as [`csrf`](super::csrf) compares them) nor one of `allowed`
+/// (`session.allowed_origins`). `Origin: null` and anything that is not an http(s) origin
+/// count as another site; a request with neither header (not a browser) does not.
+pub fn is_cross_site(headers: &HeaderMap, site: Option<&Origin>, allowed: &[Origin]) -> bool {
     let text = |name| {
         headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
-    if text("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+    if text("sec-fetch-site").is_some_and(|site| site.trim().eq_ignore_ascii_case("cross-site")) {
         return true;
     }
-    match text("origin") {
+    match headers.get("origin") {
         None => false,
-        Some(origin) => {
-            let authority = origin
-                .split_once("://")
-                .map(|(_, rest)| rest.trim_end_matches('/'))
-                .filter(|authority| !authority.is_empty() && !authority.contains('/'));
-            match (authority, host) {
-                (Some(authority), Some(host)) => !authority.eq_ignore_ascii_case(host),
-                _ => true,
-            }
-        }
+        Some(origin) => match origin.to_str().ok().and_then(|o| Origin::parse(o.trim())) {
+            Some(origin) => site != Some(&origin) && !allowed.contains(&origin),
+            None => true,
+        },
     }
 }
 
@@ -217,20 +215,19 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 impl Authenticator {
-    /// `POST login.path`. `host` is the `host[:port]` the request was sent to (what an
-    /// `Origin` must name).
+    /// `POST login.path`. `site` is the origin the request reached the proxy at (what an
+    /// `Origin` must name, unless it is in `session.allowed_origins`).
     pub async fn login(
         &self,
         request: http::Request<Incoming>,
         client_ip: IpAddr,
-        host: &str,
+        site: Option<&Origin>,
     ) -> Result<Response<Body>, Error> {
         let Some(backend) = &self.backend else {
             return Err(Error::NotFound);
         };
         let (parts, body) = request.into_parts();
-        let host = Some(host);
-        if is_cross_site(&parts.headers, host) {
+        if is_cross_site(&parts.headers, site, &self.session.allowed_origins) {
             warn!(%client_ip, "login refused: cross-site request");
             return Err(Error::Forbidden("cross-site login request"));
         }
@@ -285,11 +282,13 @@ impl Authenticator {
                 // A login form that posts to a URL without `next` still came from a page that had it.
                 let referer = parts.headers.get(REFERER)?.to_str().ok()?;
                 let uri: http::Uri = referer.parse().ok()?;
-                let same_origin = uri
-                    .authority()
-                    .map(|a| a.as_str())
-                    .zip(host)
-                    .is_some_and(|(a, h)| a.eq_ignore_ascii_case(h));
+                let https = match uri.scheme_str()? {
+                    "https" => true,
+                    "http" => false,
+                    _ => return None,
+                };
+                let from = Origin::from_authority(https, uri.authority()?.as_str())?;
+                let same_origin = site == Some(&from);
                 same_origin
                     .then(|| query_param(uri.query(), &self.login.return_param))
                     .flatten()
@@ -432,12 +431,13 @@ impl Authenticator {
     pub async fn logout(
         &self,
         request: http::Request<Incoming>,
-        host: &str,
+        site: Option<&Origin>,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, Error> {
         let (parts, _) = request.into_parts();
-        let host = Some(host);
-        if parts.method == http::Method::POST && is_cross_site(&parts.headers, host) {
+        if parts.method == http::Method::POST
+            && is_cross_site(&parts.headers, site, &self.session.allowed_origins)
+        {
             return Err(Error::Forbidden("cross-site logout request"));
         }
         // The session ends here, not when its tokens expire: a copied cookie replayed after
@@ -580,24 +580,29 @@ mod tests {
             }
             map
         };
-        let host = Some("site.example:8080");
-        assert!(!is_cross_site(&headers(&[]), host));
-        assert!(!is_cross_site(
+        let site = Origin::parse("http://site.example:8080");
+        let site = site.as_ref();
+        let allowed = [Origin::parse("https://admin.example").expect("origin")];
+        let cross =
+            |pairs: &[(&'static str, &'static str)]| is_cross_site(&headers(pairs), site, &allowed);
+        assert!(!cross(&[]));
+        assert!(!cross(&[("origin", "http://site.example:8080")]));
+        assert!(!cross(&[("origin", "HTTP://Site.Example:8080")]));
+        assert!(!cross(&[("origin", "https://admin.example")]));
+        assert!(cross(&[("origin", "http://evil.example")]));
+        // The same host over the other scheme, or on another port, is another origin.
+        assert!(cross(&[("origin", "https://site.example:8080")]));
+        assert!(cross(&[("origin", "http://site.example")]));
+        assert!(cross(&[("origin", "http://admin.example")]));
+        assert!(cross(&[("origin", "null")]));
+        assert!(cross(&[("origin", "site.example:8080")]));
+        assert!(cross(&[("sec-fetch-site", "cross-site")]));
+        assert!(!cross(&[("sec-fetch-site", "same-origin")]));
+        // No usable site: only an allowed origin is this side.
+        assert!(is_cross_site(
             &headers(&[("origin", "http://site.example:8080")]),
-            host
-        ));
-        assert!(is_cross_site(
-            &headers(&[("origin", "http://evil.example")]),
-            host
-        ));
-        assert!(is_cross_site(&headers(&[("origin", "null")]), host));
-        assert!(is_cross_site(
-            &headers(&[("sec-fetch-site", "cross-site")]),
-            host
-        ));
-        assert!(!is_cross_site(
-            &headers(&[("sec-fetch-site", "same-origin")]),
-            host
+            None,
+            &[]
         ));
     }
 }

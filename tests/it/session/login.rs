@@ -404,10 +404,13 @@ async fn only_forms_and_json_are_accepted() {
 #[tokio::test]
 async fn cross_site_login_posts_are_refused() {
     let s = site(|b| b).await;
+    // This site's host and port over the other scheme is another origin, as for CSRF.
+    let other_scheme = s.origin().replacen("http://", "https://", 1);
     let refused = [
         ("origin", "http://evil.example"),
         ("origin", "null"),
         ("origin", "http://127.0.0.1"),
+        ("origin", other_scheme.as_str()),
         ("sec-fetch-site", "cross-site"),
     ];
     for (name, value) in refused {
