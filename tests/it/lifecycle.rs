@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::support::keys::TestKey;
+use crate::support::pki::Pki;
 use crate::support::proxy::{self, proxy, Proxy};
 use crate::support::raw::{self, RawConn};
 use crate::support::{upstream, Upstream};
@@ -34,6 +37,39 @@ async fn setup(server: &str) -> (Upstream, Proxy) {
     ))
     .await;
     (up, p)
+}
+
+/// A proxy terminating TLS for `a.test` (a certificate from `Pki`) in front of a fresh
+/// upstream, with every other setting at its default.
+async fn setup_tls() -> (Pki, Upstream, Proxy) {
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("default", &["a.test"]);
+    let toml_path =
+        |path: &std::path::Path| serde_json::Value::from(path.to_string_lossy()).to_string();
+    let tls = format!(
+        "[server]\ntls = {{ cert = {}, key = {} }}\n",
+        toml_path(&cert),
+        toml_path(&key)
+    );
+    let up = upstream().run().await;
+    let jwt = TestKey::new("HS256");
+    let p = proxy(&proxy::config(
+        &up.url(),
+        &jwt.jwt_toml(),
+        &format!("{tls}{ROUTES}"),
+    ))
+    .await;
+    (pki, up, p)
+}
+
+/// A TLS connection to `p` for `a.test`, handshake done (HTTP/1.1 by ALPN).
+async fn connect_tls(pki: &Pki, p: &Proxy) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(p.addr()).await.expect("connect");
+    let name = ServerName::try_from("a.test".to_owned()).expect("server name");
+    pki.connector(&[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 /// A WebSocket handshake for the upstream's echo at `/ws`.

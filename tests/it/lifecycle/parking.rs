@@ -6,14 +6,14 @@
 
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{get, open_tunnel, read_response, setup, thread_cpu, ROUTES, WS_HANDSHAKE};
+use super::{
+    connect_tls, get, open_tunnel, read_response, setup, setup_tls, thread_cpu, ROUTES,
+    WS_HANDSHAKE,
+};
 use crate::support::instance::Instance;
 use crate::support::keys::TestKey;
-use crate::support::pki::Pki;
 use crate::support::proxy;
 use crate::support::{raw, upstream};
 
@@ -171,42 +171,14 @@ async fn a_response_read_slowly_arrives_whole_before_the_connection_parks_or_clo
 /// or parked after one, cost no CPU while they wait: nothing wakes them before a limit.
 #[tokio::test]
 async fn waiting_and_parked_connections_cost_nothing_while_they_wait() {
-    let pki = Pki::new();
-    let (cert, key_file) = pki.issue("default", &["a.test"]);
-    let up = upstream().run().await;
-    let key = TestKey::new("HS256");
-    let toml = |path: &std::path::Path| serde_json::Value::from(path.to_string_lossy()).to_string();
-    let tls = format!(
-        "[server]\ntls = {{ cert = {}, key = {} }}\n",
-        toml(&cert),
-        toml(&key_file)
-    );
-    let p = proxy::proxy(&proxy::config(
-        &up.url(),
-        &key.jwt_toml(),
-        &format!("{tls}{ROUTES}"),
-    ))
-    .await;
+    let (pki, _up, p) = setup_tls().await;
     let mut preconnects = Vec::new();
     for _ in 0..50 {
-        let tcp = TcpStream::connect(p.addr()).await.expect("connect");
-        let name = ServerName::try_from("a.test".to_owned()).expect("server name");
-        let stream = pki
-            .connector(&[b"http/1.1"])
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake");
-        preconnects.push(stream);
+        preconnects.push(connect_tls(&pki, &p).await);
     }
     let mut served = Vec::new();
     for _ in 0..50 {
-        let tcp = TcpStream::connect(p.addr()).await.expect("connect");
-        let name = ServerName::try_from("a.test".to_owned()).expect("server name");
-        let mut stream = pki
-            .connector(&[b"http/1.1"])
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake");
+        let mut stream = connect_tls(&pki, &p).await;
         stream
             .write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .await
