@@ -59,6 +59,21 @@ pub fn is_cross_site(headers: &HeaderMap, site: Option<&Origin>, allowed: &[Orig
     }
 }
 
+/// Logs a refused cross-site login or logout with both origins (they are public): an `Origin`
+/// of `https://host` against a site of `http://host` tells an operator behind a
+/// TLS-terminating proxy that it is missing from `server.trusted_proxies`.
+fn refused_cross_site(what: &str, headers: &HeaderMap, site: Option<&Origin>, client_ip: IpAddr) {
+    let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    warn!(
+        %client_ip,
+        origin = origin.unwrap_or("-"),
+        sec_fetch_site = fetch_site.unwrap_or("-"),
+        site = %site.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        "{what} refused: cross-site request"
+    );
+}
+
 /// The return path if it is a same-site relative path, else `None`.
 ///
 /// The value itself must be a plain path: `/`, then no second `/` or `\` (browsers read
@@ -228,7 +243,7 @@ impl Authenticator {
         };
         let (parts, body) = request.into_parts();
         if is_cross_site(&parts.headers, site, &self.session.allowed_origins) {
-            warn!(%client_ip, "login refused: cross-site request");
+            refused_cross_site("login", &parts.headers, site, client_ip);
             return Err(Error::Forbidden("cross-site login request"));
         }
         let limit = self.login.attempts_per_minute;
@@ -438,6 +453,7 @@ impl Authenticator {
         if parts.method == http::Method::POST
             && is_cross_site(&parts.headers, site, &self.session.allowed_origins)
         {
+            refused_cross_site("logout", &parts.headers, site, client_ip);
             return Err(Error::Forbidden("cross-site logout request"));
         }
         // The session ends here, not when its tokens expire: a copied cookie replayed after

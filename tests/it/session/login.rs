@@ -703,3 +703,42 @@ async fn get_login_passes_through_to_the_site() {
     assert_eq!(resp.location(), Some("/dashboard"));
     assert_eq!(s.up.requests(), 1);
 }
+
+/// A login refused as cross-site says in the log which origin came and which this site is:
+/// `https://…` against `http://…` is an operator's missing `server.trusted_proxies` entry.
+#[tokio::test]
+async fn a_refused_login_logs_both_origins() {
+    let key = TestKey::new("HS256");
+    let backend = backend(&key).run().await;
+    let up = upstream().run().await;
+    let instance = crate::support::instance::Instance::start(&format!(
+        "[upstreams]\napp = {up}\n\n{jwt}\n{backend}\n{ROUTES}",
+        up = Value::from(up.url()),
+        jwt = key.jwt_toml(),
+        backend = backend.backend_toml(),
+    ))
+    .await;
+    let site = instance.url("");
+    let https = site.replacen("http://", "https://", 1);
+    let resp = Req::post(&instance.url("/login"))
+        .form(&[("email", USER), ("password", PASSWORD)])
+        .header("origin", &https)
+        .send()
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert_eq!(backend.logins(), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = instance.log();
+        if let Some(line) = log.lines().find(|line| line.contains("login refused")) {
+            assert!(line.contains(&https), "{line}");
+            assert!(line.contains(&site), "{line}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal logged: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
