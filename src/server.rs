@@ -345,9 +345,11 @@ where
     }
 }
 
-impl<C> activity::Serving for Pin<Box<C>>
+impl<I, Svc, E> activity::Serving for Pin<Box<http2::Connection<I, Svc, E>>>
 where
-    C: Future<Output = hyper::Result<()>> + Http2Graceful,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<Svc::Future, Tracked<Body>>,
 {
     fn poll_serve(
         &mut self,
@@ -358,22 +360,6 @@ where
 
     fn graceful(&mut self) {
         self.as_mut().graceful_shutdown();
-    }
-}
-
-/// hyper's HTTP/2 server connection's graceful shutdown, named for [`activity::Serving`].
-trait Http2Graceful {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, Svc, E> Http2Graceful for http2::Connection<I, Svc, E>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<Svc::Future, Tracked<Body>>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        http2::Connection::graceful_shutdown(self);
     }
 }
 

@@ -136,10 +136,14 @@ impl Activity {
         self.upgraded.load(Ordering::Relaxed)
     }
 
-    fn bytes_arrived(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
+    /// No request under way and no head begun since the last one ended.
+    fn between_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == NONE
-        {
+    }
+
+    fn bytes_arrived(&self) {
+        if self.between_requests() {
             self.head_started
                 .store(clock::millis(Instant::now()), Ordering::Relaxed);
             self.changed.store(true, Ordering::Relaxed);
@@ -158,9 +162,7 @@ impl Activity {
 
     /// No request under way, no head begun, every response flushed.
     fn quiet(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == NONE
-            && !self.unflushed.load(Ordering::Relaxed)
+        self.between_requests() && !self.unflushed.load(Ordering::Relaxed)
     }
 
     /// Whether everything written to the socket has been flushed.
@@ -325,9 +327,7 @@ impl<'a, C: Serving> Supervised<'a, C> {
             *this.stopping = true;
             this.connection.graceful();
             let activity = &this.activity;
-            let quiet = !activity.http2.load(Ordering::Relaxed)
-                && activity.in_flight.load(Ordering::Relaxed) == 0
-                && activity.head_started.load(Ordering::Relaxed) == NONE;
+            let quiet = !activity.http2.load(Ordering::Relaxed) && activity.between_requests();
             if quiet {
                 *this.closing = true;
                 this.check.reset(Instant::now().into());

@@ -39,24 +39,17 @@ async fn setup(server: &str) -> (Upstream, Proxy) {
     (up, p)
 }
 
-/// A proxy terminating TLS for `a.test` (a certificate from `Pki`) in front of a fresh
-/// upstream, with every other setting at its default.
+/// [`setup`] terminating TLS for `a.test` (a certificate from the returned `Pki`), every other
+/// setting at its default.
 async fn setup_tls() -> (Pki, Upstream, Proxy) {
     let pki = Pki::new();
     let (cert, key) = pki.issue("default", &["a.test"]);
     let toml_path =
         |path: &std::path::Path| serde_json::Value::from(path.to_string_lossy()).to_string();
-    let tls = format!(
-        "[server]\ntls = {{ cert = {}, key = {} }}\n",
+    let (up, p) = setup(&format!(
+        "tls = {{ cert = {}, key = {} }}",
         toml_path(&cert),
         toml_path(&key)
-    );
-    let up = upstream().run().await;
-    let jwt = TestKey::new("HS256");
-    let p = proxy(&proxy::config(
-        &up.url(),
-        &jwt.jwt_toml(),
-        &format!("{tls}{ROUTES}"),
     ))
     .await;
     (pki, up, p)

@@ -1968,60 +1968,32 @@ fn a_static_key_with_jwt_kid_selects_exactly() {
 /// signature of the other curve's length or one cut short does not.
 #[test]
 fn ring_checks_p256_p384_and_ed25519_whichever_way_the_key_comes() {
-    type Signer = Box<dyn Fn(&[u8]) -> Box<dyn JwsSigner>>;
-    let rows: Vec<(Alg, Box<dyn KeyPair>, Signer, bool)> = vec![
-        (
-            Alg::ES256,
-            Box::new(josekit::jws::ES256.generate_key_pair().expect("key")),
-            Box::new(|der| Box::new(josekit::jws::ES256.signer_from_der(der).expect("signer"))),
-            true,
-        ),
-        (
-            Alg::ES384,
-            Box::new(josekit::jws::ES384.generate_key_pair().expect("key")),
-            Box::new(|der| Box::new(josekit::jws::ES384.signer_from_der(der).expect("signer"))),
-            true,
-        ),
-        (
-            Alg::ES512,
-            Box::new(josekit::jws::ES512.generate_key_pair().expect("key")),
-            Box::new(|der| Box::new(josekit::jws::ES512.signer_from_der(der).expect("signer"))),
-            false,
-        ),
-        (
-            Alg::EdDSA,
-            Box::new(
-                josekit::jws::EdDSA
-                    .generate_key_pair(EdCurve::Ed25519)
-                    .expect("key"),
-            ),
-            Box::new(|der| Box::new(josekit::jws::EdDSA.signer_from_der(der).expect("signer"))),
-            true,
-        ),
-        (
-            Alg::EdDSA,
-            Box::new(
-                josekit::jws::EdDSA
-                    .generate_key_pair(EdCurve::Ed448)
-                    .expect("key"),
-            ),
-            Box::new(|der| Box::new(josekit::jws::EdDSA.signer_from_der(der).expect("signer"))),
-            false,
-        ),
-        (
-            Alg::RS256,
-            Box::new(josekit::jws::RS256.generate_key_pair(2048).expect("key")),
-            Box::new(|der| Box::new(josekit::jws::RS256.signer_from_der(der).expect("signer"))),
-            false,
-        ),
+    /// A fresh key pair of a josekit algorithm family, and a signer with its private key.
+    macro_rules! generated {
+        ($family:ident $(, $arg:expr)?) => {{
+            let pair = josekit::jws::$family.generate_key_pair($($arg)?).expect("key");
+            let signer: Box<dyn JwsSigner> = Box::new(
+                josekit::jws::$family
+                    .signer_from_der(pair.to_der_private_key())
+                    .expect("signer"),
+            );
+            (Box::new(pair) as Box<dyn KeyPair>, signer)
+        }};
+    }
+    let rows = [
+        (Alg::ES256, generated!(ES256), true),
+        (Alg::ES384, generated!(ES384), true),
+        (Alg::ES512, generated!(ES512), false),
+        (Alg::EdDSA, generated!(EdDSA, EdCurve::Ed25519), true),
+        (Alg::EdDSA, generated!(EdDSA, EdCurve::Ed448), false),
+        (Alg::RS256, generated!(RS256, 2048), false),
     ];
     let policy = |alg| Policy {
         algorithms: vec![alg],
         leeway_secs: LEEWAY,
         ..Policy::default()
     };
-    for (alg, pair, signer, by_ring) in rows {
-        let signer = signer(&pair.to_der_private_key());
+    for (alg, (pair, signer), by_ring) in rows {
         let pem = KeyMaterial {
             public_key_pem: Some(pair.to_pem_public_key()),
             ..KeyMaterial::default()

@@ -14,11 +14,21 @@ use super::{
 };
 use crate::support::instance::Instance;
 use crate::support::keys::TestKey;
-use crate::support::proxy;
-use crate::support::{raw, upstream};
+use crate::support::proxy::{self, Proxy};
+use crate::support::raw::RawConn;
+use crate::support::{raw, upstream, Upstream};
 
 /// Long enough for any connection idle since the wait began to be parked.
 const PARKED: Duration = Duration::from_millis(700);
+
+/// [`setup`] with `server`, and a connection that has served one request and been parked.
+async fn parked(server: &str) -> (Upstream, Proxy, RawConn) {
+    let (up, p) = setup(server).await;
+    let mut conn = raw::connect(p.addr()).await;
+    assert_eq!(get(&mut conn, "/one").await, 200);
+    tokio::time::sleep(PARKED).await;
+    (up, p, conn)
+}
 
 /// Waits (5 s at most) until the instance's parked-connection gauge reads `want`.
 async fn parked_becomes(instance: &Instance, want: f64) {
@@ -69,10 +79,7 @@ async fn an_idle_connection_is_parked_and_its_next_request_served_on_it() {
 
 #[tokio::test]
 async fn split_and_pipelined_requests_wake_a_parked_connection() {
-    let (_up, p) = setup("header_read_timeout = \"2s\"").await;
-    let mut conn = raw::connect(p.addr()).await;
-    assert_eq!(get(&mut conn, "/one").await, 200);
-    tokio::time::sleep(PARKED).await;
+    let (_up, _p, mut conn) = parked("header_read_timeout = \"2s\"").await;
     // One byte wakes it; the rest of the head comes later.
     conn.write(b"G").await.expect("write");
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -100,10 +107,7 @@ async fn split_and_pipelined_requests_wake_a_parked_connection() {
 
 #[tokio::test]
 async fn a_websocket_handshake_wakes_a_parked_connection_and_keeps_the_bytes_behind_it() {
-    let (_up, p) = setup("").await;
-    let mut conn = raw::connect(p.addr()).await;
-    assert_eq!(get(&mut conn, "/one").await, 200);
-    tokio::time::sleep(PARKED).await;
+    let (_up, _p, mut conn) = parked("").await;
     // The handshake and the client's first bytes in one write: those bytes reach the
     // upstream through the tunnel, not lost with hyper's read buffer.
     conn.write(&[WS_HANDSHAKE, b"early"].concat())
@@ -128,10 +132,7 @@ async fn a_tunnel_opened_on_a_fresh_connection_still_works() {
 
 #[tokio::test]
 async fn shutdown_closes_a_parked_connection_at_once() {
-    let (_up, mut p) = setup("").await;
-    let mut conn = raw::connect(p.addr()).await;
-    assert_eq!(get(&mut conn, "/one").await, 200);
-    tokio::time::sleep(PARKED).await;
+    let (_up, mut p, mut conn) = parked("").await;
     let started = Instant::now();
     let stopped = tokio::time::timeout(Duration::from_secs(5), p.begin_stop()).await;
     assert!(stopped.is_ok(), "shutdown waited for a parked connection");
