@@ -223,7 +223,7 @@ pub fn login_redirect(login: &crate::config::Login, target: &str) -> String {
 }
 
 /// Unix seconds now.
-pub use crate::clock::unix_now as now;
+pub use crate::clock::unix_seconds as now;
 
 /// Why a request could not be authenticated.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! connection's task and the requests on it; and the wall clock (unix time), which tokens
 //! and revocations speak.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,4 +33,114 @@ pub fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time of the event being handled: a connection's task reads the clock once per wake-up,
+/// not once per question (about ten per proxied request otherwise). Inside a [`Moment`]
+/// [`now`] and [`unix_seconds`] give the instant and the unix second of the first question
+/// asked in it; outside one they read the clock. A moment lasts one poll of a task, so what
+/// it answers is never older than the work done in that poll.
+#[must_use = "a moment lasts until it is dropped"]
+pub struct Moment {
+    /// This guard opened the moment (an inner one leaves it to the outer).
+    opened: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Cached {
+    open: bool,
+    instant: Option<Instant>,
+    unix: Option<u64>,
+}
+
+thread_local! {
+    static CACHED: Cell<Cached> = const {
+        Cell::new(Cached { open: false, instant: None, unix: None })
+    };
+}
+
+/// Opens a moment on this thread until the guard is dropped.
+pub fn moment() -> Moment {
+    CACHED.with(|cached| {
+        let mut state = cached.get();
+        if state.open {
+            return Moment { opened: false };
+        }
+        state.open = true;
+        cached.set(state);
+        Moment { opened: true }
+    })
+}
+
+impl Drop for Moment {
+    fn drop(&mut self) {
+        if self.opened {
+            CACHED.with(|cached| {
+                cached.set(Cached {
+                    open: false,
+                    instant: None,
+                    unix: None,
+                })
+            });
+        }
+    }
+}
+
+/// The monotonic time of the current moment (see [`Moment`]), or of the clock outside one.
+pub fn now() -> Instant {
+    CACHED.with(|cached| {
+        let mut state = cached.get();
+        if let Some(instant) = state.instant {
+            return instant;
+        }
+        let instant = Instant::now();
+        if state.open {
+            state.instant = Some(instant);
+            cached.set(state);
+        }
+        instant
+    })
+}
+
+/// Unix seconds of the current moment (see [`Moment`]), or of the clock outside one.
+pub fn unix_seconds() -> u64 {
+    CACHED.with(|cached| {
+        let mut state = cached.get();
+        if let Some(unix) = state.unix {
+            return unix;
+        }
+        let unix = unix_now();
+        if state.open {
+            state.unix = Some(unix);
+            cached.set(state);
+        }
+        unix
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moment_answers_one_time_until_it_ends() {
+        let outside = now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(now() > outside, "outside a moment the clock is read");
+        let first = {
+            let _moment = moment();
+            let first = now();
+            let unix = unix_seconds();
+            std::thread::sleep(Duration::from_millis(2));
+            assert_eq!(now(), first, "one moment, one instant");
+            {
+                let _inner = moment();
+                assert_eq!(now(), first, "an inner moment keeps the outer one's time");
+            }
+            assert_eq!(now(), first, "closing an inner moment keeps the outer one");
+            assert_eq!(unix_seconds(), unix);
+            first
+        };
+        assert!(now() > first, "the moment is over");
+    }
 }

@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::request::Parts;
@@ -161,6 +160,7 @@ where
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Response<Body>> {
+        let _moment = crate::clock::moment();
         let pipeline = self.pipeline.as_mut();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.poll(cx))) {
             Ok(polled) => polled,
@@ -184,7 +184,7 @@ pub async fn handle(
     request: Request<Incoming>,
     door: Door,
 ) -> Response<Body> {
-    let started = Instant::now();
+    let started = crate::clock::now();
     let request_id = next_request_id();
     let method = request.method().clone();
     let mut trace = Trace::default();
@@ -200,7 +200,7 @@ pub async fn handle(
         }
         Door::ForwardAuth => forward_auth(&app, &conn, request, &request_id, &mut trace).await,
     };
-    let elapsed = started.elapsed();
+    let elapsed = crate::clock::now().saturating_duration_since(started);
     app.metrics.request(
         door.mode(),
         trace.rule.map(|r| r.index),

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
@@ -43,6 +44,12 @@ impl Shutdown {
 
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Whether the signal has changed since this copy last looked (an atomic load): a
+    /// poller that has registered with [`Shutdown::wait`] need poll it again only then.
+    fn changed(&self) -> bool {
+        self.0.has_changed().unwrap_or(true)
     }
 }
 
@@ -328,15 +335,15 @@ where
 {
     fn poll_serve(
         &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<hyper::Result<()>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<hyper::Result<()>> {
         std::task::ready!(self.connection.poll_without_shutdown(cx))?;
         if self.activity.flushed() {
-            std::task::Poll::Ready(Ok(()))
+            Poll::Ready(Ok(()))
         } else {
             // The write that could not finish has asked to be woken when the socket can take
             // more; hyper flushes the rest when polled then.
-            std::task::Poll::Pending
+            Poll::Pending
         }
     }
 
@@ -353,8 +360,8 @@ where
 {
     fn poll_serve(
         &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<hyper::Result<()>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<hyper::Result<()>> {
         self.as_mut().poll(cx)
     }
 
@@ -413,8 +420,8 @@ impl<F: Future<Output = http::Response<Body>>> Future for Answer<F> {
 
     fn poll(
         self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(Pin::new(this.handling).poll(cx));
         let in_flight = this
@@ -424,26 +431,39 @@ impl<F: Future<Output = http::Response<Body>>> Future for Answer<F> {
         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             in_flight.upgrading();
         }
-        std::task::Poll::Ready(Ok(response.map(|body| Tracked::new(body, in_flight))))
+        Poll::Ready(Ok(response.map(|body| Tracked::new(body, in_flight))))
     }
 }
 
 /// Runs a supervised connection to its end, shutting it down gracefully on `shutdown`.
+///
+/// The shutdown signal is polled once, which leaves the task's waker with it, and after
+/// that only when it has changed: a connection's task wakes several times per request, and
+/// every wake-up would otherwise poll the signal too.
 async fn supervise<C: activity::Serving>(
     supervised: Supervised<'_, C>,
     shutdown: &mut Shutdown,
 ) -> hyper::Result<Ended> {
     let mut supervised = std::pin::pin!(supervised);
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            ended = supervised.as_mut() => return ended,
-            () = shutdown.wait(), if !stopping => {
-                stopping = true;
-                supervised.as_mut().shutdown();
-            }
+    let mut signal = shutdown.clone();
+    let mut stopping = std::pin::pin!(signal.wait());
+    let mut look = true;
+    let mut stopped = false;
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(ended) = supervised.as_mut().poll(cx) {
+            return Poll::Ready(ended);
         }
-    }
+        if stopped || !(look || shutdown.changed()) {
+            return Poll::Pending;
+        }
+        look = false;
+        if stopping.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        stopped = true;
+        supervised.as_mut().shutdown();
+    })
+    .await
 }
 
 /// The HTTP/1.1 and HTTP/2 connection builders with the configured limits. Each connection

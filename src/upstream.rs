@@ -375,7 +375,7 @@ pub async fn forward(
     let body = UpstreamBody::new(Limited::new(body, max_body), fwd.conn);
     let upstream_request = Request::from_parts(parts, body);
 
-    let sent = std::time::Instant::now();
+    let sent = crate::clock::now();
     let response = match pool
         .send(upstream_request, config.server.upstream_timeout)
         .await
@@ -403,7 +403,7 @@ pub async fn forward(
             return Err(error);
         }
     };
-    telemetry::upstream_latency(sent.elapsed());
+    telemetry::upstream_latency(crate::clock::now().saturating_duration_since(sent));
 
     let (mut parts, body) = response.into_parts();
     // A response framed by `Transfer-Encoding` has no length, whatever `Content-Length` it

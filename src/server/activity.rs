@@ -145,7 +145,7 @@ impl Activity {
     fn bytes_arrived(&self) {
         if self.between_requests() {
             self.head_started
-                .store(clock::millis(Instant::now()), Ordering::Relaxed);
+                .store(clock::millis(clock::now()), Ordering::Relaxed);
             self.changed.store(true, Ordering::Relaxed);
         }
     }
@@ -340,6 +340,9 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
     type Output = hyper::Result<Ended>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Everything this wake-up does (hyper's reads and writes, the requests it polls)
+        // happens at one time: the clock is read once.
+        let _moment = clock::moment();
         let mut this = self.project();
         loop {
             if let Poll::Ready(ended) = this.connection.poll_serve(cx) {
@@ -354,7 +357,7 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
             // before the one the timer is set for. (A head read whole in one go has already
             // become a request, which needs no earlier look.)
             if this.activity.changed.swap(false, Ordering::Relaxed) && !*this.closing {
-                let now = Instant::now();
+                let now = clock::now();
                 let mut next = this
                     .activity
                     .check(this.limits, now, this.stall)
@@ -369,6 +372,8 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
             if this.check.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            // The clock itself, not the moment's time: a deadline that has come must be
+            // judged by a time past it, or resetting the timer to it would spin here.
             let now = Instant::now();
             // A graceful close has had its time; requests still in flight keep the
             // connection under the in-flight rule.
@@ -441,7 +446,7 @@ impl Drop for InFlight {
         }
         activity
             .idle_since
-            .store(clock::millis(Instant::now()), Ordering::Relaxed);
+            .store(clock::millis(clock::now()), Ordering::Relaxed);
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
