@@ -21,9 +21,10 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future as _};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -162,6 +163,11 @@ struct Usage {
     exchange: AtomicU8,
     /// HTTP/2: no new request takes it (a request timed out on it); it closes once idle.
     retired: AtomicBool,
+    /// HTTP/1.1: when the response head of the request under way is due (`clock::millis`;
+    /// `0` when none is awaited). The connection's task enforces it (see [`drive`]).
+    answer_by: AtomicU64,
+    /// HTTP/1.1: the connection was closed because its response head was late.
+    answer_late: AtomicBool,
     /// The connection's task, to close it at once.
     task: OnceLock<AbortHandle>,
 }
@@ -182,6 +188,8 @@ impl Default for Usage {
             last_used: AtomicU64::new(0),
             exchange: AtomicU8::new(0),
             retired: AtomicBool::new(false),
+            answer_by: AtomicU64::new(0),
+            answer_late: AtomicBool::new(false),
             task: OnceLock::new(),
         }
     }
@@ -225,7 +233,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         if let Some(usage) = self.0.take() {
-            usage.done(Instant::now());
+            usage.done(clock::now());
         }
     }
 }
@@ -271,6 +279,8 @@ struct Failure {
     error: hyper::Error,
     /// The request, when hyper never sent it.
     unsent: Option<Request<UpstreamBody>>,
+    /// HTTP/1.1: the connection was closed because the answer was late ([`drive`]).
+    late: bool,
     /// HTTP/2, a request without a body: its head, for an upstream that refused the stream.
     replay: Option<http::request::Parts>,
 }
@@ -316,7 +326,7 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
         let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = clock::now() + timeout;
         let checkout = match inner.take_idle() {
             Some(checkout) => checkout,
             None => {
@@ -324,7 +334,7 @@ impl Pool {
                 // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that
                 // every request's future would otherwise carry and move.
                 let opening = Box::pin(inner.checkout(&mut queued));
-                match tokio::time::timeout_at(deadline, opening).await {
+                match tokio::time::timeout_at(deadline.into(), opening).await {
                     Ok(checkout) => checkout?,
                     Err(_) if queued => return Err(SendError::Busy),
                     Err(_) => return Err(SendError::Timeout),
@@ -338,17 +348,26 @@ impl Pool {
             Sender::H2(_) => checkout.busy.usage().cloned(),
             Sender::H1(_) => None,
         };
-        let failure =
-            match tokio::time::timeout_at(deadline, inner.send_on(checkout, request)).await {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(failure)) => failure,
-                Err(_) => {
-                    if let Some(usage) = h2 {
+        // HTTP/1.1's deadline is kept by the connection's task, which has a timer anyway; a
+        // timer per request would be set and cancelled on nearly every one.
+        let failure = match h2 {
+            None => match inner.send_on(checkout, request, deadline).await {
+                Ok(response) => return Ok(response),
+                Err(Failure { late: true, .. }) => return Err(SendError::Timeout),
+                Err(failure) => failure,
+            },
+            Some(usage) => {
+                let sending = inner.send_on(checkout, request, deadline);
+                match tokio::time::timeout_at(deadline.into(), sending).await {
+                    Ok(Ok(response)) => return Ok(response),
+                    Ok(Err(failure)) => failure,
+                    Err(_) => {
                         usage.retired.store(true, Ordering::Relaxed);
+                        return Err(SendError::Timeout);
                     }
-                    return Err(SendError::Timeout);
                 }
-            };
+            }
+        };
         let again = match failure {
             // Only a reused connection gets a second chance: a fresh one that fails is the
             // upstream's problem, and trying again would only double the wait.
@@ -369,11 +388,14 @@ impl Pool {
             let mut queued = false;
             let fresh = inner.open(&mut queued).await?.checkout();
             inner
-                .send_on(fresh, again)
+                .send_on(fresh, again, deadline)
                 .await
-                .map_err(|failure| SendError::Request(failure.error))
+                .map_err(|failure| match failure {
+                    Failure { late: true, .. } => SendError::Timeout,
+                    Failure { error, .. } => SendError::Request(error),
+                })
         });
-        match tokio::time::timeout_at(deadline, retry).await {
+        match tokio::time::timeout_at(deadline.into(), retry).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout),
         }
@@ -412,7 +434,7 @@ impl Inner {
                 });
             }
         }
-        let now = Instant::now();
+        let now = clock::now();
         while let Some(conn) = idle.h1.pop_back() {
             let idle_for = now.saturating_duration_since(conn.since);
             if idle_for >= self.settings.keepalive {
@@ -580,10 +602,14 @@ impl Inner {
     }
 
     /// Sends on `checkout`; on failure, the error and what could be sent again.
+    /// Sends on `checkout`; on failure, the error and what could be sent again. On HTTP/1.1
+    /// the connection's task closes the connection if no response head has come by
+    /// `answer_by` (the failure is then `late`); HTTP/2's caller keeps its own deadline.
     async fn send_on(
         self: &Arc<Self>,
         checkout: Checkout,
         mut request: Request<UpstreamBody>,
+        answer_by: Instant,
     ) -> Result<Response<PooledBody>, Failure> {
         let Checkout { sender, busy, .. } = checkout;
         match sender {
@@ -609,13 +635,22 @@ impl Inner {
                         usage.exchange.store(OPEN, Ordering::Relaxed);
                         request.body_mut().sent_on = Some(usage.clone());
                     }
+                    let due = clock::millis(answer_by).max(1);
+                    usage.answer_by.store(due, Ordering::Relaxed);
                 }
                 let sent = sender.try_send_request(request).await;
+                // (A request dropped while it waits leaves its deadline behind: its
+                // connection is not reused, and closing it then costs nothing.)
+                let late = busy.usage().is_some_and(|usage| {
+                    usage.answer_by.store(0, Ordering::Relaxed);
+                    sent.is_err() && usage.answer_late.load(Ordering::Relaxed)
+                });
                 // A `101` hands the connection to a tunnel: never back to the pool.
                 let reusable = sent
                     .as_ref()
                     .is_ok_and(|response| response.status() != StatusCode::SWITCHING_PROTOCOLS);
                 self.answered(sent, reusable.then_some(sender), busy, None)
+                    .map_err(|failure| Failure { late, ..failure })
             }
             Sender::H2(mut sender) => {
                 // HTTP/2 carries scheme and host in the request itself: `:authority` is the
@@ -670,6 +705,7 @@ impl Inner {
                 Err(Failure {
                     error: err.into_error(),
                     unsent,
+                    late: false,
                     replay,
                 })
             }
@@ -706,8 +742,13 @@ fn unprocessed_h2(error: &hyper::Error) -> bool {
     false
 }
 
-/// Runs a connection until it ends, or until it has been unused for `keepalive`; holds its
+/// Runs a connection until it ends, until it has been unused for `keepalive`, or (HTTP/1.1)
+/// until the request on it has waited past its `answer_by` for a response head; holds its
 /// place under `max_connections` until then.
+///
+/// One timer serves both deadlines, and it is moved only when a request's deadline comes
+/// before the time it is set for: requests follow one another with later deadlines each, so
+/// the timer is reset about once per `upstream_timeout`, not once per request.
 async fn drive<F>(
     connection: F,
     usage: Arc<Usage>,
@@ -717,29 +758,45 @@ async fn drive<F>(
     F: std::future::Future<Output = hyper::Result<()>>,
 {
     let mut connection = std::pin::pin!(connection);
-    let sleep = tokio::time::sleep(keepalive);
-    let mut sleep = std::pin::pin!(sleep);
-    loop {
-        tokio::select! {
-            ended = &mut connection => {
-                if let Err(err) = ended {
-                    debug!(error = %err, "upstream connection ended");
-                }
-                return;
+    let mut timer = std::pin::pin!(tokio::time::sleep(keepalive));
+    // What the timer is set for, in `clock::millis`.
+    let mut armed = clock::millis(Instant::now() + keepalive);
+    poll_fn(|cx| {
+        if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+            if let Err(err) = ended {
+                debug!(error = %err, "upstream connection ended");
             }
-            () = &mut sleep => {
-                let now = Instant::now();
-                let last = clock::instant(usage.last_used.load(Ordering::Relaxed));
-                let idle_until = last + keepalive;
-                if usage.in_flight.load(Ordering::Relaxed) == 0 && idle_until <= now {
-                    debug!("closing an idle upstream connection");
-                    return;
-                }
-                let next = if idle_until > now { idle_until } else { now + keepalive };
-                sleep.as_mut().reset(next.into());
-            }
+            return Poll::Ready(());
         }
-    }
+        let answer_by = usage.answer_by.load(Ordering::Relaxed);
+        if answer_by != 0 && answer_by < armed {
+            armed = answer_by;
+            timer.as_mut().reset(clock::instant(armed).into());
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            let answer_by = usage.answer_by.load(Ordering::Relaxed);
+            if answer_by != 0 && answer_by <= clock::millis(now) {
+                debug!("no response head from the upstream in time; closing its connection");
+                usage.answer_late.store(true, Ordering::Relaxed);
+                return Poll::Ready(());
+            }
+            let idle_until = clock::instant(usage.last_used.load(Ordering::Relaxed)) + keepalive;
+            if usage.in_flight.load(Ordering::Relaxed) == 0 && idle_until <= now {
+                debug!("closing an idle upstream connection");
+                return Poll::Ready(());
+            }
+            let mut next = if idle_until > now { idle_until } else { now + keepalive };
+            if answer_by != 0 {
+                // Later than `now` (checked above), so the timer cannot fire at once again.
+                next = next.min(clock::instant(answer_by));
+            }
+            armed = clock::millis(next);
+            timer.as_mut().reset(next.into());
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The connection a response came on, given back when its body has been read.
@@ -753,7 +810,7 @@ struct Lease {
 impl Lease {
     fn release(self, complete: bool) {
         let Lease { pool, h1, busy } = self;
-        let now = Instant::now();
+        let now = clock::now();
         let Some(usage) = busy.end(now) else { return };
         let Some(sender) = h1 else { return };
         if usage.exchange.load(Ordering::Acquire) != 0 {

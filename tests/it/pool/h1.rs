@@ -347,3 +347,39 @@ async fn an_upstream_gets_no_more_connections_than_its_cap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The deadline for a response head is kept by the upstream connection's own task, not by a
+/// timer per request: a pooled connection whose upstream falls silent is answered `504` on
+/// time (not at the connection's keep-alive expiry), is closed rather than pooled, and the
+/// request is not sent again; the next request gets a fresh connection.
+#[tokio::test]
+async fn a_silent_upstream_on_a_reused_connection_times_out_on_time() {
+    let up = scripted(|seen| {
+        if seen.line.starts_with("GET /silent") {
+            Answer::Later(Duration::from_secs(30), ok("too late"))
+        } else {
+            echo(&seen.line)
+        }
+    })
+    .await;
+    let p = proxy_to(&up.url(), "", "upstream_timeout = \"400ms\"").await;
+    // Several requests first: the connection's timer is then set well past the next deadline
+    // only if the deadline were never moved earlier.
+    for i in 0..3 {
+        assert_eq!(get_once(&p, &format!("/warm{i}")).await.0, 200);
+    }
+    assert_eq!(up.connections(), 1, "{:?}", up.lines());
+    let started = std::time::Instant::now();
+    let (status, body) = get_once(&p, "/silent").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("upstream_timeout"), "{body}");
+    assert!(
+        waited >= Duration::from_millis(390) && waited < Duration::from_millis(1500),
+        "answered after {waited:?}"
+    );
+    let silent = up.lines().iter().filter(|l| l.starts_with("GET /silent")).count();
+    assert_eq!(silent, 1, "sent again: {:?}", up.lines());
+    assert_eq!(get_once(&p, "/after").await, (200, "GET /after HTTP/1.1".into()));
+    assert_eq!(up.connections(), 2, "{:?}", up.lines());
+}
