@@ -495,9 +495,14 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Verified, Failure> {
         let now = now();
-        let access = cookies::find(headers, &self.session.access_cookie);
-        let refresh = cookies::find(headers, &self.session.refresh_cookie)
-            .filter(|_| self.refresher.is_some());
+        let (access, refresh) = match self.refresher {
+            Some(_) => cookies::find_both(
+                headers,
+                &self.session.access_cookie,
+                &self.session.refresh_cookie,
+            ),
+            None => (cookies::find(headers, &self.session.access_cookie), None),
+        };
         let verdict = match access {
             Some(token) => Some((token, self.verify(token).await)),
             None => None,

@@ -45,6 +45,31 @@ pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The first cookies called `first` and `second` (see [`find`]), in one pass over the lines.
+pub fn find_both<'h>(
+    headers: &'h HeaderMap,
+    first: &str,
+    second: &str,
+) -> (Option<&'h str>, Option<&'h str>) {
+    let (mut a, mut b) = (None, None);
+    for (name, value) in raw_pairs(headers) {
+        if a.is_none() && name == first.as_bytes() {
+            a = Some(value);
+        } else if b.is_none() && name == second.as_bytes() {
+            b = Some(value);
+        }
+        if a.is_some() && b.is_some() {
+            break;
+        }
+    }
+    let usable = |value: Option<&'h [u8]>| {
+        value
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .filter(|value| !value.is_empty())
+    };
+    (usable(a), usable(b))
+}
+
 /// Rewrites the `Cookie` headers into one line without the cookies in `names`; drops the
 /// header if none remain. Works on bytes, so that no line is passed on whole (with the proxy's cookies in it)
 /// just because another cookie on it is not ASCII.
@@ -134,6 +159,25 @@ mod tests {
         assert_eq!(find(&map, "refresh_token"), Some("r1"));
         assert_eq!(find(&map, "access"), None);
         assert_eq!(find(&headers(&["access_token="]), "access_token"), None);
+    }
+
+    #[test]
+    fn finding_both_agrees_with_finding_each() {
+        let lines: [&[&str]; 5] = [
+            &["theme=dark; access_token=abc; access_token=def", "refresh_token=\"r1\""],
+            &["refresh_token=r; access_token=a"],
+            &["access_token=; refresh_token=r; access_token=late"],
+            &["refresh_token=r1; refresh_token=r2"],
+            &["theme=dark"],
+        ];
+        for line in lines {
+            let map = headers(line);
+            assert_eq!(
+                find_both(&map, "access_token", "refresh_token"),
+                (find(&map, "access_token"), find(&map, "refresh_token")),
+                "{line:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 
 use crate::config::{SameSite, Session};
-pub use crate::cookie_header::{find, pairs};
+pub use crate::cookie_header::{find, find_both, pairs};
 
 /// Browsers drop a cookie whose name, value and attributes pass 4096 bytes.
 pub const MAX_COOKIE_BYTES: usize = 4096;
