@@ -166,6 +166,8 @@ struct Usage {
     /// HTTP/1.1: when the response head of the request under way is due (`clock::millis`;
     /// `0` when none is awaited). The connection's task enforces it (see [`drive`]).
     answer_by: AtomicU64,
+    /// HTTP/1.1: something was read since the request under way went out.
+    heard: AtomicBool,
     /// HTTP/1.1: the connection was closed because its response head was late.
     answer_late: AtomicBool,
     /// The connection's task, to close it at once.
@@ -189,6 +191,7 @@ impl Default for Usage {
             exchange: AtomicU8::new(0),
             retired: AtomicBool::new(false),
             answer_by: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
             answer_late: AtomicBool::new(false),
             task: OnceLock::new(),
         }
@@ -636,6 +639,7 @@ impl Inner {
                         request.body_mut().sent_on = Some(usage.clone());
                     }
                     let due = clock::millis(answer_by).max(1);
+                    usage.heard.store(false, Ordering::Relaxed);
                     usage.answer_by.store(due, Ordering::Relaxed);
                 }
                 let sent = sender.try_send_request(request).await;
@@ -757,10 +761,16 @@ async fn drive<F>(
 ) where
     F: std::future::Future<Output = hyper::Result<()>>,
 {
+    // The head of a late answer may have been read in the very poll in which the deadline
+    // is found passed, before its request has run to take the deadline down: an upstream
+    // heard from gets this much longer, once per request.
+    const GRACE: Duration = Duration::from_millis(10);
     let mut connection = std::pin::pin!(connection);
     let mut timer = std::pin::pin!(tokio::time::sleep(keepalive));
     // What the timer is set for, in `clock::millis`.
     let mut armed = clock::millis(Instant::now() + keepalive);
+    // The deadline that was given its grace.
+    let mut graced = 0;
     poll_fn(|cx| {
         if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
             if let Err(err) = ended {
@@ -777,6 +787,12 @@ async fn drive<F>(
             let now = Instant::now();
             let answer_by = usage.answer_by.load(Ordering::Relaxed);
             if answer_by != 0 && answer_by <= clock::millis(now) {
+                if graced != answer_by && usage.heard.load(Ordering::Relaxed) {
+                    graced = answer_by;
+                    armed = clock::millis(now + GRACE);
+                    timer.as_mut().reset((now + GRACE).into());
+                    continue;
+                }
                 debug!("no response head from the upstream in time; closing its connection");
                 usage.answer_late.store(true, Ordering::Relaxed);
                 return Poll::Ready(());

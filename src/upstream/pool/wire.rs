@@ -17,7 +17,8 @@ pin_project_lite::pin_project! {
     /// body is still going out marks the exchange: the upstream answered (or closed) before
     /// it had the whole request, so it may take the rest of the body for a request of its
     /// own, and the connection must not carry another one. Reading and handing over the
-    /// body both happen in the connection's task, so their order is exact.
+    /// body both happen in the connection's task, so their order is exact. A read while a
+    /// response head is awaited is noted too (`Usage::heard`, see `drive`).
     pub(super) struct Wire<T> {
         #[pin]
         io: T,
@@ -40,6 +41,9 @@ impl<T: hyper::rt::Read> hyper::rt::Read for Wire<T> {
         let this = self.project();
         let polled = this.io.poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
+            if this.usage.answer_by.load(Ordering::Relaxed) != 0 {
+                this.usage.heard.store(true, Ordering::Relaxed);
+            }
             let exchange = &this.usage.exchange;
             if exchange.load(Ordering::Relaxed) & OPEN != 0 {
                 exchange.fetch_or(EARLY, Ordering::Relaxed);
