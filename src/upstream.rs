@@ -309,7 +309,14 @@ fn accepts_websocket(request_key: Option<&HeaderValue>, response: &HeaderMap) ->
 
 /// Removes the hop-by-hop headers `present` found, and every header `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap, present: &Present) {
-    if present.has(&header::CONNECTION) {
+    // `Connection: keep-alive` or `close`, nearly every one there is, names no header.
+    let names_headers = |headers: &HeaderMap| {
+        headers.get_all(header::CONNECTION).iter().any(|value| {
+            let value = value.as_bytes();
+            !value.eq_ignore_ascii_case(b"keep-alive") && !value.eq_ignore_ascii_case(b"close")
+        })
+    };
+    if present.has(&header::CONNECTION) && names_headers(headers) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()

@@ -92,9 +92,24 @@ impl Host {
         if bytes.is_empty() {
             return Err("empty Host");
         }
-        if bytes.contains(&b'@') {
-            return Err("userinfo in the request's host");
-        }
+        // `@` is in none of the forms below: looked for only to say why a host is refused.
+        let (host_len, port) = Host::split(bytes).map_err(|malformed| {
+            if bytes.contains(&b'@') {
+                "userinfo in the request's host"
+            } else {
+                malformed
+            }
+        })?;
+        Ok(Host {
+            value,
+            host_len,
+            port,
+        })
+    }
+
+    /// The length of the host part of a non-empty `bytes` and its port, in one pass over a
+    /// name (this runs for every request).
+    fn split(bytes: &[u8]) -> Result<(usize, Option<u16>), &'static str> {
         let host_len = if bytes[0] == b'[' {
             let close = bytes
                 .iter()
@@ -106,43 +121,47 @@ impl Host {
                 .map_err(|_| "malformed Host")?;
             close + 1
         } else {
-            let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
-            let name = &bytes[..end];
-            let well_formed = !name.is_empty()
-                && name
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-                // Labels are never empty; one trailing dot (a fully qualified name) is allowed.
-                && !name.starts_with(b".")
-                && !name.windows(2).any(|w| w == b"..");
-            if !well_formed {
+            // Letters, digits, `-`, `_` and dots; labels are never empty, but one trailing dot
+            // (a fully qualified name) is allowed. (`previous` starts as a dot so that a
+            // leading one counts as an empty label.)
+            let mut end = bytes.len();
+            let mut previous = b'.';
+            for (i, &b) in bytes.iter().enumerate() {
+                match b {
+                    b':' => {
+                        end = i;
+                        break;
+                    }
+                    b'.' if previous == b'.' => return Err("malformed Host"),
+                    b'.' | b'-' | b'_' => {}
+                    _ if b.is_ascii_alphanumeric() => {}
+                    _ => return Err("malformed Host"),
+                }
+                previous = b;
+            }
+            if end == 0 {
                 return Err("malformed Host");
             }
             end
         };
         let port = match &bytes[host_len..] {
             [] => None,
-            [b':', digits @ ..] => {
-                // 1 to 65535, written one way: no leading zero (`:080`, `:00000`), so the
-                // port a rule or an origin compares is the text that goes upstream.
-                let well_formed = !digits.is_empty()
-                    && digits.len() <= 5
-                    && digits[0] != b'0'
-                    && digits.iter().all(u8::is_ascii_digit);
-                let port = std::str::from_utf8(digits)
-                    .ok()
-                    .filter(|_| well_formed)
-                    .and_then(|d| d.parse::<u16>().ok())
-                    .ok_or("malformed port in Host")?;
-                Some(port)
+            // 1 to 65535, written one way: no leading zero (`:080`, `:00000`), so the port a
+            // rule or an origin compares is the text that goes upstream.
+            [b':', digits @ ..] if (1..=5).contains(&digits.len()) && digits[0] != b'0' => {
+                let mut port: u32 = 0;
+                for &digit in digits {
+                    if !digit.is_ascii_digit() {
+                        return Err("malformed port in Host");
+                    }
+                    port = port * 10 + u32::from(digit - b'0');
+                }
+                Some(u16::try_from(port).map_err(|_| "malformed port in Host")?)
             }
+            [b':', ..] => return Err("malformed port in Host"),
             _ => return Err("malformed Host"),
         };
-        Ok(Host {
-            value,
-            host_len,
-            port,
-        })
+        Ok((host_len, port))
     }
 
     fn from_authority(authority: &http::uri::Authority) -> Result<Host, &'static str> {

@@ -46,6 +46,18 @@ fn hosts_parse_strictly() {
     for text in bad {
         assert!(host(text).is_err(), "{text:?} accepted");
     }
+    // What the client is told.
+    for (text, why) in [
+        ("evil@app.test", "userinfo in the request's host"),
+        ("user:pass@app.test:80", "userinfo in the request's host"),
+        ("[::1]@app.test", "userinfo in the request's host"),
+        ("app.test:99999", "malformed port in Host"),
+        ("app.test:", "malformed port in Host"),
+        ("app..test", "malformed Host"),
+        ("", "empty Host"),
+    ] {
+        assert_eq!(host(text).err(), Some(why), "{text:?}");
+    }
 }
 
 #[test]
