@@ -25,6 +25,8 @@
 # Every run.sh knob works here too (DURATION, ROUNDS, TARGETS, NODE_PEERS=0, ...); IDLE=0
 # skips the idle-connection check, CONNS_IDLE sets its count (default 10000).
 set -euo pipefail
+# A relative OURS_BIN means one relative to where the script was started from.
+case "${OURS_BIN:-}" in "" | /*) ;; *) OURS_BIN="$(pwd)/$OURS_BIN" ;; esac
 cd "$(dirname "$0")"
 BENCH="$(pwd)"
 ROOT="$(cd .. && pwd)"

@@ -1,6 +1,6 @@
 //! Instants as milliseconds in a `u64`, so that they fit an atomic shared between a
-//! connection's task and the requests on it; and the wall clock (unix time), which tokens
-//! and revocations speak.
+//! connection's task and the requests on it; the wall clock (unix time), which tokens and
+//! revocations speak; and [`Moment`]s, which read the clock once per wake-up of a task.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
