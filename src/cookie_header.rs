@@ -164,7 +164,10 @@ mod tests {
     #[test]
     fn finding_both_agrees_with_finding_each() {
         let lines: [&[&str]; 5] = [
-            &["theme=dark; access_token=abc; access_token=def", "refresh_token=\"r1\""],
+            &[
+                "theme=dark; access_token=abc; access_token=def",
+                "refresh_token=\"r1\"",
+            ],
             &["refresh_token=r; access_token=a"],
             &["access_token=; refresh_token=r; access_token=late"],
             &["refresh_token=r1; refresh_token=r2"],

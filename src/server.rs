@@ -333,10 +333,7 @@ where
     Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>> + Unpin,
     Svc::Future: Unpin,
 {
-    fn poll_serve(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<hyper::Result<()>> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         std::task::ready!(self.connection.poll_without_shutdown(cx))?;
         if self.activity.flushed() {
             Poll::Ready(Ok(()))
@@ -358,10 +355,7 @@ where
     Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>>,
     E: hyper::rt::bounds::Http2ServerConnExec<Svc::Future, Tracked<Body>>,
 {
-    fn poll_serve(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<hyper::Result<()>> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         self.as_mut().poll(cx)
     }
 
@@ -418,10 +412,7 @@ pin_project_lite::pin_project! {
 impl<F: Future<Output = http::Response<Body>>> Future for Answer<F> {
     type Output = Result<http::Response<Tracked<Body>>, Infallible>;
 
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(Pin::new(this.handling).poll(cx));
         let in_flight = this

@@ -802,7 +802,11 @@ async fn drive<F>(
                 debug!("closing an idle upstream connection");
                 return Poll::Ready(());
             }
-            let mut next = if idle_until > now { idle_until } else { now + keepalive };
+            let mut next = if idle_until > now {
+                idle_until
+            } else {
+                now + keepalive
+            };
             if answer_by != 0 {
                 // Later than `now` (checked above), so the timer cannot fire at once again.
                 next = next.min(clock::instant(answer_by));

@@ -378,8 +378,15 @@ async fn a_silent_upstream_on_a_reused_connection_times_out_on_time() {
         waited >= Duration::from_millis(390) && waited < Duration::from_millis(1500),
         "answered after {waited:?}"
     );
-    let silent = up.lines().iter().filter(|l| l.starts_with("GET /silent")).count();
+    let silent = up
+        .lines()
+        .iter()
+        .filter(|l| l.starts_with("GET /silent"))
+        .count();
     assert_eq!(silent, 1, "sent again: {:?}", up.lines());
-    assert_eq!(get_once(&p, "/after").await, (200, "GET /after HTTP/1.1".into()));
+    assert_eq!(
+        get_once(&p, "/after").await,
+        (200, "GET /after HTTP/1.1".into())
+    );
     assert_eq!(up.connections(), 2, "{:?}", up.lines());
 }
