@@ -44,6 +44,8 @@ pub fn unix_millis() -> u64 {
 pub struct Moment {
     /// This guard opened the moment (an inner one leaves it to the outer).
     opened: bool,
+    /// Not `Send`: held across an `.await`, it could end on another thread's cache.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 #[derive(Clone, Copy)]
@@ -64,11 +66,17 @@ pub fn moment() -> Moment {
     CACHED.with(|cached| {
         let mut state = cached.get();
         if state.open {
-            return Moment { opened: false };
+            return Moment {
+                opened: false,
+                _thread: std::marker::PhantomData,
+            };
         }
         state.open = true;
         cached.set(state);
-        Moment { opened: true }
+        Moment {
+            opened: true,
+            _thread: std::marker::PhantomData,
+        }
     })
 }
 

@@ -382,7 +382,9 @@ pub async fn forward(
     let body = UpstreamBody::new(Limited::new(body, max_body), fwd.conn);
     let upstream_request = Request::from_parts(parts, body);
 
-    let sent = crate::clock::now();
+    // From the clock: the moment's time would count the work done before it in this poll.
+    // The answer comes in a later poll, whose moment is when it was handed over.
+    let sent = std::time::Instant::now();
     let response = match pool
         .send(upstream_request, config.server.upstream_timeout)
         .await

@@ -604,7 +604,6 @@ impl Inner {
         idle.h1.push_back(conn);
     }
 
-    /// Sends on `checkout`; on failure, the error and what could be sent again.
     /// Sends on `checkout`; on failure, the error and what could be sent again. On HTTP/1.1
     /// the connection's task closes the connection if no response head has come by
     /// `answer_by` (the failure is then `late`); HTTP/2's caller keeps its own deadline.
@@ -779,7 +778,9 @@ async fn drive<F>(
             return Poll::Ready(());
         }
         let answer_by = usage.answer_by.load(Ordering::Relaxed);
-        if answer_by != 0 && answer_by < armed {
+        // (Not while that deadline has its grace: a body segment waking this task before
+        // the request has taken the deadline down would otherwise cut the grace short.)
+        if answer_by != 0 && answer_by != graced && answer_by < armed {
             armed = answer_by;
             timer.as_mut().reset(clock::instant(armed).into());
         }

@@ -540,6 +540,15 @@ async fn metrics_parse_and_move() {
     assert!(metric(proxy.admin, "portcullis_requests_total").await >= requests + 6.0);
     assert!(metric(proxy.admin, "portcullis_auth_decisions_total").await >= denied + 6.0);
     assert!(metric(proxy.admin, "portcullis_request_duration_seconds_count").await >= 6.0);
+    // A request answered within one wake-up of its connection (a 401) is timed too: its
+    // duration ends on the clock, not on the time the connection woke.
+    let timed = metric(proxy.admin, "portcullis_request_duration_seconds_sum").await;
+    for _ in 0..5 {
+        Req::get(&format!("http://{}/private/x", proxy.main))
+            .send()
+            .await;
+    }
+    assert!(metric(proxy.admin, "portcullis_request_duration_seconds_sum").await > timed);
 
     // Every family has a # HELP line, and requests are labelled by the route's pattern.
     let text = Req::get(&format!("http://{}/metrics", proxy.admin))
