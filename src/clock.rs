@@ -96,33 +96,28 @@ impl Drop for Moment {
 
 /// The monotonic time of the current moment (see [`Moment`]), or of the clock outside one.
 pub fn now() -> Instant {
-    CACHED.with(|cached| {
-        let mut state = cached.get();
-        if let Some(instant) = state.instant {
-            return instant;
-        }
-        let instant = Instant::now();
-        if state.open {
-            state.instant = Some(instant);
-            cached.set(state);
-        }
-        instant
-    })
+    cached(|state| &mut state.instant, Instant::now)
 }
 
 /// Unix seconds of the current moment (see [`Moment`]), or of the clock outside one.
 pub fn unix_seconds() -> u64 {
+    cached(|state| &mut state.unix, unix_now)
+}
+
+/// The value `field` of the open moment holds, read with `read` the first time it is asked;
+/// `read` alone outside a moment.
+fn cached<T: Copy>(field: fn(&mut Cached) -> &mut Option<T>, read: fn() -> T) -> T {
     CACHED.with(|cached| {
         let mut state = cached.get();
-        if let Some(unix) = state.unix {
-            return unix;
+        if let Some(value) = *field(&mut state) {
+            return value;
         }
-        let unix = unix_now();
+        let value = read();
         if state.open {
-            state.unix = Some(unix);
+            *field(&mut state) = Some(value);
             cached.set(state);
         }
-        unix
+        value
     })
 }
 

@@ -309,31 +309,29 @@ fn accepts_websocket(request_key: Option<&HeaderValue>, response: &HeaderMap) ->
 
 /// Removes the hop-by-hop headers `present` found, and every header `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap, present: &Present) {
-    // `Connection: keep-alive` or `close`, nearly every one there is, names no header.
-    let names_headers = |headers: &HeaderMap| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            let value = value.as_bytes();
-            !value.eq_ignore_ascii_case(b"keep-alive") && !value.eq_ignore_ascii_case(b"close")
-        })
+    // `close` names no header, and `keep-alive` is removed below anyway.
+    let names_none = |token: &[u8]| {
+        token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive")
     };
-    if present.has(&header::CONNECTION) && names_headers(headers) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `close` names no header and `keep-alive` is removed below anyway: the usual
-            // `Connection` values build no list.
-            .filter(|token| {
-                !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
-            })
-            .filter_map(|token| HeaderName::try_from(token).ok())
-            // The framing of the request is the proxy's business, not the client's to remove.
-            .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
-            .collect();
-        for name in &named {
-            headers.remove(name);
+    if present.has(&header::CONNECTION) {
+        let lines = headers.get_all(header::CONNECTION);
+        // A plain `keep-alive` or `close`, nearly every `Connection` there is, is not taken
+        // apart.
+        if !lines.iter().all(|line| names_none(line.as_bytes())) {
+            let named: Vec<HeaderName> = lines
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|token| !names_none(token.as_bytes()))
+                .filter_map(|token| HeaderName::try_from(token).ok())
+                // The framing of the request is the proxy's business, not the client's to
+                // remove.
+                .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
+                .collect();
+            for name in &named {
+                headers.remove(name);
+            }
         }
     }
     for (name, _) in HOP_BY_HOP

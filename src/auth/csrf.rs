@@ -32,12 +32,13 @@ impl Origin {
     /// purpose; anything else (`null`, a path, userinfo, another scheme) is `None`.
     pub fn parse(text: &str) -> Option<Origin> {
         let (scheme, authority) = text.split_once("://")?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "https" => true,
-            "http" => false,
-            _ => return None,
-        };
-        Origin::from_authority(https, authority)
+        Origin::from_authority(Scheme::parse(scheme)? == Scheme::Https, authority)
+    }
+
+    /// The origin of an absolute http(s) URL (a `Referer`).
+    pub fn of_url(url: &http::Uri) -> Option<Origin> {
+        let https = Scheme::parse(url.scheme_str()?)? == Scheme::Https;
+        Origin::from_authority(https, url.authority()?.as_str())
     }
 
     /// The origin of a site reached as `https` or not at `authority` (`host[:port]`), read by

@@ -297,13 +297,7 @@ impl Authenticator {
                 // A login form that posts to a URL without `next` still came from a page that had it.
                 let referer = parts.headers.get(REFERER)?.to_str().ok()?;
                 let uri: http::Uri = referer.parse().ok()?;
-                let https = match uri.scheme_str()? {
-                    "https" => true,
-                    "http" => false,
-                    _ => return None,
-                };
-                let from = Origin::from_authority(https, uri.authority()?.as_str())?;
-                let same_origin = site == Some(&from);
+                let same_origin = site.is_some() && site == Origin::of_url(&uri).as_ref();
                 same_origin
                     .then(|| query_param(uri.query(), &self.login.return_param))
                     .flatten()

@@ -186,6 +186,16 @@ impl Activity {
         })
     }
 
+    /// When to look at the connection again: at once if it is past its limit at `now`, else
+    /// at the next limit or (`parks`) the next parking look, whichever comes first.
+    fn next_look(&self, limits: &Limits, now: Instant, stall: &mut Stall, parks: bool) -> Instant {
+        let next = self.check(limits, now, stall).unwrap_or(now);
+        match self.park_look(now).filter(|_| parks) {
+            Some(look) => next.min(look),
+            None => next,
+        }
+    }
+
     /// Whether the connection is past its limit at `now`, or else when to look again.
     /// `stall` is what the caller saw of its requests' progress at its last look.
     pub fn check(
@@ -301,10 +311,7 @@ impl<'a, C: Serving> Supervised<'a, C> {
     ) -> Self {
         let now = Instant::now();
         let mut stall = Stall::new(now);
-        let mut first = activity.check(&limits, now, &mut stall).unwrap_or(now);
-        if let Some(look) = activity.park_look(now).filter(|_| parks) {
-            first = first.min(look);
-        }
+        let first = activity.next_look(&limits, now, &mut stall, parks);
         Supervised {
             connection,
             check: tokio::time::sleep_until(first.into()),
@@ -358,13 +365,9 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
             // become a request, which needs no earlier look.)
             if this.activity.changed.swap(false, Ordering::Relaxed) && !*this.closing {
                 let now = clock::now();
-                let mut next = this
+                let next = this
                     .activity
-                    .check(this.limits, now, this.stall)
-                    .unwrap_or(now);
-                if let Some(look) = this.activity.park_look(now).filter(|_| *this.parks) {
-                    next = next.min(look);
-                }
+                    .next_look(this.limits, now, this.stall, *this.parks);
                 if next < this.check.deadline().into_std() {
                     this.check.as_mut().reset(next.into());
                 }

@@ -644,10 +644,13 @@ impl Inner {
                 let sent = sender.try_send_request(request).await;
                 // (A request dropped while it waits leaves its deadline behind: its
                 // connection is not reused, and closing it then costs nothing.)
-                let late = busy.usage().is_some_and(|usage| {
-                    usage.answer_by.store(0, Ordering::Relaxed);
-                    sent.is_err() && usage.answer_late.load(Ordering::Relaxed)
-                });
+                let late = match busy.usage() {
+                    Some(usage) => {
+                        usage.answer_by.store(0, Ordering::Relaxed);
+                        sent.is_err() && usage.answer_late.load(Ordering::Relaxed)
+                    }
+                    None => false,
+                };
                 // A `101` hands the connection to a tunnel: never back to the pool.
                 let reusable = sent
                     .as_ref()
@@ -766,8 +769,6 @@ async fn drive<F>(
     const GRACE: Duration = Duration::from_millis(10);
     let mut connection = std::pin::pin!(connection);
     let mut timer = std::pin::pin!(tokio::time::sleep(keepalive));
-    // What the timer is set for, in `clock::millis`.
-    let mut armed = clock::millis(Instant::now() + keepalive);
     // The deadline that was given its grace.
     let mut graced = 0;
     poll_fn(|cx| {
@@ -780,9 +781,11 @@ async fn drive<F>(
         let answer_by = usage.answer_by.load(Ordering::Relaxed);
         // (Not while that deadline has its grace: a body segment waking this task before
         // the request has taken the deadline down would otherwise cut the grace short.)
-        if answer_by != 0 && answer_by != graced && answer_by < armed {
-            armed = answer_by;
-            timer.as_mut().reset(clock::instant(armed).into());
+        if answer_by != 0 && answer_by != graced {
+            let due = clock::instant(answer_by);
+            if due < timer.deadline().into_std() {
+                timer.as_mut().reset(due.into());
+            }
         }
         while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
@@ -790,7 +793,6 @@ async fn drive<F>(
             if answer_by != 0 && answer_by <= clock::millis(now) {
                 if graced != answer_by && usage.heard.load(Ordering::Relaxed) {
                     graced = answer_by;
-                    armed = clock::millis(now + GRACE);
                     timer.as_mut().reset((now + GRACE).into());
                     continue;
                 }
@@ -812,7 +814,6 @@ async fn drive<F>(
                 // Later than `now` (checked above), so the timer cannot fire at once again.
                 next = next.min(clock::instant(answer_by));
             }
-            armed = clock::millis(next);
             timer.as_mut().reset(next.into());
         }
         Poll::Pending

@@ -32,21 +32,13 @@ async fn parked(server: &str) -> (Upstream, Proxy, RawConn) {
 
 /// Waits (5 s at most) until the instance's parked-connection gauge reads `want`.
 async fn parked_becomes(instance: &Instance, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = instance
-            .metric("portcullis_parked_connections")
-            .await
-            .unwrap_or(0.0);
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "portcullis_parked_connections stayed at {now}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    instance
+        .wait_metric(
+            "portcullis_parked_connections",
+            want,
+            Duration::from_secs(5),
+        )
+        .await;
 }
 
 #[tokio::test]

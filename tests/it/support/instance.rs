@@ -129,11 +129,21 @@ impl Instance {
     /// Waits (10 s at most) until `portcullis_cluster_connected` is `up`.
     pub async fn wait_connected(&self, up: bool) {
         let want = if up { 1.0 } else { 0.0 };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.metric("portcullis_cluster_connected").await != Some(want) {
+        self.wait_metric(
+            "portcullis_cluster_connected",
+            want,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    /// Waits (`within` at most) until the unlabelled metric `name` reads `want`.
+    pub async fn wait_metric(&self, name: &str, want: f64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.metric(name).await != Some(want) {
             assert!(
                 Instant::now() < deadline,
-                "portcullis_cluster_connected did not become {want} within 10 s:\n{}",
+                "{name} did not become {want} within {within:?}:\n{}",
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
