@@ -263,6 +263,13 @@ async fn open_tunnel(p: &Proxy) -> RawConn {
     tunnel
 }
 
+/// CPU time this thread spends in the next second, while the proxy (on this thread) waits.
+async fn cpu_in_a_second() -> Duration {
+    let before = thread_cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    thread_cpu() - before
+}
+
 /// CPU time this thread has run, from `/proc/thread-self/schedstat` (nanoseconds). The proxy
 /// runs on the test's own runtime thread, so this is what it spends.
 fn thread_cpu() -> Duration {
@@ -288,9 +295,7 @@ async fn a_half_sent_http2_preface_costs_nothing_while_it_waits() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = thread_cpu();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = thread_cpu() - before;
+    let spent = cpu_in_a_second().await;
     assert!(
         spent < Duration::from_millis(150),
         "400 waiting prefaces cost {spent:?} of CPU in a second"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    connect_tls, get, open_tunnel, read_response, setup, setup_tls, thread_cpu, ROUTES,
+    connect_tls, cpu_in_a_second, get, open_tunnel, read_response, setup, setup_tls, ROUTES,
     WS_HANDSHAKE,
 };
 use crate::support::instance::Instance;
@@ -182,9 +182,7 @@ async fn waiting_and_parked_connections_cost_nothing_while_they_wait() {
         served.push(stream);
     }
     tokio::time::sleep(PARKED).await;
-    let before = thread_cpu();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = thread_cpu() - before;
+    let spent = cpu_in_a_second().await;
     assert!(
         spent < Duration::from_millis(100),
         "100 waiting connections cost {spent:?} of CPU in a second"
