@@ -5,7 +5,7 @@
 //! and must not allocate. Lines are split as bytes, so a cookie that is not ASCII hides nothing
 //! else on its line.
 
-use http::header::{HeaderMap, HeaderValue, COOKIE};
+use http::header::{Entry, HeaderMap, HeaderValue, COOKIE};
 
 /// Iterates over `(name, value)` pairs of every `Cookie` header, in order. Lines are split
 /// as bytes, so a cookie whose value is not ASCII (a site's own `lang=café`) hides nothing
@@ -75,15 +75,27 @@ pub fn find_both<'h>(
 /// just because another cookie on it is not ASCII.
 pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     let ours = |name: &[u8]| names.iter().any(|n| n.as_bytes() == name);
-    // One lookup: the lines are walked again from it rather than looked up again.
-    let lines = headers.get_all(COOKIE);
-    let any_ours = lines
-        .iter()
-        .flat_map(|line| pieces(line.as_bytes()))
-        .any(|pair| ours(pair_name(pair)));
+    // One lookup: the lines are walked, replaced or removed through the entry it found.
+    let Entry::Occupied(mut lines) = headers.entry(COOKIE) else {
+        return;
+    };
+    let (mut any_ours, mut any_other) = (false, false);
+    for pair in lines.iter().flat_map(|line| pieces(line.as_bytes())) {
+        let pair = pair.trim_ascii();
+        if ours(pair_name(pair)) {
+            any_ours = true;
+        } else if !pair.is_empty() {
+            any_other = true;
+        }
+    }
     // HTTP/2 clients send one cookie per header field; an HTTP/1.1 upstream expects them in
     // one line (RFC 9113 §8.2.3), so several lines are always joined.
     if !any_ours && lines.iter().nth(1).is_none() {
+        return;
+    }
+    // Only the proxy's cookies (an API client's request): nothing to join.
+    if !any_other {
+        lines.remove_entry_mult();
         return;
     }
     let mut kept: Vec<u8> = Vec::new();
@@ -103,10 +115,10 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     // insert replaces every line.
     match HeaderValue::from_bytes(&kept) {
         Ok(value) if !kept.is_empty() => {
-            headers.insert(COOKIE, value);
+            lines.insert(value);
         }
         _ => {
-            headers.remove(COOKIE);
+            lines.remove_entry_mult();
         }
     }
 }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -380,15 +380,18 @@ async fn decide<'a>(
 /// Request filter: refuse what cannot be proxied before looking at anything else.
 fn filter(config: &Config, request: &Request<Incoming>) -> Result<(), Error> {
     filter_method(request.method())?;
-    let header_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    // One pass over the names: the size, and whether the body's framing needs a look (two
+    // lookups by name saved on the usual request that declares no body).
+    let mut header_bytes = 0;
+    let mut framed = false;
+    for (name, value) in request.headers() {
+        header_bytes += name.as_str().len() + value.len() + 4;
+        framed |= name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
+    }
     if header_bytes > config.server.max_header_size {
         return Err(Error::HeadersTooLarge);
     }
-    if declared_length(request)? > config.server.max_body {
+    if framed && declared_length(request)? > config.server.max_body {
         return Err(Error::PayloadTooLarge);
     }
     Ok(())
@@ -480,10 +483,7 @@ fn session_cookies_out(app: &App, response: &mut Response<Body>, renewed: Vec<He
 /// any `Transfer-Encoding` but plain `chunked` (a coding the proxy would silently drop, and
 /// the classic lever of request smuggling).
 fn declared_length<B>(request: &Request<B>) -> Result<u64, Error> {
-    let mut codings = request
-        .headers()
-        .get_all(http::header::TRANSFER_ENCODING)
-        .iter();
+    let mut codings = request.headers().get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
         if !first
             .as_bytes()

@@ -53,9 +53,9 @@ pub fn keep_from_shared_caches(headers: &mut HeaderMap) {
         "private",
         "no-store",
     ];
-    // Most responses say nothing about caching: one lookup decides that.
-    if !headers.contains_key(CACHE_CONTROL) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+    // Most responses say nothing about caching: one lookup decides that, and adds the header.
+    if let http::header::Entry::Vacant(absent) = headers.entry(CACHE_CONTROL) {
+        absent.insert(HeaderValue::from_static("private"));
         return;
     }
     if has_directive(headers, &DECIDED) {

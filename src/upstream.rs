@@ -262,12 +262,19 @@ static WEBSOCKET_HANDSHAKE: [HeaderName; 4] = [
     header::SEC_WEBSOCKET_PROTOCOL,
 ];
 
-/// Removes hop-by-hop headers from a response, keeping `Connection`/`Upgrade` on a `101`.
+/// Removes hop-by-hop headers from a response, keeping `Connection`/`Upgrade` on a `101`, and
+/// a `Content-Length` that `Transfer-Encoding` overrides.
 pub fn rewrite_response_headers(status: StatusCode, headers: &mut HeaderMap) {
+    let present = Present::scan(headers, None);
+    // A response framed by `Transfer-Encoding` has no length, whatever `Content-Length` it
+    // also carries (RFC 9112 §6.3): passed on, that length would cut the body short.
+    if present.has(&header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let upgrade = (status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    strip_hop_by_hop(headers, &Present::scan(headers, None));
+    strip_hop_by_hop(headers, &present);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
@@ -413,11 +420,6 @@ pub async fn forward(
     telemetry::upstream_latency(crate::clock::now().saturating_duration_since(sent));
 
     let (mut parts, body) = response.into_parts();
-    // A response framed by `Transfer-Encoding` has no length, whatever `Content-Length` it
-    // also carries (RFC 9112 §6.3): passed on, that length would cut the body short.
-    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        parts.headers.remove(header::CONTENT_LENGTH);
-    }
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
