@@ -48,9 +48,7 @@ async fn respond(live: &Live, request: Request<Incoming>) -> Response<Body> {
             Err(missing) => (StatusCode::SERVICE_UNAVAILABLE, format!("{missing}\n")),
         },
         (_, "/metrics") => {
-            let text = crate::telemetry::handle()
-                .map(|h| h.render())
-                .unwrap_or_default();
+            let text = crate::telemetry::render();
             let mut response = Response::new(body::full(text));
             response.headers_mut().insert(
                 CONTENT_TYPE,

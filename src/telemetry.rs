@@ -9,21 +9,24 @@
 //! What every request records goes through handles registered once ([`RequestMetrics`] per
 //! `App`, the fixed-label ones when the recorder is installed): recording is then an atomic
 //! add, where the `counter!` macro builds a key (allocating its labels) and looks it up in
-//! the registry on each call. The recorder keeps every histogram sample until it is folded
-//! into the buckets, so [`upkeep`] does that every few seconds whether or not anyone
-//! scrapes `/metrics`; otherwise memory would grow with the request count.
+//! the registry on each call. The two histograms every request records (its duration, its
+//! upstream's) are Portcullis's own ([`Durations`]: two atomic adds a sample) and rendered
+//! after the recorder's families ([`render`]). The recorder keeps every sample of its own
+//! histograms until it is folded into the buckets, so [`upkeep`] does that every few seconds
+//! whether or not anyone scrapes `/metrics`; otherwise memory would grow with the call count.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Handles for the metrics whose labels are fixed, registered with the recorder once.
 struct Fixed {
-    upstream_duration: Histogram,
     /// One counter per name in [`AUTH_DECISIONS`], in that order.
     auth: Vec<Counter>,
 }
@@ -54,12 +57,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let buckets = [
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ];
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &buckets)
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &BUCKETS)
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -68,7 +67,6 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             let _ = FIXED.set(Fixed {
-                upstream_duration: histogram!("portcullis_upstream_duration_seconds"),
                 auth: AUTH_DECISIONS
                     .iter()
                     .map(|&decision| counter!("portcullis_auth_decisions_total", "decision" => decision))
@@ -151,9 +149,12 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Registers every metric's `# HELP` text with the recorder.
+/// Registers every metric's `# HELP` text with the recorder (the recorder's own only).
 fn describe() {
     for &(name, help) in DESCRIPTIONS {
+        if OWN_HISTOGRAMS.contains(&name) {
+            continue;
+        }
         if name.ends_with("_seconds") && !name.ends_with("timestamp_seconds") {
             metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
         } else if name.ends_with("_total") {
@@ -161,6 +162,108 @@ fn describe() {
         } else {
             metrics::describe_gauge!(name, help);
         }
+    }
+}
+
+/// The text of `/metrics`: the recorder's families, then Portcullis's own histograms.
+pub fn render() -> String {
+    let mut text = handle().map(|h| h.render()).unwrap_or_default();
+    let help = |name: &str| {
+        DESCRIPTIONS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, help)| help)
+    };
+    let [requests, upstream] = OWN_HISTOGRAMS;
+    family_head(&mut text, requests, help(requests));
+    for (mode, durations) in MODES.iter().zip(&REQUEST_DURATIONS) {
+        durations.render(&mut text, requests, &format!("mode=\"{mode}\""));
+    }
+    family_head(&mut text, upstream, help(upstream));
+    UPSTREAM_DURATIONS.render(&mut text, upstream, "");
+    text
+}
+
+fn family_head(text: &mut String, name: &str, help: &str) {
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} histogram");
+}
+
+/// The bucket bounds of every duration histogram, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The histograms Portcullis keeps itself ([`Durations`]), not through the recorder.
+const OWN_HISTOGRAMS: [&str; 2] = [
+    "portcullis_request_duration_seconds",
+    "portcullis_upstream_duration_seconds",
+];
+
+/// Request durations, by mode ([`MODES`] order).
+static REQUEST_DURATIONS: [Durations; 2] = [Durations::new(), Durations::new()];
+static UPSTREAM_DURATIONS: Durations = Durations::new();
+
+/// A Prometheus histogram of durations with the [`BUCKETS`] bounds, recorded with two relaxed
+/// atomic adds: the sample's bucket and the sum. The recorder's histograms keep each sample
+/// (pushed to a lock-free queue under an epoch guard, stamped with the time for idle expiry)
+/// until they are folded into buckets; for the two samples of every request that was a
+/// measurable part of its cost. Process-wide, as the recorder is: a reload keeps counting.
+pub struct Durations {
+    /// Samples per bucket, not cumulative; the last one is past every bound (`+Inf`).
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    /// The sum of every sample, in nanoseconds (584 years of them fit).
+    nanos: AtomicU64,
+}
+
+impl Durations {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const fn new() -> Durations {
+        const ZERO: AtomicU64 = AtomicU64::new(0);
+        Durations {
+            buckets: [ZERO; BUCKETS.len() + 1],
+            nanos: ZERO,
+        }
+    }
+
+    pub fn record(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The series of one histogram, as the recorder writes its own: cumulative `_bucket`
+    /// lines up to `+Inf`, then `_sum` and `_count`.
+    fn render(&self, text: &mut String, name: &str, labels: &str) {
+        let comma = if labels.is_empty() { "" } else { "," };
+        let mut count = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            count += bucket.load(Ordering::Relaxed);
+            let _ = match BUCKETS.get(i) {
+                Some(bound) => writeln!(
+                    text,
+                    "{name}_bucket{{{labels}{comma}le=\"{bound}\"}} {count}"
+                ),
+                None => writeln!(text, "{name}_bucket{{{labels}{comma}le=\"+Inf\"}} {count}"),
+            };
+        }
+        let sum = self.nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            text,
+            "{name}_sum{labels} {sum}\n{name}_count{labels} {count}"
+        );
     }
 }
 
@@ -205,8 +308,6 @@ pub struct RequestMetrics {
     /// `[mode][rule index][status class]`; each mode's last row counts requests no rule
     /// matched.
     requests: [Vec<[Counter; 5]>; 2],
-    /// Request durations per mode.
-    durations: [Histogram; 2],
 }
 
 impl RequestMetrics {
@@ -229,8 +330,6 @@ impl RequestMetrics {
         };
         RequestMetrics {
             requests: MODES.map(rows),
-            durations: MODES
-                .map(|mode| histogram!("portcullis_request_duration_seconds", "mode" => mode)),
         }
     }
 
@@ -241,7 +340,7 @@ impl RequestMetrics {
         let none = requests.len() - 1;
         let row = rule.filter(|&r| r < none).unwrap_or(none);
         requests[row][class(status)].increment(1);
-        self.durations[mode].record(elapsed.as_secs_f64());
+        REQUEST_DURATIONS[mode].record(elapsed);
     }
 }
 
@@ -265,10 +364,7 @@ pub fn route_labels(patterns: &[String]) -> Vec<String> {
 
 /// Time until an upstream's response head arrived.
 pub fn upstream_latency(elapsed: Duration) {
-    match FIXED.get() {
-        Some(fixed) => fixed.upstream_duration.record(elapsed.as_secs_f64()),
-        None => histogram!("portcullis_upstream_duration_seconds").record(elapsed.as_secs_f64()),
-    }
+    UPSTREAM_DURATIONS.record(elapsed);
 }
 
 /// An upstream failure: `connect`, `timeout`, `request`.
@@ -352,4 +448,49 @@ pub fn revocations_refused(reason: &'static str) {
 /// Something worth counting in the shared refresh (see the `# HELP` text).
 pub fn cluster_event(event: &'static str) {
     counter!("portcullis_cluster_events_total", "event" => event).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_render_as_a_prometheus_histogram() {
+        let durations = Durations::new();
+        for sample in [
+            Duration::from_micros(400),
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+            Duration::from_secs(20),
+        ] {
+            durations.record(sample);
+        }
+        let mut text = String::new();
+        durations.render(&mut text, "x_seconds", "mode=\"proxy\"");
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .parse::<f64>()
+                .expect("a number")
+        };
+        let bucket = |le: &str| value(&format!("x_seconds_bucket{{mode=\"proxy\",le=\"{le}\"}}"));
+        // Cumulative, a bound included in its bucket.
+        assert_eq!(bucket("0.0005"), 1.0);
+        assert_eq!(bucket("0.001"), 2.0);
+        assert_eq!(bucket("0.0025"), 3.0);
+        assert_eq!(bucket("10"), 3.0);
+        assert_eq!(bucket("+Inf"), 4.0);
+        assert_eq!(value("x_seconds_count{mode=\"proxy\"}"), 4.0);
+        assert!((value("x_seconds_sum{mode=\"proxy\"}") - 20.0034).abs() < 1e-9);
+        assert_eq!(text.lines().count(), BUCKETS.len() + 3);
+
+        let mut text = String::new();
+        Durations::new().render(&mut text, "y_seconds", "");
+        assert!(text.contains("y_seconds_bucket{le=\"+Inf\"} 0\n"), "{text}");
+        assert!(
+            text.contains("y_seconds_sum 0\ny_seconds_count 0\n"),
+            "{text}"
+        );
+    }
 }
