@@ -121,8 +121,62 @@ fn cached<T: Copy>(field: fn(&mut Cached) -> &mut Option<T>, read: fn() -> T) ->
     })
 }
 
+pin_project_lite::pin_project! {
+    /// A timer polled only when it may have fired. Polling a pending `tokio::time::Sleep`
+    /// registers the task's waker with it anew (an atomic swap and a comparison of wakers)
+    /// and takes from the task's budget; a connection's task wakes several times per request
+    /// and its timer rarely fires. A timer polled pending with budget left keeps that waker
+    /// until it fires, a reset included, so until it has fired a poll here only reads its
+    /// state. For a future polled by one task, whose waker does not change between polls.
+    pub struct Alarm {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        // Polled pending since the last reset, with the waker registered.
+        armed: bool,
+    }
+}
+
+impl Alarm {
+    pub fn until(deadline: Instant) -> Alarm {
+        Alarm {
+            sleep: tokio::time::sleep_until(deadline.into()),
+            armed: false,
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.sleep.deadline().into_std()
+    }
+
+    pub fn reset(self: std::pin::Pin<&mut Self>, deadline: Instant) {
+        let this = self.project();
+        *this.armed = false;
+        this.sleep.reset(deadline.into());
+    }
+
+    /// `Ready` once the deadline has come.
+    pub fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::future::Future as _;
+        let this = self.project();
+        if *this.armed && !this.sleep.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        // Out of budget, a `Sleep` answers pending without registering the waker.
+        let registers = tokio::task::coop::has_budget_remaining();
+        let polled = this.sleep.poll(cx);
+        *this.armed = polled.is_pending() && registers;
+        polled
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
+    use std::task::Poll;
+
     use super::*;
 
     #[test]
@@ -145,5 +199,72 @@ mod tests {
             first
         };
         assert!(now() > first, "the moment is over");
+    }
+
+    /// Polls `alarm` until it fires, waking the task every millisecond besides (as requests
+    /// wake a connection's task), resetting it to `reset` on the first poll if given.
+    async fn fired(alarm: std::pin::Pin<&mut Alarm>, reset: Option<Instant>) -> Instant {
+        let mut alarm = alarm;
+        let mut reset = reset;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let polled = std::future::poll_fn(|cx| {
+            while tick.poll_tick(cx).is_ready() {}
+            if let Some(deadline) = reset.take() {
+                // Armed first, so that the reset is of a timer holding the waker.
+                let _ = alarm.as_mut().poll(cx);
+                alarm.as_mut().reset(deadline);
+            }
+            alarm.as_mut().poll(cx).map(|()| Instant::now())
+        });
+        tokio::time::timeout(Duration::from_secs(5), polled)
+            .await
+            .expect("the alarm fires")
+    }
+
+    #[tokio::test]
+    async fn an_alarm_polled_only_when_it_may_have_fired_still_fires_on_time() {
+        let start = Instant::now();
+        let mut alarm = std::pin::pin!(Alarm::until(start + Duration::from_millis(40)));
+        let at = fired(alarm.as_mut(), None).await;
+        assert!(
+            at >= start + Duration::from_millis(40),
+            "not before its deadline"
+        );
+        assert!(
+            at < start + Duration::from_millis(400),
+            "woken when it came"
+        );
+
+        // Fired, then reset: polled again, so that the timer has the waker again.
+        let again = Instant::now() + Duration::from_millis(30);
+        alarm.as_mut().reset(again);
+        let at = fired(alarm.as_mut(), None).await;
+        assert!(at >= again && at < again + Duration::from_millis(360));
+
+        // Armed, then moved earlier: it fires at the earlier deadline.
+        alarm
+            .as_mut()
+            .reset(Instant::now() + Duration::from_secs(60));
+        let earlier = Instant::now() + Duration::from_millis(30);
+        let at = fired(alarm.as_mut(), Some(earlier)).await;
+        assert!(at >= earlier && at < earlier + Duration::from_millis(360));
+    }
+
+    #[tokio::test]
+    async fn an_alarm_polled_out_of_budget_is_polled_again() {
+        let deadline = Instant::now() + Duration::from_millis(30);
+        let mut alarm = std::pin::pin!(Alarm::until(deadline));
+        // Spend the task's budget: the `Sleep` then answers pending without taking the
+        // waker, and the alarm must not count on it.
+        std::future::poll_fn(|cx| {
+            while tokio::task::coop::has_budget_remaining() {
+                let _ = std::pin::pin!(tokio::task::consume_budget()).poll(cx);
+            }
+            assert!(alarm.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let at = fired(alarm.as_mut(), None).await;
+        assert!(at >= deadline && at < deadline + Duration::from_millis(370));
     }
 }

@@ -291,7 +291,7 @@ pin_project_lite::pin_project! {
     pub struct Supervised<'a, C> {
         connection: &'a mut C,
         #[pin]
-        check: tokio::time::Sleep,
+        check: clock::Alarm,
         activity: Arc<Activity>,
         limits: Limits,
         stall: Stall,
@@ -314,7 +314,7 @@ impl<'a, C: Serving> Supervised<'a, C> {
         let first = activity.next_look(&limits, now, &mut stall, parks);
         Supervised {
             connection,
-            check: tokio::time::sleep_until(first.into()),
+            check: clock::Alarm::until(first),
             activity,
             limits,
             stall,
@@ -337,7 +337,7 @@ impl<'a, C: Serving> Supervised<'a, C> {
             let quiet = !activity.http2.load(Ordering::Relaxed) && activity.between_requests();
             if quiet {
                 *this.closing = true;
-                this.check.reset(Instant::now().into());
+                this.check.reset(Instant::now());
             }
         }
     }
@@ -368,8 +368,8 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
                 let next = this
                     .activity
                     .next_look(this.limits, now, this.stall, *this.parks);
-                if next < this.check.deadline().into_std() {
-                    this.check.as_mut().reset(next.into());
+                if next < this.check.deadline() {
+                    this.check.as_mut().reset(next);
                 }
             }
             if this.check.as_mut().poll(cx).is_pending() {
@@ -398,7 +398,7 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
                             next = next.min(look);
                         }
                     }
-                    this.check.as_mut().reset(next.into());
+                    this.check.as_mut().reset(next);
                 }
                 // HTTP/2 says GOAWAY first. An HTTP/1.1 connection is only ever idle before
                 // its first request, where hyper's graceful shutdown would wait for one.
@@ -408,9 +408,7 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
                     *this.stopping = true;
                     *this.closing = true;
                     this.connection.graceful();
-                    this.check
-                        .as_mut()
-                        .reset((now + this.limits.header_read).into());
+                    this.check.as_mut().reset(now + this.limits.header_read);
                 }
                 Err(why) => return Poll::Ready(Ok(Ended::Expired(why))),
             }

@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future as _};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
@@ -768,7 +768,7 @@ async fn drive<F>(
     // heard from gets this much longer, once per request.
     const GRACE: Duration = Duration::from_millis(10);
     let mut connection = std::pin::pin!(connection);
-    let mut timer = std::pin::pin!(tokio::time::sleep(keepalive));
+    let mut timer = std::pin::pin!(clock::Alarm::until(Instant::now() + keepalive));
     // The deadline that was given its grace.
     let mut graced = 0;
     poll_fn(|cx| {
@@ -783,8 +783,8 @@ async fn drive<F>(
         // the request has taken the deadline down would otherwise cut the grace short.)
         if answer_by != 0 && answer_by != graced {
             let due = clock::instant(answer_by);
-            if due < timer.deadline().into_std() {
-                timer.as_mut().reset(due.into());
+            if due < timer.deadline() {
+                timer.as_mut().reset(due);
             }
         }
         while timer.as_mut().poll(cx).is_ready() {
@@ -793,7 +793,7 @@ async fn drive<F>(
             if answer_by != 0 && answer_by <= clock::millis(now) {
                 if graced != answer_by && usage.heard.load(Ordering::Relaxed) {
                     graced = answer_by;
-                    timer.as_mut().reset((now + GRACE).into());
+                    timer.as_mut().reset(now + GRACE);
                     continue;
                 }
                 debug!("no response head from the upstream in time; closing its connection");
@@ -814,7 +814,7 @@ async fn drive<F>(
                 // Later than `now` (checked above), so the timer cannot fire at once again.
                 next = next.min(clock::instant(answer_by));
             }
-            timer.as_mut().reset(next.into());
+            timer.as_mut().reset(next);
         }
         Poll::Pending
     })
