@@ -215,10 +215,7 @@ impl Present {
     }
 
     fn has(&self, hop_by_hop: &HeaderName) -> bool {
-        HOP_BY_HOP
-            .iter()
-            .zip(self.hop_by_hop)
-            .any(|(name, here)| here && name == hop_by_hop)
+        hop_by_hop_index(hop_by_hop.as_str()).is_some_and(|i| self.hop_by_hop[i])
     }
 }
 
