@@ -245,74 +245,79 @@ async fn proxy<'a>(
     trace: &mut Trace<'a>,
 ) -> Result<Response<Body>, Error> {
     filter(&app.config, &request)?;
-    let (parts, body) = request.into_parts();
-    // The target as received, shared rather than copied: what goes upstream when normalizing
-    // changed nothing (the usual case).
-    let original = parts.uri.path_and_query().cloned();
-    let view = RequestView::proxied(
-        &parts,
-        conn,
-        &app.config.server.trusted_proxies,
-        &mut trace.path,
-    )?;
-    trace.method = Some(view.method.clone());
+    // The head, the view of it and the admission live in this block: the request's future
+    // holds them while it authenticates, not while it waits for the upstream.
+    let (rule, outgoing) = {
+        let (parts, body) = request.into_parts();
+        // The target as received, shared rather than copied: what goes upstream when
+        // normalizing changed nothing (the usual case).
+        let original = parts.uri.path_and_query().cloned();
+        let view = RequestView::proxied(
+            &parts,
+            conn,
+            &app.config.server.trusted_proxies,
+            &mut trace.path,
+        )?;
+        trace.method = Some(view.method.clone());
 
-    // The proxy's own endpoints, before any rule.
-    if let Some(endpoint) = own_endpoint(&app.config, &view)? {
-        let client_ip = view.client_ip;
-        let site = crate::auth::csrf::Origin::of_view(&view);
-        drop(view);
-        let request = Request::from_parts(parts, body);
-        // Boxed: these call the backend, and unboxed they would make every request's future
-        // as large as theirs.
-        return match endpoint {
-            Endpoint::Login => Box::pin(app.auth.login(request, client_ip, site.as_ref())).await,
-            Endpoint::Logout => Box::pin(app.auth.logout(request, site.as_ref(), client_ip)).await,
-            Endpoint::Me => {
-                let renewed = &mut trace.renewed;
-                Box::pin(app.auth.me(request.headers(), client_ip, renewed)).await
+        // The proxy's own endpoints, before any rule.
+        if let Some(endpoint) = own_endpoint(&app.config, &view)? {
+            let client_ip = view.client_ip;
+            let site = crate::auth::csrf::Origin::of_view(&view);
+            drop(view);
+            let request = Request::from_parts(parts, body);
+            // Boxed: these call the backend, and unboxed they would make every request's
+            // future as large as theirs.
+            return match endpoint {
+                Endpoint::Login => {
+                    Box::pin(app.auth.login(request, client_ip, site.as_ref())).await
+                }
+                Endpoint::Logout => {
+                    Box::pin(app.auth.logout(request, site.as_ref(), client_ip)).await
+                }
+                Endpoint::Me => {
+                    let renewed = &mut trace.renewed;
+                    Box::pin(app.auth.me(request.headers(), client_ip, renewed)).await
+                }
+            };
+        }
+
+        let rule = route(app, &view)?;
+        trace.rule = Some(rule);
+        let admission = admit(app, rule, &view, &mut trace.renewed, &mut trace.auth).await;
+        let permit = match admission? {
+            Admission::Forward(permit) => permit,
+            Admission::Redirect(location) => {
+                return Ok(response::redirect(http::StatusCode::FOUND, &location))
             }
         };
-    }
 
-    let rule = route(app, &view)?;
-    trace.rule = Some(rule);
-    let admission = admit(app, rule, &view, &mut trace.renewed, &mut trace.auth).await;
-    let permit = match admission? {
-        Admission::Forward(permit) => permit,
-        Admission::Redirect(location) => {
-            return Ok(response::redirect(http::StatusCode::FOUND, &location))
-        }
+        // Forward, to the host the rules matched (a trusted proxy's X-Forwarded-Host, else
+        // the request's own): an upstream serving several sites must serve the one
+        // authorized.
+        let host = view.host.header_value().clone();
+        let target = match view.target {
+            Cow::Owned(changed) => Cow::Owned(changed),
+            Cow::Borrowed(_) => Cow::Borrowed(original.as_ref().map_or("/", |pq| pq.as_str())),
+        };
+        let session = &app.config.session;
+        let forwarding = Forwarding {
+            conn,
+            trusted_proxies: &app.config.server.trusted_proxies,
+            own_cookies: [&session.access_cookie, &session.refresh_cookie],
+            identity_headers: &app.identity_headers,
+            request_id,
+            host: &host,
+        };
+        let request = Request::from_parts(parts, body);
+        let outgoing = upstream::outgoing(&app.config, permit, request, &target, &forwarding)?;
+        (rule, outgoing)
     };
-
-    // Forward, to the host the rules matched (a trusted proxy's X-Forwarded-Host, else the
-    // request's own): an upstream serving several sites must serve the one authorized.
-    let host = view.host.header_value().clone();
-    let target = match view.target {
-        Cow::Owned(changed) => Cow::Owned(changed),
-        Cow::Borrowed(_) => Cow::Borrowed(original.as_ref().map_or("/", |pq| pq.as_str())),
-    };
-    let request = Request::from_parts(parts, body);
-    let session = &app.config.session;
-    let forwarding = Forwarding {
-        conn,
-        trusted_proxies: &app.config.server.trusted_proxies,
-        own_cookies: [&session.access_cookie, &session.refresh_cookie],
-        identity_headers: &app.identity_headers,
-        request_id,
-        host: &host,
-    };
+    let sent = app.pools[rule.upstream]
+        .send(outgoing.request, app.config.server.upstream_timeout)
+        .await;
     let upstream = app.config.upstream(rule.upstream);
-    upstream::forward(
-        &app.pools[rule.upstream],
-        &app.config,
-        upstream,
-        permit,
-        request,
-        &target,
-        &forwarding,
-    )
-    .await
+    upstream::answered(sent, outgoing.exchange, &app.config, upstream, conn)
 }
 
 /// Forward auth: the same phases on the request the ingress describes, then an answer.

@@ -32,7 +32,7 @@ mod pool;
 mod tunnel;
 
 pub use pool::Pool;
-use pool::{SendError, UpstreamBody};
+use pool::{PooledBody, SendError, UpstreamBody};
 
 /// The pooled HTTP(S) client of backend and JWKS calls.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -356,21 +356,40 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// Forwards `request` to `upstream` at `path_and_query` under `permit`. The body streams
-/// through with `max_body` enforced as it flows; the response streams back.
-pub async fn forward(
-    pool: &Pool,
+/// A request rewritten for its upstream ([`outgoing`]), to be sent on the upstream's [`Pool`]
+/// and its answer passed to [`answered`] with `exchange`. Forwarding is these three steps
+/// rather than one `async fn`: the request's future then holds the pool's send alone while it
+/// waits, not the downstream head beside it (an `async fn` keeps room for its arguments after
+/// they are moved), and moves one future fewer.
+pub struct Outgoing {
+    pub request: Request<UpstreamBody>,
+    pub exchange: Exchange,
+}
+
+/// What the upstream's answer is judged and passed on under.
+pub struct Exchange {
+    permit: Permit,
+    /// The request is a WebSocket handshake, with its key.
+    upgrade: Option<Option<HeaderValue>>,
+    /// When it went out (the clock's: the moment's time would count the work done before it
+    /// in this poll; the answer comes in a later poll, whose moment is when it was handed
+    /// over).
+    sent: std::time::Instant,
+}
+
+/// Rewrites `request` for its upstream at `path_and_query` under `permit`: the header
+/// rewrite, the target, and the body streaming through with `max_body` enforced as it flows.
+pub fn outgoing(
     config: &Config,
-    upstream: &config::Upstream,
     permit: Permit,
     request: Request<Incoming>,
     path_and_query: &str,
     fwd: &Forwarding<'_>,
-) -> Result<Response<Body>, Error> {
+) -> Result<Outgoing, Error> {
     let (mut parts, body) = request.into_parts();
     let may_upgrade = parts.version == Version::HTTP_11 && parts.method == http::Method::GET;
     let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, may_upgrade);
-    let websocket_key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let upgrade = is_upgrade.then(|| parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned());
     // The downstream target as it is when normalizing changed nothing: shared, not re-parsed.
     let target = match parts.uri.path_and_query() {
         Some(original) if original.as_str() == path_and_query => original.clone(),
@@ -382,15 +401,27 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     let max_body = usize::try_from(config.server.max_body).unwrap_or(usize::MAX);
     let body = UpstreamBody::new(Limited::new(body, max_body), fwd.conn);
-    let upstream_request = Request::from_parts(parts, body);
+    Ok(Outgoing {
+        request: Request::from_parts(parts, body),
+        exchange: Exchange {
+            permit,
+            upgrade,
+            sent: std::time::Instant::now(),
+        },
+    })
+}
 
-    // From the clock: the moment's time would count the work done before it in this poll.
-    // The answer comes in a later poll, whose moment is when it was handed over.
-    let sent = std::time::Instant::now();
-    let response = match pool
-        .send(upstream_request, config.server.upstream_timeout)
-        .await
-    {
+/// The upstream's answer to an [`Outgoing`] request as the client gets it: a failure as the
+/// status it deserves, the response's hop-by-hop headers stripped, a WebSocket upgrade checked
+/// and spliced to the client's connection `conn`; the body streams back.
+pub fn answered(
+    sent: Result<Response<PooledBody>, SendError>,
+    exchange: Exchange,
+    config: &Config,
+    upstream: &config::Upstream,
+    conn: &std::sync::Arc<ConnInfo>,
+) -> Result<Response<Body>, Error> {
+    let response = match sent {
         Ok(response) => response,
         Err(SendError::Timeout) => {
             telemetry::upstream_error("timeout");
@@ -414,13 +445,19 @@ pub async fn forward(
             return Err(error);
         }
     };
+    let Exchange {
+        permit,
+        upgrade,
+        sent,
+    } = exchange;
     telemetry::upstream_latency(crate::clock::now().saturating_duration_since(sent));
 
     let (mut parts, body) = response.into_parts();
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        if !is_upgrade || !accepts_websocket(websocket_key.as_ref(), &parts.headers) {
+        let completes = upgrade.is_some_and(|key| accepts_websocket(key.as_ref(), &parts.headers));
+        if !completes {
             telemetry::upstream_error("bad_upgrade");
             return Err(Error::UpstreamUnavailable(format!(
                 "{}: answered 101 without completing a WebSocket handshake",
@@ -434,8 +471,8 @@ pub async fn forward(
         // `server.max_connections`) until either side closes, it idles past
         // `server.idle_timeout`, or the server shuts down.
         tokio::spawn(tunnel::splice(
-            fwd.conn.clone(),
-            fwd.conn.on_upgrade(),
+            conn.clone(),
+            conn.on_upgrade(),
             upstream_upgrade,
             config.server.idle_timeout,
         ));
