@@ -296,10 +296,9 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 /// Whether an upstream's `101` completes the WebSocket handshake the client started: it
 /// switches to `websocket` and proves it read the client's key (RFC 6455 §4.2.2).
-fn accepts_websocket(request_key: Option<&HeaderValue>, response: &HeaderMap) -> bool {
+fn accepts_websocket(key: &HeaderValue, response: &HeaderMap) -> bool {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     use base64::Engine as _;
-    let Some(key) = request_key else { return false };
     let expected = base64::engine::general_purpose::STANDARD
         .encode(openssl::sha::sha1(&[key.as_bytes(), GUID].concat()));
     let upgrade = response
@@ -369,8 +368,8 @@ pub struct Outgoing {
 /// What the upstream's answer is judged and passed on under.
 pub struct Exchange {
     permit: Permit,
-    /// The request is a WebSocket handshake, with its key.
-    upgrade: Option<Option<HeaderValue>>,
+    /// The `Sec-WebSocket-Key` of a WebSocket handshake; `None` for any other request.
+    websocket_key: Option<HeaderValue>,
     /// When it went out (the clock's: the moment's time would count the work done before it
     /// in this poll; the answer comes in a later poll, whose moment is when it was handed
     /// over).
@@ -389,7 +388,10 @@ pub fn outgoing(
     let (mut parts, body) = request.into_parts();
     let may_upgrade = parts.version == Version::HTTP_11 && parts.method == http::Method::GET;
     let is_upgrade = rewrite_request_headers(&mut parts.headers, &permit, fwd, may_upgrade);
-    let upgrade = is_upgrade.then(|| parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned());
+    // A handshake always has its key (`upgrade_protocol`).
+    let websocket_key = is_upgrade
+        .then(|| parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned())
+        .flatten();
     // The downstream target as it is when normalizing changed nothing: shared, not re-parsed.
     let target = match parts.uri.path_and_query() {
         Some(original) if original.as_str() == path_and_query => original.clone(),
@@ -405,7 +407,7 @@ pub fn outgoing(
         request: Request::from_parts(parts, body),
         exchange: Exchange {
             permit,
-            upgrade,
+            websocket_key,
             sent: std::time::Instant::now(),
         },
     })
@@ -447,7 +449,7 @@ pub fn answered(
     };
     let Exchange {
         permit,
-        upgrade,
+        websocket_key,
         sent,
     } = exchange;
     telemetry::upstream_latency(crate::clock::now().saturating_duration_since(sent));
@@ -456,7 +458,7 @@ pub fn answered(
     rewrite_response_headers(parts.status, &mut parts.headers);
     permit.apply_to_response(&mut parts.headers);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let completes = upgrade.is_some_and(|key| accepts_websocket(key.as_ref(), &parts.headers));
+        let completes = websocket_key.is_some_and(|key| accepts_websocket(&key, &parts.headers));
         if !completes {
             telemetry::upstream_error("bad_upgrade");
             return Err(Error::UpstreamUnavailable(format!(

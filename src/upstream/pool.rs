@@ -288,6 +288,16 @@ struct Failure {
     replay: Option<http::request::Parts>,
 }
 
+impl From<Failure> for SendError {
+    /// A late answer is a timeout, whatever hyper made of the closed connection.
+    fn from(failure: Failure) -> SendError {
+        match failure {
+            Failure { late: true, .. } => SendError::Timeout,
+            Failure { error, .. } => SendError::Request(error),
+        }
+    }
+}
+
 impl Pool {
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
@@ -356,7 +366,7 @@ impl Pool {
         let failure = match h2 {
             None => match inner.send_on(checkout, request, deadline).await {
                 Ok(response) => return Ok(response),
-                Err(Failure { late: true, .. }) => return Err(SendError::Timeout),
+                Err(failure) if failure.late => return Err(failure.into()),
                 Err(failure) => failure,
             },
             Some(usage) => {
@@ -383,7 +393,7 @@ impl Pool {
                 error,
                 ..
             } if unprocessed_h2(&error) => Request::from_parts(head, UpstreamBody::empty()),
-            Failure { error, .. } => return Err(SendError::Request(error)),
+            failure => return Err(failure.into()),
         };
         debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
         inner.resent.fetch_add(1, Ordering::Relaxed);
@@ -393,10 +403,7 @@ impl Pool {
             inner
                 .send_on(fresh, again, deadline)
                 .await
-                .map_err(|failure| match failure {
-                    Failure { late: true, .. } => SendError::Timeout,
-                    Failure { error, .. } => SendError::Request(error),
-                })
+                .map_err(SendError::from)
         });
         match tokio::time::timeout_at(deadline.into(), retry).await {
             Ok(result) => result,
