@@ -46,8 +46,10 @@ async fn stack_with(site: UpstreamBuilder, edit: impl FnOnce(String) -> String) 
     let up = site.run().await;
     let secret = String::from_utf8(key.secret().expect("an HMAC key").to_vec()).expect("hex");
     let text = recipe("forward-auth.toml")
-        .replace("http://127.0.0.1:3000", &up.url())
+        // The backend's first, and the site's with its quotes: a port of one that begins
+        // with the other placeholder's (`40001`) is then never rewritten twice.
         .replace("http://127.0.0.1:4000", &backend.url())
+        .replace("\"http://127.0.0.1:3000\"", &format!("\"{}\"", up.url()))
         .replace(
             "algorithms = [\"HS256\"]",
             &format!("algorithms = [\"HS256\"]\nsecret = {}", Value::from(secret)),
