@@ -27,6 +27,10 @@
 //! - [`lint`]: `portcullis check`'s warnings about valid but risky configurations.
 //! - [`demo`]: the embedded demo backend and site (`portcullis demo`).
 
+// No unsafe code in the proxy itself (the only `unsafe` of the project is the binary's
+// allocator shim, src/allocator.rs).
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod auth;
 pub mod body;

@@ -10,10 +10,12 @@ use portcullis::config::{Config, LogFormat};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+mod allocator;
+
 /// mimalloc instead of the system allocator: a proxied request makes a few dozen short-lived
 /// allocations, and glibc's malloc spent about 6% of the CPU on them (docs/performance.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(
