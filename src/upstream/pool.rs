@@ -21,10 +21,11 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -68,6 +69,13 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 type H1 = http1::SendRequest<UpstreamBody>;
 type H2 = http2::SendRequest<UpstreamBody>;
+/// What hyper makes of one request sent on a connection.
+type Sent = Result<
+    Response<hyper::body::Incoming>,
+    hyper::client::conn::TrySendError<Request<UpstreamBody>>,
+>;
+/// What sending a request comes to.
+type Outcome = Result<Response<PooledBody>, SendError>;
 
 /// Why a request did not get a response head.
 #[derive(Debug)]
@@ -333,81 +341,42 @@ impl Pool {
 
     /// Sends `request` (its URI in origin form, `/path?query`) and waits for the response
     /// head, for `timeout` at most (connecting, and waiting for a connection, included).
-    pub async fn send(
+    ///
+    /// A request that finds an idle HTTP/1.1 connection (nearly every one) is handed to it
+    /// here, and the future returned only waits for the answer: a few hundred bytes. As an
+    /// `async fn`, everything sending may take (connecting, HTTP/2, a second attempt) was
+    /// nested in every request's future, several KiB moved at each level of it; that is one
+    /// boxed future now, made only when needed.
+    pub fn send(
         &self,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Sending<'_, impl Future<Output = Sent> + Send> {
         let inner = &self.inner;
         let deadline = clock::now() + timeout;
-        let checkout = match inner.take_idle() {
-            Some(checkout) => checkout,
-            None => {
-                let mut queued = false;
-                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that
-                // every request's future would otherwise carry and move.
-                let opening = Box::pin(inner.checkout(&mut queued));
-                match tokio::time::timeout_at(deadline.into(), opening).await {
-                    Ok(checkout) => checkout?,
-                    Err(_) if queued => return Err(SendError::Busy),
-                    Err(_) => return Err(SendError::Timeout),
+        let state = match inner.take_idle() {
+            Some(Checkout {
+                sender: Sender::H1(mut sender),
+                busy,
+                reused,
+            }) => {
+                // HTTP/1.1's deadline is kept by the connection's task, which has a timer
+                // anyway; a timer per request would be set and cancelled on nearly every one.
+                inner.prepare_h1(&mut request, &busy, deadline);
+                State::H1 {
+                    sent: sender.try_send_request(request),
+                    on: Some((sender, busy)),
+                    reused,
                 }
             }
-        };
-        let reused = checkout.reused;
-        // An HTTP/2 connection a request timed out on is suspect (an upstream gone silent):
-        // new requests open another.
-        let h2 = match checkout.sender {
-            Sender::H2(_) => checkout.busy.usage().cloned(),
-            Sender::H1(_) => None,
-        };
-        // HTTP/1.1's deadline is kept by the connection's task, which has a timer anyway; a
-        // timer per request would be set and cancelled on nearly every one.
-        let failure = match h2 {
-            None => match inner.send_on(checkout, request, deadline).await {
-                Ok(response) => return Ok(response),
-                Err(failure) if failure.late => return Err(failure.into()),
-                Err(failure) => failure,
+            checkout => State::Boxed {
+                sending: Box::pin(inner.send_slowly(checkout, request, deadline)),
             },
-            Some(usage) => {
-                let sending = inner.send_on(checkout, request, deadline);
-                match tokio::time::timeout_at(deadline.into(), sending).await {
-                    Ok(Ok(response)) => return Ok(response),
-                    Ok(Err(failure)) => failure,
-                    Err(_) => {
-                        usage.retired.store(true, Ordering::Relaxed);
-                        return Err(SendError::Timeout);
-                    }
-                }
-            }
         };
-        let again = match failure {
-            // Only a reused connection gets a second chance: a fresh one that fails is the
-            // upstream's problem, and trying again would only double the wait.
-            Failure {
-                unsent: Some(request),
-                ..
-            } if reused => request,
-            Failure {
-                replay: Some(head),
-                error,
-                ..
-            } if unprocessed_h2(&error) => Request::from_parts(head, UpstreamBody::empty()),
-            failure => return Err(failure.into()),
-        };
-        debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
-        inner.resent.fetch_add(1, Ordering::Relaxed);
-        let retry = Box::pin(async {
-            let mut queued = false;
-            let fresh = inner.open(&mut queued).await?.checkout();
-            inner
-                .send_on(fresh, again, deadline)
-                .await
-                .map_err(SendError::from)
-        });
-        match tokio::time::timeout_at(deadline.into(), retry).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError::Timeout),
+        Sending {
+            inner,
+            deadline,
+            state,
         }
     }
 
@@ -426,6 +395,99 @@ impl Pool {
 }
 
 impl Inner {
+    /// [`Pool::send`] for a request that found no idle HTTP/1.1 connection (`checkout` is
+    /// the thread's HTTP/2 connection, if it has one with room).
+    async fn send_slowly(
+        self: &Arc<Self>,
+        checkout: Option<Checkout>,
+        request: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Outcome {
+        let checkout = match checkout {
+            Some(checkout) => checkout,
+            None => {
+                let mut queued = false;
+                match tokio::time::timeout_at(deadline.into(), self.checkout(&mut queued)).await {
+                    Ok(checkout) => checkout?,
+                    Err(_) if queued => return Err(SendError::Busy),
+                    Err(_) => return Err(SendError::Timeout),
+                }
+            }
+        };
+        let reused = checkout.reused;
+        // An HTTP/2 connection a request timed out on is suspect (an upstream gone silent):
+        // new requests open another.
+        let h2 = match checkout.sender {
+            Sender::H2(_) => checkout.busy.usage().cloned(),
+            Sender::H1(_) => None,
+        };
+        let failure = match h2 {
+            None => match self.send_on(checkout, request, deadline).await {
+                Ok(response) => return Ok(response),
+                Err(failure) if failure.late => return Err(failure.into()),
+                Err(failure) => failure,
+            },
+            Some(usage) => {
+                let sending = self.send_on(checkout, request, deadline);
+                match tokio::time::timeout_at(deadline.into(), sending).await {
+                    Ok(Ok(response)) => return Ok(response),
+                    Ok(Err(failure)) => failure,
+                    Err(_) => {
+                        usage.retired.store(true, Ordering::Relaxed);
+                        return Err(SendError::Timeout);
+                    }
+                }
+            }
+        };
+        let again = self.resendable(failure, reused)?;
+        self.resend(again, deadline).await
+    }
+
+    /// The request to send a second time after `failure`, if the upstream provably did not
+    /// process it; else the error.
+    fn resendable(
+        &self,
+        failure: Failure,
+        reused: bool,
+    ) -> Result<Request<UpstreamBody>, SendError> {
+        let again = match failure {
+            // Only a reused connection gets a second chance: a fresh one that fails is the
+            // upstream's problem, and trying again would only double the wait.
+            Failure {
+                unsent: Some(request),
+                ..
+            } if reused => request,
+            Failure {
+                replay: Some(head),
+                error,
+                ..
+            } if unprocessed_h2(&error) => Request::from_parts(head, UpstreamBody::empty()),
+            failure => return Err(failure.into()),
+        };
+        debug!(upstream = %self.authority, "request not processed; sending it again on a new connection");
+        self.resent.fetch_add(1, Ordering::Relaxed);
+        Ok(again)
+    }
+
+    /// Sends `request` a second time, on a new connection.
+    async fn resend(
+        self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Outcome {
+        let attempt = async {
+            let mut queued = false;
+            let fresh = self.open(&mut queued).await?.checkout();
+            self.send_on(fresh, request, deadline)
+                .await
+                .map_err(SendError::from)
+        };
+        match tokio::time::timeout_at(deadline.into(), attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+
     fn local(&self) -> &RefCell<Idle> {
         self.idle.get_or(|| RefCell::new(Idle::default()))
     }
@@ -623,47 +685,9 @@ impl Inner {
         let Checkout { sender, busy, .. } = checkout;
         match sender {
             Sender::H1(mut sender) => {
-                // A request first meant for HTTP/2 carries its host in the target.
-                if let Some(authority) = request.uri().authority() {
-                    let host = HeaderValue::from_str(authority.as_str()).ok();
-                    let target = request.uri().path_and_query().cloned();
-                    if let (Some(host), Some(target)) = (host, target) {
-                        request.headers_mut().insert(header::HOST, host);
-                        *request.uri_mut() = Uri::from(target);
-                    }
-                }
-                if !request.headers().contains_key(header::HOST) {
-                    if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
-                        request.headers_mut().insert(header::HOST, host);
-                    }
-                }
-                if let Some(usage) = busy.usage() {
-                    if request.body().is_end_stream() {
-                        usage.exchange.store(0, Ordering::Relaxed);
-                    } else {
-                        usage.exchange.store(OPEN, Ordering::Relaxed);
-                        request.body_mut().sent_on = Some(usage.clone());
-                    }
-                    let due = clock::millis(answer_by).max(1);
-                    usage.heard.store(false, Ordering::Relaxed);
-                    usage.answer_by.store(due, Ordering::Relaxed);
-                }
+                self.prepare_h1(&mut request, &busy, answer_by);
                 let sent = sender.try_send_request(request).await;
-                // (A request dropped while it waits leaves its deadline behind: its
-                // connection is not reused, and closing it then costs nothing.)
-                let late = match busy.usage() {
-                    Some(usage) => {
-                        usage.answer_by.store(0, Ordering::Relaxed);
-                        sent.is_err() && usage.answer_late.load(Ordering::Relaxed)
-                    }
-                    None => false,
-                };
-                // A `101` hands the connection to a tunnel: never back to the pool.
-                let reusable = sent
-                    .as_ref()
-                    .is_ok_and(|response| response.status() != StatusCode::SWITCHING_PROTOCOLS);
-                self.answered(sent, reusable.then_some(sender), busy, None)
-                    .map_err(|failure| Failure { late, ..failure })
+                self.answered_h1(sent, sender, busy)
             }
             Sender::H2(mut sender) => {
                 // HTTP/2 carries scheme and host in the request itself: `:authority` is the
@@ -688,6 +712,62 @@ impl Inner {
         }
     }
 
+    /// Readies `request` for an HTTP/1.1 connection: its host in a `Host` header, and the
+    /// connection's task told when its answer is due (`answer_by`) and whether a body
+    /// follows the head.
+    fn prepare_h1(&self, request: &mut Request<UpstreamBody>, busy: &Busy, answer_by: Instant) {
+        // A request first meant for HTTP/2 carries its host in the target.
+        if let Some(authority) = request.uri().authority() {
+            let host = HeaderValue::from_str(authority.as_str()).ok();
+            let target = request.uri().path_and_query().cloned();
+            if let (Some(host), Some(target)) = (host, target) {
+                request.headers_mut().insert(header::HOST, host);
+                *request.uri_mut() = Uri::from(target);
+            }
+        }
+        if !request.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        if let Some(usage) = busy.usage() {
+            if request.body().is_end_stream() {
+                usage.exchange.store(0, Ordering::Relaxed);
+            } else {
+                usage.exchange.store(OPEN, Ordering::Relaxed);
+                request.body_mut().sent_on = Some(usage.clone());
+            }
+            let due = clock::millis(answer_by).max(1);
+            usage.heard.store(false, Ordering::Relaxed);
+            usage.answer_by.store(due, Ordering::Relaxed);
+        }
+    }
+
+    /// What an HTTP/1.1 exchange readied by [`Inner::prepare_h1`] came to (as [`Inner::answered`]).
+    #[allow(clippy::result_large_err)]
+    fn answered_h1(
+        self: &Arc<Self>,
+        sent: Sent,
+        sender: H1,
+        busy: Busy,
+    ) -> Result<Response<PooledBody>, Failure> {
+        // (A request dropped while it waits leaves its deadline behind: its connection is
+        // not reused, and closing it then costs nothing.)
+        let late = match busy.usage() {
+            Some(usage) => {
+                usage.answer_by.store(0, Ordering::Relaxed);
+                sent.is_err() && usage.answer_late.load(Ordering::Relaxed)
+            }
+            None => false,
+        };
+        // A `101` hands the connection to a tunnel: never back to the pool.
+        let reusable = sent
+            .as_ref()
+            .is_ok_and(|response| response.status() != StatusCode::SWITCHING_PROTOCOLS);
+        self.answered(sent, reusable.then_some(sender), busy, None)
+            .map_err(|failure| Failure { late, ..failure })
+    }
+
     /// What one attempt on a connection came to: the response, holding the connection's
     /// lease (`h1`: the HTTP/1.1 connection, if it may carry another request), or the failure
     /// with the request when hyper handed it back unsent (which makes the error large; it
@@ -695,10 +775,7 @@ impl Inner {
     #[allow(clippy::result_large_err)]
     fn answered(
         self: &Arc<Self>,
-        sent: Result<
-            Response<hyper::body::Incoming>,
-            hyper::client::conn::TrySendError<Request<UpstreamBody>>,
-        >,
+        sent: Sent,
         h1: Option<H1>,
         busy: Busy,
         replay: Option<http::request::Parts>,
@@ -722,6 +799,65 @@ impl Inner {
                     replay,
                 })
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request on its way ([`Pool::send`]): waiting for its answer on an HTTP/1.1
+    /// connection, or anything else, boxed.
+    pub struct Sending<'a, F> {
+        inner: &'a Arc<Inner>,
+        deadline: Instant,
+        #[pin]
+        state: State<'a, F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<'a, F> {
+        /// Sent on an idle HTTP/1.1 connection; hyper's answer awaited.
+        H1 {
+            #[pin]
+            sent: F,
+            // Until the answer comes.
+            on: Option<(H1, Busy)>,
+            reused: bool,
+        },
+        /// Connecting, HTTP/2, or a second attempt.
+        Boxed {
+            sending: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
+        },
+    }
+}
+
+impl<'a, F: Future<Output = Sent>> Future for Sending<'a, F> {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut this = self.project();
+        let inner: &'a Arc<Inner> = this.inner;
+        if let StateProj::H1 { sent, on, reused } = this.state.as_mut().project() {
+            let sent = ready!(sent.poll(cx));
+            let (sender, busy) = on
+                .take()
+                .expect("a request's answer is polled until ready, once");
+            let failure = match inner.answered_h1(sent, sender, busy) {
+                Ok(response) => return Poll::Ready(Ok(response)),
+                Err(failure) if failure.late => return Poll::Ready(Err(failure.into())),
+                Err(failure) => failure,
+            };
+            let again = match inner.resendable(failure, *reused) {
+                Ok(again) => again,
+                Err(err) => return Poll::Ready(Err(err)),
+            };
+            let sending = Box::pin(inner.resend(again, *this.deadline));
+            this.state.set(State::Boxed { sending });
+        }
+        match this.state.project() {
+            StateProj::Boxed { sending } => sending.as_mut().poll(cx),
+            StateProj::H1 { .. } => unreachable!("an HTTP/1.1 request's answer was handled above"),
         }
     }
 }
