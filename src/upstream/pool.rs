@@ -407,7 +407,10 @@ impl Inner {
             Some(checkout) => checkout,
             None => {
                 let mut queued = false;
-                match tokio::time::timeout_at(deadline.into(), self.checkout(&mut queued)).await {
+                // Boxed, as the second attempt is: this future is made for every request to
+                // an HTTP/2 upstream, and connecting (TCP, TLS, the handshake) is large.
+                let opening = Box::pin(self.checkout(&mut queued));
+                match tokio::time::timeout_at(deadline.into(), opening).await {
                     Ok(checkout) => checkout?,
                     Err(_) if queued => return Err(SendError::Busy),
                     Err(_) => return Err(SendError::Timeout),
@@ -440,7 +443,7 @@ impl Inner {
             }
         };
         let again = self.resendable(failure, reused)?;
-        self.resend(again, deadline).await
+        Box::pin(self.resend(again, deadline)).await
     }
 
     /// The request to send a second time after `failure`, if the upstream provably did not
