@@ -1,6 +1,5 @@
 //! The verified-token cache: a hit costs a hash and a lookup, no JSON and no signature.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,11 +27,13 @@ pub(super) struct Shard {
 }
 
 /// Hashes a token by its last 32 bytes (its signature, close to uniform for genuine tokens)
-/// and its length, with a per-process random key, instead of SipHash over several hundred
-/// bytes on every lookup. Only verified tokens are ever inserted, so a forger who aims many
-/// tokens at one bucket only slows their own lookups, which still compare whole tokens.
+/// and its length, with foldhash under a random seed, instead of SipHash over several hundred
+/// bytes on every lookup (SipHash over the 32 bytes alone cost about 300 instructions per
+/// lookup, foldhash a tenth of it). Only verified tokens are ever inserted, so a forger who
+/// aims many tokens at one bucket only slows their own lookups, which still compare whole
+/// tokens.
 #[derive(Clone, Default)]
-pub(super) struct TailHash(RandomState);
+pub(super) struct TailHash(foldhash::fast::RandomState);
 
 impl BuildHasher for TailHash {
     type Hasher = Tail;
@@ -42,7 +43,7 @@ impl BuildHasher for TailHash {
     }
 }
 
-pub(super) struct Tail(std::collections::hash_map::DefaultHasher);
+pub(super) struct Tail(foldhash::fast::FoldHasher<'static>);
 
 impl Hasher for Tail {
     fn write(&mut self, bytes: &[u8]) {
