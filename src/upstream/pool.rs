@@ -343,7 +343,8 @@ impl Pool {
     /// head, for `timeout` at most (connecting, and waiting for a connection, included).
     ///
     /// A request that finds an idle HTTP/1.1 connection (nearly every one) is handed to it
-    /// here, and the future returned only waits for the answer: a few hundred bytes. As an
+    /// here, when `send` is called, and the future returned only waits for the answer: a few
+    /// hundred bytes (dropped before the request went out, it cancels it, as hyper does). As an
     /// `async fn`, everything sending may take (connecting, HTTP/2, a second attempt) was
     /// nested in every request's future, several KiB moved at each level of it; that is one
     /// boxed future now, made only when needed.
