@@ -19,7 +19,10 @@ use std::ffi::c_void;
 use libmimalloc_sys as mi;
 
 /// The alignment every `mi_malloc` block of at least that size has (mimalloc's
-/// `MI_MAX_ALIGN_SIZE`, `sizeof(max_align_t)` on the platforms it supports).
+/// `MI_MAX_ALIGN_SIZE`, `sizeof(max_align_t)` on the platforms it supports). Not so with
+/// mimalloc's guarded blocks (`MI_GUARDED`, which libmimalloc-sys's `debug` feature turns on
+/// and `MIMALLOC_GUARDED_PRECISE` makes place blocks at any offset): that feature must stay
+/// off, and debug builds check every plain block's alignment.
 const NATURAL_ALIGN: usize = 16;
 
 pub struct MiMalloc;
@@ -30,13 +33,23 @@ fn natural(size: usize, align: usize) -> bool {
     align <= NATURAL_ALIGN && align <= size
 }
 
+/// A plain block, checked in debug builds to be as aligned as [`natural`] promises.
+#[inline]
+fn aligned(block: *mut u8, align: usize) -> *mut u8 {
+    debug_assert!(
+        block as usize % align == 0,
+        "mimalloc block not {align}-aligned"
+    );
+    block
+}
+
 // SAFETY: every pointer comes from mimalloc, aligned as asked (by `natural`, or by the
 // aligned entry points), and goes back to it; mimalloc is thread-safe.
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if natural(layout.size(), layout.align()) {
-            mi::mi_malloc(layout.size()).cast()
+            aligned(mi::mi_malloc(layout.size()).cast(), layout.align())
         } else {
             mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
         }
@@ -45,7 +58,7 @@ unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if natural(layout.size(), layout.align()) {
-            mi::mi_zalloc(layout.size()).cast()
+            aligned(mi::mi_zalloc(layout.size()).cast(), layout.align())
         } else {
             mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
         }
@@ -61,7 +74,10 @@ unsafe impl GlobalAlloc for MiMalloc {
         // The block kept in place is aligned already; a new one is a plain block when that
         // is aligned enough for its size.
         if natural(new_size, layout.align()) {
-            mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
+            aligned(
+                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast(),
+                layout.align(),
+            )
         } else {
             mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
         }

@@ -344,7 +344,8 @@ impl Pool {
     ///
     /// A request that finds an idle HTTP/1.1 connection (nearly every one) is handed to it
     /// here, when `send` is called, and the future returned only waits for the answer: a few
-    /// hundred bytes (dropped before the request went out, it cancels it, as hyper does). As an
+    /// hundred bytes. (Dropped before the request went out, it cancels it and the connection
+    /// is closed, as when the `async fn` was dropped after its first poll.) As an
     /// `async fn`, everything sending may take (connecting, HTTP/2, a second attempt) was
     /// nested in every request's future, several KiB moved at each level of it; that is one
     /// boxed future now, made only when needed.
@@ -810,6 +811,7 @@ impl Inner {
 pin_project_lite::pin_project! {
     /// A request on its way ([`Pool::send`]): waiting for its answer on an HTTP/1.1
     /// connection, or anything else, boxed.
+    #[must_use = "the request is already handed to a connection: dropping this cancels it and closes the connection"]
     pub struct Sending<'a, F> {
         inner: &'a Arc<Inner>,
         deadline: Instant,
