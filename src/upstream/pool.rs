@@ -429,7 +429,6 @@ impl Inner {
         let failure = match h2 {
             None => match self.send_on(checkout, request, deadline).await {
                 Ok(response) => return Ok(response),
-                Err(failure) if failure.late => return Err(failure.into()),
                 Err(failure) => failure,
             },
             Some(usage) => {
@@ -449,13 +448,15 @@ impl Inner {
     }
 
     /// The request to send a second time after `failure`, if the upstream provably did not
-    /// process it; else the error.
+    /// process it; else the error (a late answer's is a timeout).
     fn resendable(
         &self,
         failure: Failure,
         reused: bool,
     ) -> Result<Request<UpstreamBody>, SendError> {
         let again = match failure {
+            // The connection was closed for a late answer: the deadline has passed.
+            Failure { late: true, .. } => return Err(failure.into()),
             // Only a reused connection gets a second chance: a fresh one that fails is the
             // upstream's problem, and trying again would only double the wait.
             Failure {
@@ -844,26 +845,25 @@ impl<'a, F: Future<Output = Sent>> Future for Sending<'a, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let mut this = self.project();
         let inner: &'a Arc<Inner> = this.inner;
-        if let StateProj::H1 { sent, on, reused } = this.state.as_mut().project() {
-            let sent = ready!(sent.poll(cx));
-            let (sender, busy) = on
-                .take()
-                .expect("a request's answer is polled until ready, once");
-            let failure = match inner.answered_h1(sent, sender, busy) {
-                Ok(response) => return Poll::Ready(Ok(response)),
-                Err(failure) if failure.late => return Poll::Ready(Err(failure.into())),
-                Err(failure) => failure,
-            };
-            let again = match inner.resendable(failure, *reused) {
-                Ok(again) => again,
-                Err(err) => return Poll::Ready(Err(err)),
+        loop {
+            let again = match this.state.as_mut().project() {
+                StateProj::Boxed { sending } => return sending.as_mut().poll(cx),
+                StateProj::H1 { sent, on, reused } => {
+                    let sent = ready!(sent.poll(cx));
+                    let (sender, busy) = on
+                        .take()
+                        .expect("a request's answer is polled until ready, once");
+                    match inner.answered_h1(sent, sender, busy) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(failure) => match inner.resendable(failure, *reused) {
+                            Ok(again) => again,
+                            Err(err) => return Poll::Ready(Err(err)),
+                        },
+                    }
+                }
             };
             let sending = Box::pin(inner.resend(again, *this.deadline));
             this.state.set(State::Boxed { sending });
-        }
-        match this.state.project() {
-            StateProj::Boxed { sending } => sending.as_mut().poll(cx),
-            StateProj::H1 { .. } => unreachable!("an HTTP/1.1 request's answer was handled above"),
         }
     }
 }
