@@ -111,13 +111,13 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
             kept.extend_from_slice(pair);
         }
     }
-    // The bytes came from header values and only `; ` was added, so this cannot fail; an
-    // insert replaces every line.
+    // Not empty (`any_other`). The bytes came from header values and only `; ` was added, so
+    // this cannot fail; an insert replaces every line.
     match HeaderValue::from_bytes(&kept) {
-        Ok(value) if !kept.is_empty() => {
+        Ok(value) => {
             lines.insert(value);
         }
-        _ => {
+        Err(_) => {
             lines.remove_entry_mult();
         }
     }

@@ -255,14 +255,14 @@ impl Durations {
             };
         }
         let sum = self.nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let labels = if labels.is_empty() {
-            String::new()
+        let (open, close) = if labels.is_empty() {
+            ("", "")
         } else {
-            format!("{{{labels}}}")
+            ("{", "}")
         };
         let _ = writeln!(
             text,
-            "{name}_sum{labels} {sum}\n{name}_count{labels} {count}"
+            "{name}_sum{open}{labels}{close} {sum}\n{name}_count{open}{labels}{close} {count}"
         );
     }
 }
