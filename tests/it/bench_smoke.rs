@@ -60,3 +60,53 @@ async fn the_quick_benchmark_runs() {
         "a functional check failed:\n{stderr}"
     );
 }
+
+/// The training run of the profile-guided build (`bench/pgo.sh`, which the Dockerfile runs)
+/// still drives the demo as a site's users would: signed in, most requests proxied with the
+/// session, the refusals among them, and the demo exiting cleanly on SIGINT (an instrumented
+/// binary writes its profile only then). A demo or sign-in change that broke it would leave
+/// the shipped binary optimized for the wrong traffic; the script fails on that, and so does
+/// this test.
+#[tokio::test]
+async fn the_profile_guided_build_trains_on_a_sites_traffic() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pgo_train.py");
+    let run = Command::new("python3")
+        .arg(&script)
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("2")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("pgo_train.py finishes within 60 s")
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "pgo_train.py failed ({}):\n{stderr}",
+        output.status
+    );
+    let count = |key: &str| -> u64 {
+        stderr
+            .lines()
+            .find(|line| line.trim_end().ends_with(key))
+            .and_then(|line| line.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let proxied = count("GET /api/items 200");
+    let refused = count("GET /api/items 401");
+    assert!(
+        proxied > 10 * refused && refused > 0,
+        "most of the traffic is proxied with a session, some refused:\n{stderr}"
+    );
+    for key in [
+        "GET /dashboard 200",
+        "GET /auth/me 200",
+        "POST /login 403",
+        "POST /logout 303",
+    ] {
+        assert!(count(key) > 0, "no {key:?} in the training run:\n{stderr}");
+    }
+}
