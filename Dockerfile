@@ -1,14 +1,17 @@
 # Portcullis: a small runtime image with OpenSSL (josekit links it) and a non-root user.
-# The build steps are the ones CI runs (`cargo build --release --locked`); Docker itself cannot
-# run on the development machines, so this file is kept in step with .ci/run by hand.
+# The binary is the profile-guided build of bench/pgo.sh, the one bench/compare.sh measures:
+# built instrumented, run on `portcullis demo` with a site's traffic (python3), built again
+# with that profile (~10 minutes on two cores). Docker itself cannot run on the development
+# machines, so this file is kept in step with bench/pgo.sh and .ci/run by hand.
 
 FROM rust:1-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev python3 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked && strip target/release/portcullis
+COPY bench/pgo.sh bench/pgo_train.py ./bench/
+RUN bench/pgo.sh /src/portcullis && strip /src/portcullis
 
 FROM debian:bookworm-slim
 # libssl3 and ca-certificates come from Debian's security updates: rebuilding the image picks
@@ -16,7 +19,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home portcullis
-COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
+COPY --from=build /src/portcullis /usr/local/bin/portcullis
 COPY config/portcullis.example.toml /etc/portcullis/portcullis.toml
 USER portcullis
 ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml \

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Portcullis beside nginx, HAProxy and Node + jose, in one run of the peer harness (run.sh).
 #
-#   bench/compare.sh            setup (apt, venv, npm) -> release builds (Portcullis, floor/) ->
+#   bench/compare.sh            setup (apt, venv, npm) -> builds (Portcullis profile-guided with
+#                               bench/pgo.sh, as it ships, ~10 min; PGO=0: plain release; floor/) ->
 #                               run.sh with the peers, the floor and ten Portcullis targets ->
 #                               the idle-connection check (Portcullis and nginx) -> the
 #                               comparison table with every target marked met or missed (~19 min)
 #   bench/compare.sh --quick    smoke run, a few seconds: Portcullis HS256 warm and cold against a
 #                               stdlib Python upstream, functional checks + 1 s of wrk each.
 #                               Needs python3, wrk and a built binary (OURS_BIN, or it builds
-#                               the release binary)
+#                               the plain release binary)
 #   bench/compare.sh --idle     10,000 idle keep-alive connections through Portcullis, then
 #                               through nginx -> the RSS of each
 #
@@ -39,16 +40,23 @@ build() {
     return
   fi
   command -v cargo >/dev/null || { log "cargo not found: install Rust (rustup) or set OURS_BIN"; exit 1; }
-  log "cargo build --release"
-  (cd "$ROOT" && cargo build --release --locked --quiet)
-  OURS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
+  if [ "${PGO:-1}" = 0 ]; then
+    log "cargo build --release (PGO=0: without profile-guided optimization)"
+    (cd "$ROOT" && cargo build --release --locked --quiet)
+    OURS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
+  else
+    # The binary that ships (the Dockerfile builds the same way).
+    log "bench/pgo.sh: the profile-guided build (~10 min; PGO=0 for a plain release build)"
+    "$BENCH/pgo.sh"
+    OURS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/pgo/portcullis"
+  fi
   case "$OURS_BIN" in /*) ;; *) OURS_BIN="$ROOT/$OURS_BIN" ;; esac
   export OURS_BIN
 }
 
 case "$MODE" in
   --quick)
-    build
+    PGO="${PGO:-0}" build
     exec python3 solo.py quick
     ;;
   --idle)
