@@ -5,7 +5,8 @@
 #                               bench/pgo.sh, as it ships, ~10 min; PGO=0: plain release; floor/) ->
 #                               run.sh with the peers, the floor and ten Portcullis targets ->
 #                               the idle-connection check (Portcullis and nginx) -> the
-#                               comparison table with every target marked met or missed (~19 min)
+#                               comparison table with every target marked met or missed (~19 min
+#                               after the builds)
 #   bench/compare.sh --quick    smoke run, a few seconds: Portcullis HS256 warm and cold against a
 #                               stdlib Python upstream, functional checks + 1 s of wrk each.
 #                               Needs python3, wrk and a built binary (OURS_BIN, or it builds
