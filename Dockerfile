@@ -2,7 +2,8 @@
 # The binary is the profile-guided build of bench/pgo.sh, the one bench/compare.sh measures:
 # built instrumented, run on `portcullis demo` with a site's traffic (python3), built again
 # with that profile (~10 minutes on two cores). Docker itself cannot run on the development
-# machines, so this file is kept in step with bench/pgo.sh and .ci/run by hand.
+# machines, so this file is kept in step with bench/pgo.sh and .ci/run by hand, and its build
+# stage is checked there by running bench/pgo.sh in a directory holding only what it copies.
 
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libssl-dev python3 \
@@ -10,6 +11,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends pkg-config libs
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo reads every target the manifest names (the criterion benches, the integration tests)
+# even to build only the binary.
+COPY benches ./benches
+COPY tests ./tests
 COPY bench/pgo.sh bench/pgo_train.py ./bench/
 RUN bench/pgo.sh /src/portcullis && strip /src/portcullis
 
