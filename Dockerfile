@@ -15,7 +15,7 @@ COPY src ./src
 # even to build only the binary.
 COPY benches ./benches
 COPY tests ./tests
-COPY bench/pgo.sh bench/pgo_train.py ./bench/
+COPY bench/pgo.sh bench/pgo_train.py bench/cpu.py ./bench/
 RUN bench/pgo.sh /src/portcullis && strip /src/portcullis
 
 FROM debian:bookworm-slim

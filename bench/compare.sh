@@ -41,15 +41,16 @@ build() {
     return
   fi
   command -v cargo >/dev/null || { log "cargo not found: install Rust (rustup) or set OURS_BIN"; exit 1; }
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
   if [ "${PGO:-1}" = 0 ]; then
     log "cargo build --release (PGO=0: without profile-guided optimization)"
     (cd "$ROOT" && cargo build --release --locked --quiet)
-    OURS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis"
+    OURS_BIN="$target/release/portcullis"
   else
     # The binary that ships (the Dockerfile builds the same way).
     log "bench/pgo.sh: the profile-guided build (~10 min; PGO=0 for a plain release build)"
     "$BENCH/pgo.sh"
-    OURS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/pgo/portcullis"
+    OURS_BIN="$target/pgo/portcullis"
   fi
   case "$OURS_BIN" in /*) ;; *) OURS_BIN="$ROOT/$OURS_BIN" ;; esac
   export OURS_BIN

@@ -16,28 +16,24 @@ runs' profiles apart).
 
 It does not replay the benchmark's requests (bench/compare.sh): the profile is what the
 product does for a site's users, and a benchmark measured on it is not measured on its own
-training. Only the standard library: it runs where the build runs (Dockerfile included).
+training. Only the standard library (and bench/cpu.py's helpers): it runs where the build
+runs (Dockerfile included).
 """
 import base64
 import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
 
+from cpu import free_port, wait_port  # the harness's helpers (stdlib only, like this file)
+
 THREADS = 8
 USER, PASSWORD = "demo@portcullis.dev", "portcullis"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -172,17 +168,7 @@ def train(binary, seconds, workers):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     totals, lock = {}, threading.Lock()
     try:
-        deadline = time.time() + 30
-        while True:
-            if demo.poll() is not None:
-                sys.exit(f"pgo_train: the demo exited with {demo.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("pgo_train: the demo did not start listening")
-                time.sleep(0.2)
+        wait_port(port, demo, "pgo_train: the demo")
         until = time.time() + seconds
         threads = [threading.Thread(target=user, args=(n, port, until, totals, lock))
                    for n in range(THREADS)]

@@ -853,12 +853,13 @@ impl<'a, F: Future<Output = Sent>> Future for Sending<'a, F> {
                     let (sender, busy) = on
                         .take()
                         .expect("a request's answer is polled until ready, once");
-                    match inner.answered_h1(sent, sender, busy) {
+                    let failure = match inner.answered_h1(sent, sender, busy) {
                         Ok(response) => return Poll::Ready(Ok(response)),
-                        Err(failure) => match inner.resendable(failure, *reused) {
-                            Ok(again) => again,
-                            Err(err) => return Poll::Ready(Err(err)),
-                        },
+                        Err(failure) => failure,
+                    };
+                    match inner.resendable(failure, *reused) {
+                        Ok(again) => again,
+                        Err(err) => return Poll::Ready(Err(err)),
                     }
                 }
             };
