@@ -42,19 +42,32 @@ pub fn recipe(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// The recipe's example addresses replaced by the test's.
+/// The recipe's example addresses replaced by the test's, in one pass over the recipe: a
+/// replacement is never read again, so a test port such as 30001 cannot be taken for the
+/// example `127.0.0.1:3000` followed by a digit.
 fn wired(text: &str, to: &Addresses) -> String {
-    let replaced = text
-        .replace("127.0.0.1:8080", &to.main.to_string())
-        .replace("127.0.0.1:9091", &to.forward_auth.to_string())
-        .replace("127.0.0.1:3000", &to.site.to_string());
-    for example in ["127.0.0.1:8080", "127.0.0.1:9091", "127.0.0.1:3000"] {
-        assert!(
-            !replaced.contains(example),
-            "{example} is still in the recipe"
-        );
+    let examples = [
+        ("127.0.0.1:8080", to.main),
+        ("127.0.0.1:9091", to.forward_auth),
+        ("127.0.0.1:3000", to.site),
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'scan: while let Some(c) = rest.chars().next() {
+        for (example, address) in examples {
+            let ends_there = rest
+                .get(example.len()..)
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_digit()));
+            if rest.starts_with(example) && ends_there {
+                out.push_str(&address.to_string());
+                rest = &rest[example.len()..];
+                continue 'scan;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
     }
-    replaced
+    out
 }
 
 /// `text` with the block that starts at `opening` (a line of its own) copied once for each of
@@ -297,4 +310,20 @@ fn logs(name: &str, dir: &Path, log: &Path) -> String {
         read(&dir.join("output.log")),
         read(log)
     )
+}
+
+#[test]
+fn wiring_a_recipe_never_rewrites_a_port_it_just_wrote() {
+    let to = Addresses {
+        main: "127.0.0.1:30001".parse().unwrap(),
+        forward_auth: "127.0.0.1:30002".parse().unwrap(),
+        site: "127.0.0.1:30003".parse().unwrap(),
+    };
+    assert_eq!(
+        wired(
+            "site 127.0.0.1:3000; main 127.0.0.1:8080; auth 127.0.0.1:9091/x; other 127.0.0.1:30000",
+            &to
+        ),
+        "site 127.0.0.1:30003; main 127.0.0.1:30001; auth 127.0.0.1:30002/x; other 127.0.0.1:30000"
+    );
 }
