@@ -94,6 +94,19 @@ def cpu_ticks(pid):
     return total_u, total_s
 
 
+def switches(pid):
+    # Voluntary (the task waited: an empty run queue, a parked worker) and involuntary (the
+    # kernel preempted it) context switches, summed over the process's threads.
+    vol = invol = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                invol += int(line.split()[1])
+    return vol, invol
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-s", "--seconds", type=int, default=5)
@@ -123,8 +136,9 @@ def main():
                     name, argv = "nginx-plain", nginx_conf(work, f"proxy{port}", "proxy.nginx.conf",
                                                            {18081: port, 18080: up})
                 elif spec.split("=")[0] == "floor":
-                    name = "floor-" + os.environ.get("MODE", "conn")
                     binary = spec.split("=", 1)[1] if "=" in spec else str(HERE / "floor/target/release/floor")
+                    name = ("floor-" + os.environ.get("MODE", "conn") if "=" not in spec
+                            else Path(binary).name)
                     argv = [binary]
                     env.update(LISTEN=f"127.0.0.1:{port}", UP=f"127.0.0.1:{up}")
                 else:
@@ -155,11 +169,13 @@ def main():
             for r in range(args.rounds):
                 for name, port, pid in targets[r % len(targets):] + targets[:r % len(targets)]:
                     u0, s0 = cpu_ticks(pid)
+                    v0, i0 = switches(pid)
                     out = subprocess.run(pinned(load_cpu, ["wrk", "-t1", f"-c{args.conns}",
                                                            f"-d{args.seconds}s", "--latency", "-H",
                                                            f"Cookie: {cookie}", url.format(port)]),
                                          capture_output=True, text=True).stdout
                     u1, s1 = cpu_ticks(pid)
+                    v1, i1 = switches(pid)
                     reqs = int(re.search(r"(\d+) requests in", out).group(1))
                     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
                     if non2xx:
@@ -168,16 +184,20 @@ def main():
                     scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
                     us = lambda t: t / TICK * 1e6 / reqs
                     results[name].append((us(u1 - u0), us(s1 - s0), reqs / args.seconds,
-                                          float(p99.group(1)) * scale))
+                                          float(p99.group(1)) * scale,
+                                          (v1 - v0) / reqs * 100, (i1 - i0) / reqs * 100))
                     print(f"round {r + 1} {name:<22} user {us(u1 - u0):6.2f} sys {us(s1 - s0):6.2f} "
-                          f"total {us(u1 - u0 + s1 - s0):6.2f} us/req  {reqs / args.seconds:8.0f} rps",
+                          f"total {us(u1 - u0 + s1 - s0):6.2f} us/req  {reqs / args.seconds:8.0f} rps  "
+                          f"p99 {float(p99.group(1)) * scale:.3f} ms  switches/100 req "
+                          f"{(v1 - v0) / reqs * 100:.1f}+{(i1 - i0) / reqs * 100:.1f}",
                           file=sys.stderr)
-            print("| target | user µs/req | sys µs/req | total µs/req | rps | p99 ms |")
-            print("|---|---:|---:|---:|---:|---:|")
+            print("| target | user µs/req | sys µs/req | total µs/req | rps | p99 ms "
+                  "| waits/100 req | preempted/100 req |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
             for name, rows in results.items():
                 med = lambda i: statistics.median(row[i] for row in rows)
                 print(f"| {name} | {med(0):.2f} | {med(1):.2f} | {med(0) + med(1):.2f} | "
-                      f"{med(2):.0f} | {med(3):.2f} |")
+                      f"{med(2):.0f} | {med(3):.2f} | {med(4):.1f} | {med(5):.1f} |")
         finally:
             for proc in procs:
                 try:
