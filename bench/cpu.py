@@ -5,7 +5,8 @@ usage: cpu.py [-s SECONDS] [-c CONNS] [-r ROUNDS] TARGET...
 
 TARGET is one of
   nginx                      nginx 1.22 as a plain proxy (the harness's conf/proxy.nginx.conf)
-  floor[=BIN]                the bare hyper proxy (floor/, MODE=conn; MODE=legacy via env)
+  floor[/MODE][=BIN]         the bare hyper proxy (floor/): MODE conn (the default, or $MODE),
+                             legacy or own, e.g. `floor floor/own` runs two of them
   NAME=BINARY[,ENV=V...]     a Portcullis binary with bench/portcullis/hs256.toml, one worker;
                              extra ENV=V pairs are passed to it (e.g. PORTCULLIS_JWT__CACHE=0)
 
@@ -135,12 +136,13 @@ def main():
                 if spec == "nginx":
                     name, argv = "nginx-plain", nginx_conf(work, f"proxy{port}", "proxy.nginx.conf",
                                                            {18081: port, 18080: up})
-                elif spec.split("=")[0] == "floor":
+                elif spec.split("=")[0].split("/")[0] == "floor":
                     binary = spec.split("=", 1)[1] if "=" in spec else str(HERE / "floor/target/release/floor")
-                    name = ("floor-" + os.environ.get("MODE", "conn") if "=" not in spec
-                            else Path(binary).name)
+                    kind = spec.split("=")[0]
+                    mode = kind.split("/", 1)[1] if "/" in kind else os.environ.get("MODE", "conn")
+                    name = "floor-" + mode if "=" not in spec else Path(binary).name
                     argv = [binary]
-                    env.update(LISTEN=f"127.0.0.1:{port}", UP=f"127.0.0.1:{up}")
+                    env.update(LISTEN=f"127.0.0.1:{port}", UP=f"127.0.0.1:{up}", MODE=mode)
                 else:
                     name, rest = spec.split("=", 1)
                     binary, *extra = rest.split(",")
