@@ -315,9 +315,9 @@ fn logs(name: &str, dir: &Path, log: &Path) -> String {
 #[test]
 fn wiring_a_recipe_never_rewrites_a_port_it_just_wrote() {
     let to = Addresses {
-        main: "127.0.0.1:30001".parse().unwrap(),
-        forward_auth: "127.0.0.1:30002".parse().unwrap(),
-        site: "127.0.0.1:30003".parse().unwrap(),
+        main: "127.0.0.1:30001".parse().expect("an address"),
+        forward_auth: "127.0.0.1:30002".parse().expect("an address"),
+        site: "127.0.0.1:30003".parse().expect("an address"),
     };
     assert_eq!(
         wired(
