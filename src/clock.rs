@@ -154,6 +154,12 @@ impl Alarm {
         this.sleep.reset(deadline.into());
     }
 
+    /// Registers the next poll's waker, without moving the deadline: for a timer another
+    /// task polled before.
+    pub fn rearm(self: std::pin::Pin<&mut Self>) {
+        *self.project().armed = false;
+    }
+
     /// `Ready` once the deadline has come.
     pub fn poll(
         self: std::pin::Pin<&mut Self>,

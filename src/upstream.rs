@@ -480,9 +480,7 @@ pub fn answered(
         ));
         return Ok(Response::from_parts(parts, crate::body::empty()));
     }
-    let body = body
-        .map_err(|err| Box::new(err) as crate::body::BoxError)
-        .boxed_unsync();
+    let body = body.boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 
@@ -491,6 +489,7 @@ fn classify(err: &SendError, upstream: &str) -> Error {
     let (kind, err): (_, &(dyn std::error::Error + 'static)) = match err {
         SendError::Connect(err) => ("connect", &**err),
         SendError::Request(err) => ("request", err),
+        SendError::Exchange(err) => ("request", err),
         SendError::Timeout => return Error::UpstreamTimeout,
         SendError::Busy => return Error::UpstreamBusy(upstream.to_owned()),
     };

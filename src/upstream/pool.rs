@@ -1,4 +1,6 @@
-//! Connections to one upstream: a pool per worker thread over `hyper::client::conn`.
+//! Connections to one upstream: a pool per worker thread over `hyper::client::conn`, and for
+//! requests without a body to a plain-text HTTP/1.1 upstream, over the pool's own exchange
+//! (`bare`: no connection task, no channel).
 //!
 //! Each worker thread keeps its own idle HTTP/1.1 connections (a LIFO stack, so the warmest
 //! connection is reused and the coldest ones age out) and its HTTP/2 connections (each
@@ -45,12 +47,14 @@ use tracing::debug;
 use crate::body::BoxError;
 use crate::clock;
 
+mod bare;
 mod body;
 mod limit;
 mod wire;
 
+pub use bare::BareError;
 pub use body::{PooledBody, UpstreamBody};
-use limit::{Got, Limit};
+use limit::{Got, Limit, Spare};
 use wire::{Streams, Wire};
 
 /// Idle HTTP/1.1 connections kept per upstream, shared out between the worker threads.
@@ -84,6 +88,8 @@ pub enum SendError {
     Connect(BoxError),
     /// The connection failed while the request was sent or the response awaited.
     Request(hyper::Error),
+    /// The same, on a connection without hyper's client ([`bare`]).
+    Exchange(BareError),
     /// No response head within the deadline.
     Timeout,
     /// Every connection `max_connections` allows stayed busy until the deadline.
@@ -125,6 +131,8 @@ struct Inner {
     resent: std::sync::atomic::AtomicUsize,
     limit: Limit,
     idle: ThreadLocal<RefCell<Idle>>,
+    /// Idle connections of the requests without a body ([`bare`]), per thread.
+    bare: ThreadLocal<Arc<bare::Idle>>,
 }
 
 #[derive(Default)]
@@ -306,6 +314,16 @@ impl From<Failure> for SendError {
     }
 }
 
+impl From<bare::Failed> for SendError {
+    fn from(failed: bare::Failed) -> SendError {
+        if failed.late {
+            SendError::Timeout
+        } else {
+            SendError::Exchange(failed.error)
+        }
+    }
+}
+
 impl Pool {
     pub fn new(
         connector: HttpsConnector<HttpConnector>,
@@ -335,6 +353,7 @@ impl Pool {
                 resent: std::sync::atomic::AtomicUsize::new(0),
                 limit: Limit::new(settings.max_connections),
                 idle: ThreadLocal::new(),
+                bare: ThreadLocal::new(),
             }),
         }
     }
@@ -356,6 +375,24 @@ impl Pool {
     ) -> Sending<'_, impl Future<Output = Sent> + Send> {
         let inner = &self.inner;
         let deadline = clock::now() + timeout;
+        // A request without a body to a plain-text HTTP/1.1 upstream goes out without hyper's
+        // client, on a connection of its own kind if this thread has one idle, else on an
+        // idle one of hyper's, else on a new one.
+        let bare = !inner.tls && !inner.settings.http2 && bare::eligible(&request);
+        if bare {
+            inner.set_host(&mut request);
+            if let Some(conn) = inner.take_bare() {
+                let reused = true;
+                return Sending {
+                    inner,
+                    deadline,
+                    state: State::Bare {
+                        exchange: bare::Exchange::new(conn, request, deadline, inner.clone()),
+                        reused,
+                    },
+                };
+            }
+        }
         let state = match inner.take_idle() {
             Some(Checkout {
                 sender: Sender::H1(mut sender),
@@ -371,6 +408,9 @@ impl Pool {
                     reused,
                 }
             }
+            None if bare => State::Boxed {
+                sending: Box::pin(inner.send_bare(request, deadline)),
+            },
             checkout => State::Boxed {
                 sending: Box::pin(inner.send_slowly(checkout, request, deadline)),
             },
@@ -387,12 +427,14 @@ impl Pool {
         self.inner.resent.load(Ordering::Relaxed)
     }
 
-    /// Idle HTTP/1.1 connections this thread holds (tests).
+    /// Idle HTTP/1.1 connections this thread holds, of both kinds (tests).
     pub fn idle_here(&self) -> usize {
-        self.inner
+        let hyper = self
+            .inner
             .idle
             .get()
-            .map_or(0, |idle| idle.borrow().h1.len())
+            .map_or(0, |idle| idle.borrow().h1.len());
+        hyper + self.inner.bare_idle_here()
     }
 }
 
@@ -445,6 +487,75 @@ impl Inner {
         };
         let again = self.resendable(failure, reused)?;
         Box::pin(self.resend(again, deadline)).await
+    }
+
+    /// [`Pool::send`] for a request without a body that found no idle connection: a new one
+    /// without hyper's client, or one of hyper's handed over while it waited under
+    /// `max_connections`.
+    async fn send_bare(
+        self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Outcome {
+        let mut queued = false;
+        let opening = Box::pin(self.open_bare(&mut queued, deadline));
+        let conn = match tokio::time::timeout_at(deadline.into(), opening).await {
+            Ok(Ok(Ok(conn))) => conn,
+            Ok(Ok(Err(handed))) => {
+                let checkout = Opened::H1(handed.sender, handed.usage, true).checkout();
+                return match self.send_on(checkout, request, deadline).await {
+                    Ok(response) => Ok(response),
+                    Err(failure) => {
+                        let again = self.resendable(failure, true)?;
+                        Box::pin(self.resend(again, deadline)).await
+                    }
+                };
+            }
+            Ok(Err(err)) => return Err(err),
+            Err(_) if queued => return Err(SendError::Busy),
+            Err(_) => return Err(SendError::Timeout),
+        };
+        let mut exchange = bare::Exchange::new(conn, request, deadline, self.clone());
+        match poll_fn(|cx| exchange.poll(cx)).await {
+            Ok(response) => Ok(response.map(PooledBody::bare)),
+            // A new connection gets no second chance, as on hyper's.
+            Err(failed) => Err(SendError::from(failed)),
+        }
+    }
+
+    /// A new connection for [`Inner::send_bare`] (`Err`: one of hyper's handed over).
+    async fn open_bare(
+        self: &Arc<Self>,
+        queued: &mut bool,
+        deadline: Instant,
+    ) -> Result<Result<bare::Bare, IdleConn>, SendError> {
+        if !self.limit.has_room() {
+            self.close_idle_bare();
+        }
+        let permit = match self.limit.wait(queued).await {
+            Got::Permit(permit) => permit,
+            Got::Conn(Spare::Hyper(conn)) => return Ok(Err(conn)),
+            Got::Conn(Spare::Bare(mut conn)) => {
+                conn.reused = true;
+                return Ok(Ok(conn));
+            }
+        };
+        let mut connector = self.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        match io {
+            hyper_rustls::MaybeHttpsStream::Http(io) => {
+                Ok(Ok(bare::Bare::new(io.into_inner(), permit, deadline)))
+            }
+            hyper_rustls::MaybeHttpsStream::Https(_) => Err(SendError::Connect(
+                "a plain-text upstream answered with TLS".into(),
+            )),
+        }
     }
 
     /// The request to send a second time after `failure`, if the upstream provably did not
@@ -539,6 +650,10 @@ impl Inner {
         if expects_h2 {
             return self.checkout_h2(queued).await;
         }
+        // An idle connection of the requests without a body serves this one as well.
+        if let Some(conn) = self.take_bare() {
+            return Ok(self.adopt(conn).await?.checkout());
+        }
         Ok(self.open(queued).await?.checkout())
     }
 
@@ -598,9 +713,14 @@ impl Inner {
 
     /// A new connection (or one handed over while waiting under `max_connections`).
     async fn open(self: &Arc<Self>, queued: &mut bool) -> Result<Opened, SendError> {
+        if !self.limit.has_room() {
+            // This thread's idle connections of the other kind would hold the places.
+            self.close_idle_bare();
+        }
         let permit = match self.limit.wait(queued).await {
             Got::Permit(permit) => permit,
-            Got::Conn(conn) => return Ok(Opened::H1(conn.sender, conn.usage, true)),
+            Got::Conn(Spare::Hyper(conn)) => return Ok(Opened::H1(conn.sender, conn.usage, true)),
+            Got::Conn(Spare::Bare(conn)) => return self.adopt(conn).await,
         };
         let opened = self.connect(permit).await?;
         if let Opened::H2(conn) = &opened {
@@ -618,8 +738,6 @@ impl Inner {
             .call(self.origin.clone())
             .await
             .map_err(SendError::Connect)?;
-        let usage = Arc::new(Usage::default());
-        let keepalive = self.settings.keepalive;
         // Over TLS, what ALPN picked; in plain text, what the configuration says.
         let h2 = if self.tls {
             io.connected().is_negotiated_h2()
@@ -630,6 +748,7 @@ impl Inner {
             if self.tls {
                 self.h2_seen.store(true, Ordering::Relaxed);
             }
+            let usage = Arc::new(Usage::default());
             let io = TokioIo::new(Streams::new(TokioIo::new(io), usage.clone()));
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -641,25 +760,48 @@ impl Inner {
                 .handshake(io)
                 .await
                 .map_err(|err| SendError::Connect(Box::new(err)))?;
-            let task = tokio::spawn(drive(connection, usage.clone(), keepalive, permit));
-            let _ = usage.task.set(task.abort_handle());
-            Ok(Opened::H2(H2Conn { sender, usage }))
-        } else {
-            let io = Wire::new(io, usage.clone());
-            let (sender, connection) = http1::Builder::new()
-                .max_buf_size(self.settings.max_buf_size)
-                .handshake(io)
-                .await
-                .map_err(|err| SendError::Connect(Box::new(err)))?;
             let task = tokio::spawn(drive(
-                connection.with_upgrades(),
+                connection,
                 usage.clone(),
-                keepalive,
+                self.settings.keepalive,
                 permit,
             ));
             let _ = usage.task.set(task.abort_handle());
-            Ok(Opened::H1(sender, usage, false))
+            Ok(Opened::H2(H2Conn { sender, usage }))
+        } else {
+            self.handshake_h1(io, permit, false).await
         }
+    }
+
+    /// An idle connection of the requests without a body, taken over by hyper's client.
+    async fn adopt(self: &Arc<Self>, conn: bare::Bare) -> Result<Opened, SendError> {
+        let (io, permit) = conn.into_parts();
+        let io = hyper_rustls::MaybeHttpsStream::Http(TokioIo::new(io));
+        self.handshake_h1(io, permit, true).await
+    }
+
+    /// hyper's HTTP/1.1 client on `io`, its connection driven by a task of its own.
+    async fn handshake_h1(
+        self: &Arc<Self>,
+        io: hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>,
+        permit: OwnedSemaphorePermit,
+        reused: bool,
+    ) -> Result<Opened, SendError> {
+        let usage = Arc::new(Usage::default());
+        let io = Wire::new(io, usage.clone());
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(self.settings.max_buf_size)
+            .handshake(io)
+            .await
+            .map_err(|err| SendError::Connect(Box::new(err)))?;
+        let task = tokio::spawn(drive(
+            connection.with_upgrades(),
+            usage.clone(),
+            self.settings.keepalive,
+            permit,
+        ));
+        let _ = usage.task.set(task.abort_handle());
+        Ok(Opened::H1(sender, usage, reused))
     }
 
     fn check_in(&self, sender: H1, usage: Arc<Usage>, now: Instant) {
@@ -669,7 +811,7 @@ impl Inner {
             since: now,
         };
         // A request waiting under `max_connections` takes it first, whatever its thread.
-        let Some(conn) = self.limit.offer(conn) else {
+        let Some(Spare::Hyper(conn)) = self.limit.offer(Spare::Hyper(conn)) else {
             return;
         };
         let mut idle = self.local().borrow_mut();
@@ -722,6 +864,22 @@ impl Inner {
     /// connection's task told when its answer is due (`answer_by`) and whether a body
     /// follows the head.
     fn prepare_h1(&self, request: &mut Request<UpstreamBody>, busy: &Busy, answer_by: Instant) {
+        self.set_host(request);
+        if let Some(usage) = busy.usage() {
+            if request.body().is_end_stream() {
+                usage.exchange.store(0, Ordering::Relaxed);
+            } else {
+                usage.exchange.store(OPEN, Ordering::Relaxed);
+                request.body_mut().sent_on = Some(usage.clone());
+            }
+            let due = clock::millis(answer_by).max(1);
+            usage.heard.store(false, Ordering::Relaxed);
+            usage.answer_by.store(due, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts the request's host in a `Host` header, its target in origin form.
+    fn set_host(&self, request: &mut Request<UpstreamBody>) {
         // A request first meant for HTTP/2 carries its host in the target.
         if let Some(authority) = request.uri().authority() {
             let host = HeaderValue::from_str(authority.as_str()).ok();
@@ -735,17 +893,6 @@ impl Inner {
             if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
                 request.headers_mut().insert(header::HOST, host);
             }
-        }
-        if let Some(usage) = busy.usage() {
-            if request.body().is_end_stream() {
-                usage.exchange.store(0, Ordering::Relaxed);
-            } else {
-                usage.exchange.store(OPEN, Ordering::Relaxed);
-                request.body_mut().sent_on = Some(usage.clone());
-            }
-            let due = clock::millis(answer_by).max(1);
-            usage.heard.store(false, Ordering::Relaxed);
-            usage.answer_by.store(due, Ordering::Relaxed);
         }
     }
 
@@ -787,13 +934,15 @@ impl Inner {
         replay: Option<http::request::Parts>,
     ) -> Result<Response<PooledBody>, Failure> {
         match sent {
-            Ok(response) => Ok(response.map(|body| PooledBody {
-                inner: body,
-                lease: Some(Lease {
-                    pool: self.clone(),
-                    h1,
-                    busy,
-                }),
+            Ok(response) => Ok(response.map(|body| {
+                PooledBody::hyper(
+                    body,
+                    Lease {
+                        pool: self.clone(),
+                        h1,
+                        busy,
+                    },
+                )
             })),
             Err(mut err) => {
                 drop(busy);
@@ -832,6 +981,11 @@ pin_project_lite::pin_project! {
             on: Option<(H1, Busy)>,
             reused: bool,
         },
+        /// Sent on an idle connection without hyper's client ([`bare`]).
+        Bare {
+            exchange: bare::Exchange,
+            reused: bool,
+        },
         /// Connecting, HTTP/2, or a second attempt.
         Boxed {
             sending: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
@@ -848,6 +1002,21 @@ impl<'a, F: Future<Output = Sent>> Future for Sending<'a, F> {
         loop {
             let again = match this.state.as_mut().project() {
                 StateProj::Boxed { sending } => return sending.as_mut().poll(cx),
+                StateProj::Bare { exchange, reused } => {
+                    let failed = match ready!(exchange.poll(cx)) {
+                        Ok(response) => return Poll::Ready(Ok(response.map(PooledBody::bare))),
+                        Err(failed) => failed,
+                    };
+                    match failed.unsent {
+                        // Closed before a byte of it went out: the upstream never saw it.
+                        Some(request) if *reused => {
+                            debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
+                            inner.resent.fetch_add(1, Ordering::Relaxed);
+                            request
+                        }
+                        _ => return Poll::Ready(Err(SendError::from(failed))),
+                    }
+                }
                 StateProj::H1 { sent, on, reused } => {
                     let sent = ready!(sent.poll(cx));
                     let (sender, busy) = on

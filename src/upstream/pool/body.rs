@@ -11,6 +11,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use super::bare::BareBody;
 use super::{Lease, Usage, OPEN};
 use crate::body::BoxError;
 use crate::ConnInfo;
@@ -93,41 +94,75 @@ impl HttpBody for UpstreamBody {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body; its end gives the connection back to the pool.
-    pub struct PooledBody {
-        #[pin]
-        pub(super) inner: Incoming,
-        pub(super) lease: Option<Lease>,
+/// An upstream response body; its end gives the connection back to the pool.
+pub struct PooledBody {
+    inner: Source,
+    lease: Option<Lease>,
+}
+
+enum Source {
+    /// From hyper's client; the lease gives its connection back.
+    Hyper(Incoming),
+    /// Read by the pool itself, which gives the connection back ([`BareBody`]).
+    Bare(BareBody),
+}
+
+impl PooledBody {
+    pub(super) fn hyper(body: Incoming, lease: Lease) -> PooledBody {
+        PooledBody {
+            inner: Source::Hyper(body),
+            lease: Some(lease),
+        }
     }
 
-    impl PinnedDrop for PooledBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(lease) = this.lease.take() {
-                let complete = this.inner.is_end_stream();
-                lease.release(complete);
-            }
+    pub(super) fn bare(body: BareBody) -> PooledBody {
+        PooledBody {
+            inner: Source::Bare(body),
+            lease: None,
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release(self.inner.is_end_stream());
+        }
+    }
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Hyper(body) => body.is_end_stream(),
+            Source::Bare(body) => body.is_end_stream(),
         }
     }
 }
 
 impl HttpBody for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            if let Some(lease) = this.lease.take() {
-                lease.release(true);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Source::Bare(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|err| Box::new(err) as BoxError),
+            Source::Hyper(body) => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    if let Some(lease) = this.lease.take() {
+                        lease.release(true);
+                    }
+                }
+                frame.map_err(|err| Box::new(err) as BoxError)
             }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -135,6 +170,9 @@ impl HttpBody for PooledBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Hyper(body) => body.size_hint(),
+            Source::Bare(body) => body.size_hint(),
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::bare::Bare;
 use super::IdleConn;
 
 pub(super) struct Limit {
@@ -20,7 +21,7 @@ pub(super) struct Limit {
     /// Requests waiting for a connection.
     waiting: AtomicUsize,
     /// Connections handed over to waiting requests, the most recent last.
-    handed: Mutex<VecDeque<IdleConn>>,
+    handed: Mutex<VecDeque<Spare>>,
     handed_over: Notify,
 }
 
@@ -29,7 +30,23 @@ pub(super) enum Got {
     /// Room for a new connection.
     Permit(OwnedSemaphorePermit),
     /// A ready connection another request finished with.
-    Conn(IdleConn),
+    Conn(Spare),
+}
+
+/// A connection going idle, of either kind.
+pub(super) enum Spare {
+    Hyper(IdleConn),
+    Bare(Bare),
+}
+
+impl Spare {
+    /// Whether it can carry a request (the upstream has not closed it).
+    fn usable(&mut self) -> bool {
+        match self {
+            Spare::Hyper(conn) => conn.sender.is_ready(),
+            Spare::Bare(conn) => conn.alive(),
+        }
+    }
 }
 
 impl Limit {
@@ -56,8 +73,8 @@ impl Limit {
             let mut handed_over = std::pin::pin!(handed_over);
             // Registered before looking, so that a hand-over in between is not missed.
             handed_over.as_mut().enable();
-            while let Some(conn) = self.take_handed() {
-                if conn.sender.is_ready() {
+            while let Some(mut conn) = self.take_handed() {
+                if conn.usable() {
                     return Got::Conn(conn);
                 }
             }
@@ -74,7 +91,7 @@ impl Limit {
     }
 
     /// Offers a connection going idle to a waiting request; gives it back when none waits.
-    pub(super) fn offer(&self, conn: IdleConn) -> Option<IdleConn> {
+    pub(super) fn offer(&self, conn: Spare) -> Option<Spare> {
         if self.waiting.load(Ordering::SeqCst) == 0 {
             return Some(conn);
         }
@@ -86,7 +103,12 @@ impl Limit {
         None
     }
 
-    fn take_handed(&self) -> Option<IdleConn> {
+    /// Whether a new connection could be opened at once.
+    pub(super) fn has_room(&self) -> bool {
+        self.permits.available_permits() > 0
+    }
+
+    fn take_handed(&self) -> Option<Spare> {
         self.handed.lock().ok()?.pop_back()
     }
 }

@@ -12,6 +12,10 @@ use super::*;
 
 /// A pool to `authority` (plain HTTP), HTTP/2 by prior knowledge if `http2`.
 fn pool(authority: &str, http2: bool) -> Pool {
+    pool_with(authority, http2, Duration::from_secs(30))
+}
+
+fn pool_with(authority: &str, http2: bool, keepalive: Duration) -> Pool {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -26,7 +30,7 @@ fn pool(authority: &str, http2: bool) -> Pool {
         Settings {
             http2,
             max_buf_size: 64 << 10,
-            keepalive: Duration::from_secs(30),
+            keepalive,
             max_connections: 100,
         },
     )
@@ -34,6 +38,13 @@ fn pool(authority: &str, http2: bool) -> Pool {
 
 fn get(path: &str) -> Request<UpstreamBody> {
     Request::get(path)
+        .body(UpstreamBody::empty())
+        .expect("request")
+}
+
+/// A request that goes through hyper's client (a `POST`, though without a body).
+fn post(path: &str) -> Request<UpstreamBody> {
+    Request::post(path)
         .body(UpstreamBody::empty())
         .expect("request")
 }
@@ -56,7 +67,8 @@ fn read_head(stream: &mut std::net::TcpStream) {
 /// while the upstream writes a byte on a trigger socket and then closes the connection, so
 /// that the next look at the sockets wakes the test (trigger) before the connection's task
 /// (its close); the test then queues its request on a connection that looks ready, and the
-/// connection's task finds the close before the request.
+/// connection's task finds the close before the request. (A `POST`: requests without a body
+/// take the pool's own path, where `bare/tests.rs` tests the same close.)
 #[tokio::test]
 async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -86,7 +98,7 @@ async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
         .await
         .expect("connect trigger");
     let pool = pool(&addr.to_string(), false);
-    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    let first = pool.send(post("/one"), Duration::from_secs(5)).await;
     let body = first
         .expect("first")
         .into_body()
@@ -106,7 +118,7 @@ async fn a_request_handed_back_unsent_goes_out_on_a_new_connection() {
     tokio::io::AsyncReadExt::read_u8(&mut trigger)
         .await
         .expect("trigger");
-    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    let second = pool.send(post("/two"), Duration::from_secs(5)).await;
     let body = second
         .expect("the request was not sent again")
         .into_body()
@@ -176,4 +188,159 @@ async fn unread_http2_responses_do_not_starve_the_others() {
     .await;
     assert_eq!(read, Ok(BODY), "a reader starved behind unread responses");
     drop(held);
+}
+
+/// An upstream on loopback that answers the `n`th connection's request with `answers[n]`
+/// (written at once, whole), then keeps that connection open until the test ends unless
+/// `close_after` says so. Returns its address and the number of connections it accepted,
+/// and for each, whether it saw the connection closed by the pool (within `watch`).
+fn upstream(
+    answers: Vec<&'static [u8]>,
+    close_after: bool,
+    watch: Duration,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<bool>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let served = std::thread::spawn(move || {
+        let mut closed = Vec::new();
+        for answer in answers {
+            let (mut stream, _) = listener.accept().expect("accept");
+            read_head(&mut stream);
+            stream.write_all(answer).expect("answer");
+            if close_after {
+                drop(stream);
+                closed.push(false);
+                continue;
+            }
+            stream.set_read_timeout(Some(watch)).expect("timeout");
+            closed.push(matches!(stream.read(&mut [0u8; 64]), Ok(0)));
+        }
+        closed
+    });
+    (addr, served)
+}
+
+async fn text(response: Result<Response<PooledBody>, SendError>) -> Result<String, String> {
+    let body = response.map_err(|err| format!("{err:?}"))?.into_body();
+    let bytes = body.collect().await.map_err(|err| err.to_string())?;
+    Ok(String::from_utf8_lossy(&bytes.to_bytes()).into_owned())
+}
+
+/// A request without a body finds its idle connection closed by the upstream: a look at the
+/// socket tells, before anything is sent, and the request goes out once, on a new one.
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_never_taken() {
+    let (addr, upstream) = upstream(
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo",
+        ],
+        true,
+        Duration::ZERO,
+    );
+    let pool = pool(&addr.to_string(), false);
+    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    assert_eq!(text(first).await.as_deref(), Ok("one"));
+    assert_eq!(
+        pool.idle_here(),
+        1,
+        "a clean exchange leaves its connection idle"
+    );
+    // The upstream has closed it by now; the runtime sees the close while it waits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    assert_eq!(text(second).await.as_deref(), Ok("two"));
+    assert_eq!(
+        pool.resent(),
+        0,
+        "nothing was sent on the closed connection"
+    );
+    assert_eq!(upstream.join().expect("upstream").len(), 2);
+}
+
+/// Idle connections close once idle for the upstream's `keepalive_timeout`, though no
+/// request comes to take them.
+#[tokio::test]
+async fn idle_connections_close_after_the_keepalive_timeout() {
+    let (addr, upstream) = upstream(
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"],
+        false,
+        Duration::from_secs(3),
+    );
+    let pool = pool_with(&addr.to_string(), false, Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    assert_eq!(text(first).await.as_deref(), Ok("one"));
+    assert_eq!(pool.idle_here(), 1);
+    let closed = tokio::task::spawn_blocking(move || upstream.join().expect("upstream"))
+        .await
+        .expect("join");
+    assert_eq!(
+        closed,
+        vec![true],
+        "the upstream never saw the idle connection close"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(pool.idle_here(), 0);
+}
+
+/// Bytes after an answer (a second response the upstream was not asked for, as a desync
+/// would leave) keep the connection from every later request: the next one gets its own
+/// answer on a new connection, never the forged one.
+#[tokio::test]
+async fn bytes_after_an_answer_keep_its_connection_from_the_next_request() {
+    let (addr, upstream) = upstream(
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\noneHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo",
+        ],
+        false,
+        Duration::from_secs(2),
+    );
+    let pool = pool(&addr.to_string(), false);
+    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    assert_eq!(text(first).await.as_deref(), Ok("one"));
+    assert_eq!(
+        pool.idle_here(),
+        0,
+        "the connection with bytes left over was kept"
+    );
+    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    assert_eq!(text(second).await.as_deref(), Ok("two"));
+    let closed = tokio::task::spawn_blocking(move || upstream.join().expect("upstream"))
+        .await
+        .expect("join");
+    assert!(closed[0], "the first connection was not closed");
+}
+
+/// An answer cut short by the upstream's close is an error, not a shorter body; one with
+/// both framings is read as chunked and its connection not reused; a malformed head is an
+/// error.
+#[tokio::test]
+async fn cut_and_ambiguous_answers() {
+    let (addr, _upstream) = upstream(
+        vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\nabcd",
+        ],
+        true,
+        Duration::ZERO,
+    );
+    let pool = pool(&addr.to_string(), false);
+    let cut = pool.send(get("/cut"), Duration::from_secs(5)).await;
+    assert!(text(cut).await.is_err(), "a cut answer read as whole");
+    let both = pool.send(get("/both"), Duration::from_secs(5)).await;
+    assert_eq!(text(both).await.as_deref(), Ok("ok"));
+    assert_eq!(pool.idle_here(), 0);
+    let malformed = pool.send(get("/malformed"), Duration::from_secs(5)).await;
+    assert!(
+        matches!(malformed, Err(SendError::Exchange(BareError::Malformed(_)))),
+        "{:?}",
+        malformed.map(|r| r.status())
+    );
 }
