@@ -45,6 +45,8 @@ const READ_CHUNK: usize = 8 << 10;
 const MAX_CHUNK_LINE: usize = 1 << 10;
 /// The trailer section of a chunked body, which is read and dropped.
 const MAX_TRAILERS: usize = 16 << 10;
+/// Interim (`1xx`) answers skipped before the final one.
+const MAX_INTERIM: u8 = 8;
 
 /// Why an exchange failed.
 #[derive(Debug)]
@@ -544,6 +546,8 @@ pub(super) struct Exchange {
     written: usize,
     /// The first poll has let the other ready tasks run before the head goes out.
     yielded: bool,
+    /// Interim answers skipped so far.
+    interim: u8,
     deadline: Instant,
     head_request: bool,
     max_buf: usize,
@@ -577,6 +581,7 @@ impl Exchange {
             conn: Some(conn),
             written: 0,
             yielded: false,
+            interim: 0,
             deadline,
             max_buf: pool.settings.max_buf_size,
             pool,
@@ -654,6 +659,13 @@ impl Exchange {
                 Err(err) => return Poll::Ready(Err((err, false))),
                 Ok(Parsed::Interim(len)) => {
                     conn.buf.advance(len);
+                    self.interim += 1;
+                    if self.interim > MAX_INTERIM {
+                        return Poll::Ready(Err((
+                            BareError::Malformed("more than 8 interim answers"),
+                            false,
+                        )));
+                    }
                     continue;
                 }
                 Ok(Parsed::Head(len, response, framing, keep_alive)) => {
@@ -662,6 +674,11 @@ impl Exchange {
                 }
                 Ok(Parsed::Partial) if conn.buf.len() >= self.max_buf => {
                     return Poll::Ready(Err((BareError::HeadTooLarge, false)))
+                }
+                // A head arriving piece by piece, every piece read at once: the timer is only
+                // looked at when a read waits, so the deadline is looked at here too.
+                Ok(Parsed::Partial) if !conn.buf.is_empty() && Instant::now() >= self.deadline => {
+                    return Poll::Ready(Err((BareError::Closed, true)));
                 }
                 Ok(Parsed::Partial) => {}
             }

@@ -344,3 +344,24 @@ async fn cut_and_ambiguous_answers() {
         malformed.map(|r| r.status())
     );
 }
+
+/// An upstream that answers with interim responses only gets a bounded number of them read:
+/// the request fails rather than spinning on them until the deadline.
+#[tokio::test]
+async fn endless_interim_answers_are_refused() {
+    let interim: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno";
+    let few: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, _upstream) = upstream(vec![few, interim], true, Duration::ZERO);
+    let pool = pool(&addr.to_string(), false);
+    let answer = pool.send(get("/few"), Duration::from_secs(5)).await;
+    assert_eq!(text(answer).await.as_deref(), Ok("ok"));
+    // The upstream closed that connection: let the runtime see it, so that the next request
+    // opens another rather than racing the close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = pool.send(get("/many"), Duration::from_secs(5)).await;
+    assert!(
+        matches!(answer, Err(SendError::Exchange(BareError::Malformed(_)))),
+        "{:?}",
+        answer.map(|r| r.status())
+    );
+}
