@@ -518,7 +518,17 @@ impl Inner {
         let mut exchange = bare::Exchange::new(conn, request, deadline, self.clone());
         match poll_fn(|cx| exchange.poll(cx)).await {
             Ok(response) => Ok(response.map(PooledBody::bare)),
-            // A new connection gets no second chance, as on hyper's.
+            // A connection handed over, found closed before a byte went out: as on hyper's,
+            // the request goes out again on a new one. (A new connection gets no second
+            // chance: its failure is the upstream's.)
+            Err(bare::Failed {
+                unsent: Some(request),
+                ..
+            }) => {
+                debug!(upstream = %self.authority, "request not processed; sending it again on a new connection");
+                self.resent.fetch_add(1, Ordering::Relaxed);
+                Box::pin(self.resend(request, deadline)).await
+            }
             Err(failed) => Err(SendError::from(failed)),
         }
     }

@@ -8,7 +8,9 @@
 //! The answer is read as RFC 9112 says (§6.3) and nothing looser: no body after `HEAD`, `204`
 //! or `304`; `Transfer-Encoding` before `Content-Length` (and then the connection is not
 //! reused); conflicting or malformed lengths refused; chunked framing with CRLF only and
-//! bounded lines; an answer without a length read to the close. A connection goes back to its
+//! bounded lines (a chunked body's trailers are read and dropped, as an HTTP/1.1 client
+//! gets none without asking with `TE: trailers`); an answer without a length read to the
+//! close. A connection goes back to its
 //! thread's stack only after a clean exchange: the answer read to its end, nothing after it,
 //! and neither side asking to close.
 //!
@@ -22,7 +24,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -110,16 +112,12 @@ impl Bare {
     /// Whether an idle connection can carry a request: nothing arrived on it since its last
     /// answer (the upstream's close, or anything else).
     pub(super) fn alive(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readiness can outlive what raised it: only a read tells.
-            Poll::Ready(Ok(())) => matches!(
-                self.io.try_read(&mut [0u8; 1]),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock
-            ),
-        }
+        // No system call unless the socket was seen readable since its last answer (and
+        // nothing taken from the task's budget, which could make a dead socket look alive).
+        matches!(
+            self.io.try_read(&mut [0u8; 1]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock
+        )
     }
 
     /// The socket and its place, for hyper's client to take over (between exchanges, when
@@ -228,12 +226,16 @@ impl Inner {
             .unwrap_or(0)
     }
 
-    /// Closes this thread's idle connections, giving back their places under
-    /// `max_connections` (for a request that found none free).
+    /// Gives back places under `max_connections` for a request that found none free: this
+    /// thread's idle connections close, and every thread's that the upstream closed.
     pub(super) fn close_idle_bare(&self) {
-        if let Some(idle) = self.bare.get() {
-            if let Ok(mut stack) = idle.lock() {
+        let here = self.bare.get();
+        for idle in self.bare.iter() {
+            let Ok(mut stack) = idle.lock() else { continue };
+            if here.is_some_and(|here| Arc::ptr_eq(here, idle)) {
                 stack.conns.clear();
+            } else {
+                stack.conns.retain_mut(Bare::alive);
             }
         }
     }
@@ -488,7 +490,7 @@ fn decode(buf: &mut BytesMut, framing: &mut Framing) -> Result<Step, BareError> 
                 });
             }
             Framing::Chunked(Chunk::Trailers(read)) => {
-                let Some(end) = line_end(buf, MAX_TRAILERS - *read)? else {
+                let Some(end) = line_end(buf, MAX_TRAILERS.saturating_sub(*read))? else {
                     return Ok(Step::More);
                 };
                 buf.advance(end + 2);
@@ -496,6 +498,9 @@ fn decode(buf: &mut BytesMut, framing: &mut Framing) -> Result<Step, BareError> 
                     *framing = Framing::Done;
                 } else {
                     *read += end + 2;
+                    if *read > MAX_TRAILERS {
+                        return Err(BareError::Malformed("a trailer section too long"));
+                    }
                 }
             }
         }

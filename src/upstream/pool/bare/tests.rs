@@ -259,3 +259,22 @@ fn a_request_head_goes_out_as_written() {
         assert!(eligible(&request), "{method}");
     }
 }
+
+/// A trailer section that crosses its cap on a line of its own is refused, not counted past
+/// it (the count once wrapped, and the cap with it).
+#[test]
+fn the_trailer_cap_holds_across_lines() {
+    let mut wire = b"0\r\n".to_vec();
+    wire.extend_from_slice(&[b'a'; MAX_TRAILERS - 4]);
+    wire.extend_from_slice(b"\r\nab\r\n");
+    wire.extend_from_slice(&[b'b'; 64 << 10]);
+    for step in [1 << 10, wire.len()] {
+        assert!(
+            matches!(
+                body(&wire, Framing::Chunked(Chunk::Size), step),
+                Err(BareError::Malformed(_))
+            ),
+            "{step}"
+        );
+    }
+}
