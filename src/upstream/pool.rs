@@ -550,14 +550,7 @@ impl Inner {
                 return Ok(Ok(conn));
             }
         };
-        let mut connector = self.connector.clone();
-        poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.origin.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        let io = self.dial().await?;
         match io {
             hyper_rustls::MaybeHttpsStream::Http(io) => {
                 Ok(Ok(bare::Bare::new(io.into_inner(), permit, deadline)))
@@ -739,15 +732,22 @@ impl Inner {
         Ok(opened)
     }
 
-    async fn connect(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Result<Opened, SendError> {
+    /// A new socket to the upstream (TCP, and TLS when the upstream is `https`).
+    async fn dial(
+        &self,
+    ) -> Result<hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, SendError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(SendError::Connect)?;
-        let io = connector
+        connector
             .call(self.origin.clone())
             .await
-            .map_err(SendError::Connect)?;
+            .map_err(SendError::Connect)
+    }
+
+    async fn connect(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Result<Opened, SendError> {
+        let io = self.dial().await?;
         // Over TLS, what ALPN picked; in plain text, what the configuration says.
         let h2 = if self.tls {
             io.connected().is_negotiated_h2()
