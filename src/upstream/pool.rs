@@ -380,15 +380,12 @@ impl Pool {
         // idle one of hyper's, else on a new one.
         let bare = !inner.tls && !inner.settings.http2 && bare::eligible(&request);
         if bare {
-            inner.set_host(&mut request);
             if let Some(conn) = inner.take_bare() {
-                let reused = true;
                 return Sending {
                     inner,
                     deadline,
                     state: State::Bare {
                         exchange: bare::Exchange::new(conn, request, deadline, inner.clone()),
-                        reused,
                     },
                 };
             }
@@ -518,19 +515,31 @@ impl Inner {
         let mut exchange = bare::Exchange::new(conn, request, deadline, self.clone());
         match poll_fn(|cx| exchange.poll(cx)).await {
             Ok(response) => Ok(response.map(PooledBody::bare)),
-            // A connection handed over, found closed before a byte went out: as on hyper's,
-            // the request goes out again on a new one. (A new connection gets no second
-            // chance: its failure is the upstream's.)
-            Err(bare::Failed {
-                unsent: Some(request),
-                ..
-            }) => {
-                debug!(upstream = %self.authority, "request not processed; sending it again on a new connection");
-                self.resent.fetch_add(1, Ordering::Relaxed);
-                Box::pin(self.resend(request, deadline)).await
+            // A connection handed over may have been closed meanwhile, as an idle one may.
+            Err(failed) => {
+                let again = self.resendable_bare(failed)?;
+                Box::pin(self.resend(again, deadline)).await
             }
-            Err(failed) => Err(SendError::from(failed)),
         }
+    }
+
+    /// The request to send a second time after a failed exchange without hyper's client: only
+    /// one that found its reused connection closed before a byte of it went out (a new
+    /// connection gives no `unsent`: its failure is the upstream's).
+    fn resendable_bare(&self, failed: bare::Failed) -> Result<Request<UpstreamBody>, SendError> {
+        match failed.unsent {
+            Some(request) => {
+                self.resending();
+                Ok(request)
+            }
+            None => Err(SendError::from(failed)),
+        }
+    }
+
+    /// Counts (and logs) a request about to be sent a second time.
+    fn resending(&self) {
+        debug!(upstream = %self.authority, "request not processed; sending it again on a new connection");
+        self.resent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A new connection for [`Inner::send_bare`] (`Err`: one of hyper's handed over).
@@ -539,10 +548,7 @@ impl Inner {
         queued: &mut bool,
         deadline: Instant,
     ) -> Result<Result<bare::Bare, IdleConn>, SendError> {
-        if !self.limit.has_room() {
-            self.close_idle_bare();
-        }
-        let permit = match self.limit.wait(queued).await {
+        let permit = match self.wait_for_room(queued).await {
             Got::Permit(permit) => permit,
             Got::Conn(Spare::Hyper(conn)) => return Ok(Err(conn)),
             Got::Conn(Spare::Bare(mut conn)) => {
@@ -584,8 +590,7 @@ impl Inner {
             } if unprocessed_h2(&error) => Request::from_parts(head, UpstreamBody::empty()),
             failure => return Err(failure.into()),
         };
-        debug!(upstream = %self.authority, "request not processed; sending it again on a new connection");
-        self.resent.fetch_add(1, Ordering::Relaxed);
+        self.resending();
         Ok(again)
     }
 
@@ -716,11 +721,7 @@ impl Inner {
 
     /// A new connection (or one handed over while waiting under `max_connections`).
     async fn open(self: &Arc<Self>, queued: &mut bool) -> Result<Opened, SendError> {
-        if !self.limit.has_room() {
-            // This thread's idle connections of the other kind would hold the places.
-            self.close_idle_bare();
-        }
-        let permit = match self.limit.wait(queued).await {
+        let permit = match self.wait_for_room(queued).await {
             Got::Permit(permit) => permit,
             Got::Conn(Spare::Hyper(conn)) => return Ok(Opened::H1(conn.sender, conn.usage, true)),
             Got::Conn(Spare::Bare(conn)) => return self.adopt(conn).await,
@@ -730,6 +731,16 @@ impl Inner {
             self.local().borrow_mut().h2.push(conn.clone());
         }
         Ok(opened)
+    }
+
+    /// Room under `max_connections` for a new connection, or a connection handed over. Idle
+    /// sockets without hyper's client hold places no task watches: when none is free, those
+    /// of this thread and those the upstream closed give theirs back first.
+    async fn wait_for_room(&self, queued: &mut bool) -> Got {
+        if !self.limit.has_room() {
+            self.close_idle_bare();
+        }
+        self.limit.wait(queued).await
     }
 
     /// A new socket to the upstream (TCP, and TLS when the upstream is `https`).
@@ -994,7 +1005,6 @@ pin_project_lite::pin_project! {
         /// Sent on an idle connection without hyper's client ([`bare`]).
         Bare {
             exchange: bare::Exchange,
-            reused: bool,
         },
         /// Connecting, HTTP/2, or a second attempt.
         Boxed {
@@ -1012,19 +1022,14 @@ impl<'a, F: Future<Output = Sent>> Future for Sending<'a, F> {
         loop {
             let again = match this.state.as_mut().project() {
                 StateProj::Boxed { sending } => return sending.as_mut().poll(cx),
-                StateProj::Bare { exchange, reused } => {
+                StateProj::Bare { exchange } => {
                     let failed = match ready!(exchange.poll(cx)) {
                         Ok(response) => return Poll::Ready(Ok(response.map(PooledBody::bare))),
                         Err(failed) => failed,
                     };
-                    match failed.unsent {
-                        // Closed before a byte of it went out: the upstream never saw it.
-                        Some(request) if *reused => {
-                            debug!(upstream = %inner.authority, "request not processed; sending it again on a new connection");
-                            inner.resent.fetch_add(1, Ordering::Relaxed);
-                            request
-                        }
-                        _ => return Poll::Ready(Err(SendError::from(failed))),
+                    match inner.resendable_bare(failed) {
+                        Ok(again) => again,
+                        Err(err) => return Poll::Ready(Err(err)),
                     }
                 }
                 StateProj::H1 { sent, on, reused } => {

@@ -555,7 +555,6 @@ pub(super) struct Exchange {
     interim: u8,
     deadline: Instant,
     head_request: bool,
-    max_buf: usize,
     pool: Arc<Inner>,
 }
 
@@ -569,10 +568,11 @@ pub(super) struct Failed {
 impl Exchange {
     pub(super) fn new(
         mut conn: Bare,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         deadline: Instant,
         pool: Arc<Inner>,
     ) -> Exchange {
+        pool.set_host(&mut request);
         if conn.alarm.deadline() > deadline {
             conn.alarm.as_mut().reset(deadline);
         } else {
@@ -588,7 +588,6 @@ impl Exchange {
             yielded: false,
             interim: 0,
             deadline,
-            max_buf: pool.settings.max_buf_size,
             pool,
         }
     }
@@ -603,7 +602,7 @@ impl Exchange {
                     conn: self.conn.take(),
                     framing,
                     keep_alive,
-                    pool: Some(self.pool.clone()),
+                    pool: self.pool.clone(),
                 };
                 return Poll::Ready(Ok(response.map(|()| body)));
             }
@@ -677,7 +676,7 @@ impl Exchange {
                     conn.buf.advance(len);
                     return Poll::Ready(Ok((response, framing, keep_alive)));
                 }
-                Ok(Parsed::Partial) if conn.buf.len() >= self.max_buf => {
+                Ok(Parsed::Partial) if conn.buf.len() >= self.pool.settings.max_buf_size => {
                     return Poll::Ready(Err((BareError::HeadTooLarge, false)))
                 }
                 // A head arriving piece by piece, every piece read at once: the timer is only
@@ -708,25 +707,21 @@ pub struct BareBody {
     conn: Option<Bare>,
     framing: Framing,
     keep_alive: bool,
-    pool: Option<Arc<Inner>>,
+    pool: Arc<Inner>,
 }
 
 impl BareBody {
+    /// Lets the connection go: back to its thread's stack if the exchange was clean.
     fn release(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        if self.framing == Framing::Done && self.keep_alive && conn.buf.is_empty() {
-            if let Some(pool) = self.pool.take() {
-                pool.check_in_bare(conn);
-            }
+        if self.is_end_stream() && self.keep_alive && conn.buf.is_empty() {
+            self.pool.check_in_bare(conn);
         }
     }
 }
 
 impl Drop for BareBody {
     fn drop(&mut self) {
-        if self.framing == Framing::Length(0) {
-            self.framing = Framing::Done;
-        }
         self.release();
     }
 }

@@ -95,47 +95,31 @@ impl HttpBody for UpstreamBody {
 }
 
 /// An upstream response body; its end gives the connection back to the pool.
-pub struct PooledBody {
-    inner: Source,
-    lease: Option<Lease>,
-}
+pub struct PooledBody(Source);
 
 enum Source {
-    /// From hyper's client; the lease gives its connection back.
-    Hyper(Incoming),
+    /// From hyper's client; the lease gives its connection back (taken when it has).
+    Hyper(Incoming, Option<Lease>),
     /// Read by the pool itself, which gives the connection back ([`BareBody`]).
     Bare(BareBody),
 }
 
 impl PooledBody {
     pub(super) fn hyper(body: Incoming, lease: Lease) -> PooledBody {
-        PooledBody {
-            inner: Source::Hyper(body),
-            lease: Some(lease),
-        }
+        PooledBody(Source::Hyper(body, Some(lease)))
     }
 
     pub(super) fn bare(body: BareBody) -> PooledBody {
-        PooledBody {
-            inner: Source::Bare(body),
-            lease: None,
-        }
+        PooledBody(Source::Bare(body))
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release(self.inner.is_end_stream());
-        }
-    }
-}
-
-impl Source {
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Source::Hyper(body) => body.is_end_stream(),
-            Source::Bare(body) => body.is_end_stream(),
+        if let Source::Hyper(body, lease) = &mut self.0 {
+            if let Some(lease) = lease.take() {
+                lease.release(body.is_end_stream());
+            }
         }
     }
 }
@@ -148,15 +132,14 @@ impl HttpBody for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match &mut this.inner {
+        match &mut self.get_mut().0 {
             Source::Bare(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|err| Box::new(err) as BoxError),
-            Source::Hyper(body) => {
+            Source::Hyper(body, lease) => {
                 let frame = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(None) = frame {
-                    if let Some(lease) = this.lease.take() {
+                    if let Some(lease) = lease.take() {
                         lease.release(true);
                     }
                 }
@@ -166,12 +149,15 @@ impl HttpBody for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Source::Hyper(body, _) => body.is_end_stream(),
+            Source::Bare(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Source::Hyper(body) => body.size_hint(),
+        match &self.0 {
+            Source::Hyper(body, _) => body.size_hint(),
             Source::Bare(body) => body.size_hint(),
         }
     }
