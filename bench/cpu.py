@@ -136,11 +136,11 @@ def main():
                 if spec == "nginx":
                     name, argv = "nginx-plain", nginx_conf(work, f"proxy{port}", "proxy.nginx.conf",
                                                            {18081: port, 18080: up})
-                elif spec.split("=")[0].split("/")[0] == "floor":
-                    binary = spec.split("=", 1)[1] if "=" in spec else str(HERE / "floor/target/release/floor")
-                    kind = spec.split("=")[0]
-                    mode = kind.split("/", 1)[1] if "/" in kind else os.environ.get("MODE", "conn")
-                    name = "floor-" + mode if "=" not in spec else Path(binary).name
+                elif spec.partition("=")[0].partition("/")[0] == "floor":
+                    kind, given, binary = spec.partition("=")
+                    mode = kind.partition("/")[2] or os.environ.get("MODE", "conn")
+                    binary = binary or str(HERE / "floor/target/release/floor")
+                    name = Path(binary).name if given else "floor-" + mode
                     argv = [binary]
                     env.update(LISTEN=f"127.0.0.1:{port}", UP=f"127.0.0.1:{up}", MODE=mode)
                 else:
@@ -185,13 +185,13 @@ def main():
                     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
                     scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
                     us = lambda t: t / TICK * 1e6 / reqs
-                    results[name].append((us(u1 - u0), us(s1 - s0), reqs / args.seconds,
-                                          float(p99.group(1)) * scale,
-                                          (v1 - v0) / reqs * 100, (i1 - i0) / reqs * 100))
-                    print(f"round {r + 1} {name:<22} user {us(u1 - u0):6.2f} sys {us(s1 - s0):6.2f} "
-                          f"total {us(u1 - u0 + s1 - s0):6.2f} us/req  {reqs / args.seconds:8.0f} rps  "
-                          f"p99 {float(p99.group(1)) * scale:.3f} ms  switches/100 req "
-                          f"{(v1 - v0) / reqs * 100:.1f}+{(i1 - i0) / reqs * 100:.1f}",
+                    per100 = lambda n: n / reqs * 100
+                    row = (us(u1 - u0), us(s1 - s0), reqs / args.seconds,
+                           float(p99.group(1)) * scale, per100(v1 - v0), per100(i1 - i0))
+                    results[name].append(row)
+                    print(f"round {r + 1} {name:<22} user {row[0]:6.2f} sys {row[1]:6.2f} "
+                          f"total {row[0] + row[1]:6.2f} us/req  {row[2]:8.0f} rps  "
+                          f"p99 {row[3]:.3f} ms  switches/100 req {row[4]:.1f}+{row[5]:.1f}",
                           file=sys.stderr)
             print("| target | user µs/req | sys µs/req | total µs/req | rps | p99 ms "
                   "| waits/100 req | preempted/100 req |")

@@ -8,6 +8,22 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+/// A script of `bench/`.
+fn bench(script: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(script)
+}
+
+/// What `command` (running `what`) printed, with no input; it must finish within `seconds`.
+async fn bounded(mut command: Command, what: &str, seconds: u64) -> std::process::Output {
+    let run = command.stdin(Stdio::null()).kill_on_drop(true).output();
+    tokio::time::timeout(Duration::from_secs(seconds), run)
+        .await
+        .unwrap_or_else(|_| panic!("{what} finishes within {seconds} s"))
+        .unwrap_or_else(|err| panic!("{what} could not start: {err}"))
+}
+
 #[tokio::test]
 async fn the_quick_benchmark_runs() {
     let installed = |tool: &str, arg: &str| {
@@ -26,20 +42,14 @@ async fn the_quick_benchmark_runs() {
         installed("python3", "-V"),
         "python3 is not installed: bench/solo.py needs it"
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/compare.sh");
-    let run = Command::new("bash")
-        .arg(&script)
+    let mut command = Command::new("bash");
+    command
+        .arg(bench("compare.sh"))
         .arg("--quick")
         .env("OURS_BIN", env!("CARGO_BIN_EXE_portcullis"))
         .env("DURATION", "1")
-        .env("TIME_LIMIT", "60")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("compare.sh --quick finishes within 90 s")
-        .expect("bash runs");
+        .env("TIME_LIMIT", "60");
+    let output = bounded(command, "compare.sh --quick", 90).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -69,18 +79,12 @@ async fn the_quick_benchmark_runs() {
 /// this test.
 #[tokio::test]
 async fn the_profile_guided_build_trains_on_a_sites_traffic() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pgo_train.py");
-    let run = Command::new("python3")
-        .arg(&script)
+    let mut command = Command::new("python3");
+    command
+        .arg(bench("pgo_train.py"))
         .arg(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("2")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("pgo_train.py finishes within 60 s")
-        .expect("python3 runs");
+        .arg("2");
+    let output = bounded(command, "pgo_train.py", 60).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),

@@ -220,6 +220,26 @@ fn upstream(
     (addr, served)
 }
 
+/// `path` fetched through `pool`, with five seconds for the head.
+async fn fetch(pool: &Pool, path: &str) -> Result<Response<PooledBody>, SendError> {
+    pool.send(get(path), Duration::from_secs(5)).await
+}
+
+fn assert_malformed(answer: Result<Response<PooledBody>, SendError>) {
+    assert!(
+        matches!(answer, Err(SendError::Exchange(BareError::Malformed(_)))),
+        "{:?}",
+        answer.map(|r| r.status())
+    );
+}
+
+/// Which of the upstream's connections it saw the pool close (see [`upstream`]).
+async fn closes(upstream: std::thread::JoinHandle<Vec<bool>>) -> Vec<bool> {
+    tokio::task::spawn_blocking(move || upstream.join().expect("upstream"))
+        .await
+        .expect("join")
+}
+
 async fn text(response: Result<Response<PooledBody>, SendError>) -> Result<String, String> {
     let body = response.map_err(|err| format!("{err:?}"))?.into_body();
     let bytes = body.collect().await.map_err(|err| err.to_string())?;
@@ -239,7 +259,7 @@ async fn an_idle_connection_the_upstream_closed_is_never_taken() {
         Duration::ZERO,
     );
     let pool = pool(&addr.to_string(), false);
-    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    let first = fetch(&pool, "/one").await;
     assert_eq!(text(first).await.as_deref(), Ok("one"));
     assert_eq!(
         pool.idle_here(),
@@ -248,7 +268,7 @@ async fn an_idle_connection_the_upstream_closed_is_never_taken() {
     );
     // The upstream has closed it by now; the runtime sees the close while it waits.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    let second = fetch(&pool, "/two").await;
     assert_eq!(text(second).await.as_deref(), Ok("two"));
     assert_eq!(
         pool.resent(),
@@ -269,12 +289,10 @@ async fn idle_connections_close_after_the_keepalive_timeout() {
     );
     let pool = pool_with(&addr.to_string(), false, Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    let first = fetch(&pool, "/one").await;
     assert_eq!(text(first).await.as_deref(), Ok("one"));
     assert_eq!(pool.idle_here(), 1);
-    let closed = tokio::task::spawn_blocking(move || upstream.join().expect("upstream"))
-        .await
-        .expect("join");
+    let closed = closes(upstream).await;
     assert_eq!(
         closed,
         vec![true],
@@ -302,18 +320,16 @@ async fn bytes_after_an_answer_keep_its_connection_from_the_next_request() {
         Duration::from_secs(2),
     );
     let pool = pool(&addr.to_string(), false);
-    let first = pool.send(get("/one"), Duration::from_secs(5)).await;
+    let first = fetch(&pool, "/one").await;
     assert_eq!(text(first).await.as_deref(), Ok("one"));
     assert_eq!(
         pool.idle_here(),
         0,
         "the connection with bytes left over was kept"
     );
-    let second = pool.send(get("/two"), Duration::from_secs(5)).await;
+    let second = fetch(&pool, "/two").await;
     assert_eq!(text(second).await.as_deref(), Ok("two"));
-    let closed = tokio::task::spawn_blocking(move || upstream.join().expect("upstream"))
-        .await
-        .expect("join");
+    let closed = closes(upstream).await;
     assert!(closed[0], "the first connection was not closed");
 }
 
@@ -332,17 +348,13 @@ async fn cut_and_ambiguous_answers() {
         Duration::ZERO,
     );
     let pool = pool(&addr.to_string(), false);
-    let cut = pool.send(get("/cut"), Duration::from_secs(5)).await;
+    let cut = fetch(&pool, "/cut").await;
     assert!(text(cut).await.is_err(), "a cut answer read as whole");
-    let both = pool.send(get("/both"), Duration::from_secs(5)).await;
+    let both = fetch(&pool, "/both").await;
     assert_eq!(text(both).await.as_deref(), Ok("ok"));
     assert_eq!(pool.idle_here(), 0);
-    let malformed = pool.send(get("/malformed"), Duration::from_secs(5)).await;
-    assert!(
-        matches!(malformed, Err(SendError::Exchange(BareError::Malformed(_)))),
-        "{:?}",
-        malformed.map(|r| r.status())
-    );
+    let malformed = fetch(&pool, "/malformed").await;
+    assert_malformed(malformed);
 }
 
 /// An upstream that answers with interim responses only gets a bounded number of them read:
@@ -353,15 +365,11 @@ async fn endless_interim_answers_are_refused() {
     let few: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
     let (addr, _upstream) = upstream(vec![few, interim], true, Duration::ZERO);
     let pool = pool(&addr.to_string(), false);
-    let answer = pool.send(get("/few"), Duration::from_secs(5)).await;
+    let answer = fetch(&pool, "/few").await;
     assert_eq!(text(answer).await.as_deref(), Ok("ok"));
     // The upstream closed that connection: let the runtime see it, so that the next request
     // opens another rather than racing the close.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let answer = pool.send(get("/many"), Duration::from_secs(5)).await;
-    assert!(
-        matches!(answer, Err(SendError::Exchange(BareError::Malformed(_)))),
-        "{:?}",
-        answer.map(|r| r.status())
-    );
+    let answer = fetch(&pool, "/many").await;
+    assert_malformed(answer);
 }
