@@ -1,7 +1,8 @@
 //! HTTP/1.1 without hyper's client, for requests without a body to a plain-text upstream
-//! (nearly every page load and API read): the request's own future writes the head, at the
-//! end of the scheduler's turn, and reads the answer's, and the response body reads the rest,
-//! so an answer takes no hop through a connection task and no channel (docs/performance.md,
+//! (nearly every page load and API read): the request's own future writes the head (at once,
+//! or at the end of the scheduler's turn where writing at once would put proxy and upstream in
+//! lockstep, [`pace`]) and reads the answer's, and the response body reads the rest, so an
+//! answer takes no hop through a connection task and no channel (docs/performance.md,
 //! "Seventh pass"). Requests with a body, WebSocket handshakes, TLS and HTTP/2 stay on hyper's
 //! client, which takes over an idle connection of this kind when it has none of its own.
 //!
@@ -38,6 +39,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::limit::Spare;
 use super::{Inner, UpstreamBody};
 use crate::clock;
+
+pub(super) mod pace;
 
 /// Header fields a response head may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -549,8 +552,8 @@ pub(super) struct Exchange {
     request: Option<Request<UpstreamBody>>,
     head: Vec<u8>,
     written: usize,
-    /// The first poll has let the other ready tasks run before the head goes out.
-    yielded: bool,
+    /// The head waits for the end of the scheduler's turn (see [`pace`]).
+    wait_turn: bool,
     /// Interim answers skipped so far.
     interim: u8,
     deadline: Instant,
@@ -585,7 +588,7 @@ impl Exchange {
             request: Some(request),
             conn: Some(conn),
             written: 0,
-            yielded: false,
+            wait_turn: !pace::at_once(),
             interim: 0,
             deadline,
             pool,
@@ -630,13 +633,9 @@ impl Exchange {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Err((BareError::Closed, false)));
         };
-        if !self.yielded {
-            // The head goes out at the end of the scheduler's turn, not at once: the requests
-            // read in one turn then reach the upstream together. Written at once, each woke an
-            // upstream on the same CPU, which then took the CPU for that one request: proxy and
-            // upstream ran in lockstep, a context switch per request (30,570 requests/s against
-            // 40,231, docs/performance.md).
-            self.yielded = true;
+        if self.wait_turn {
+            // Woken at once, the task runs again after the tasks already ready.
+            self.wait_turn = false;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }

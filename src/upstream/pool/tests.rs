@@ -373,3 +373,49 @@ async fn endless_interim_answers_are_refused() {
     let answer = fetch(&pool, "/many").await;
     assert_malformed(answer);
 }
+
+/// A head held to the end of the scheduler's turn goes out when its task is polled again,
+/// not before; one written at once is out after the first poll.
+#[tokio::test]
+async fn a_head_held_to_the_turns_end_goes_out_on_the_next_poll() {
+    use std::sync::atomic::AtomicUsize;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
+    let upstream = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        for answer in [&b"one"[..], b"two", b"six"] {
+            read_head(&mut stream);
+            seen.fetch_add(1, Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                answer.len()
+            );
+            stream.write_all(head.as_bytes()).expect("head");
+            stream.write_all(answer).expect("answer");
+        }
+    });
+    let pool = pool(&addr.to_string(), false);
+    assert_eq!(text(fetch(&pool, "/one").await).await.as_deref(), Ok("one"));
+    // Both on the idle connection the first left, so the first poll is the exchange's own.
+    for (at_once, path, answer) in [(false, "/two", "two"), (true, "/six", "six")] {
+        bare::pace::set_here(at_once);
+        let before = heads.load(Ordering::SeqCst);
+        let mut next = std::pin::pin!(fetch(&pool, path));
+        let first = poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "answered before the upstream read it");
+        // The runtime's only thread, held: the task cannot be polled again meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+        let out = heads.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            out,
+            usize::from(at_once),
+            "{path}: heads out after one poll"
+        );
+        assert_eq!(text(next.await).await.as_deref(), Ok(answer));
+    }
+    assert_eq!(pool.idle_here(), 1, "all three on one connection");
+    upstream.join().expect("upstream");
+}
