@@ -32,7 +32,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -132,13 +132,9 @@ impl Bare {
 
     /// Reads what the socket has into `buf`; `Ready(Ok(0))` at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let mut read = ReadBuf::new(&mut self.buf[len..]);
-        let polled = Pin::new(&mut self.io).poll_read(cx, &mut read);
-        let filled = read.filled().len();
-        self.buf.truncate(len + filled);
-        polled.map_ok(|()| filled)
+        // Into the buffer's spare room as it is, not zeroed first.
+        self.buf.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
     /// `Ready` once `deadline` has passed.
