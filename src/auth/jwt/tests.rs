@@ -2032,3 +2032,100 @@ fn ring_checks_p256_p384_and_ed25519_whichever_way_the_key_comes() {
         }
     }
 }
+
+/// The RS* check takes exactly one encoding of a signature: a block made with the key's
+/// private half that is anything else (another hash's `DigestInfo`, the parameters left out,
+/// a byte more, the right `DigestInfo` of the wrong digest) is refused, as is a signature one
+/// byte longer or shorter than the modulus; josekit's verifier agrees on every one, and on
+/// every one-bit change of a good signature. Keys from PEM and from a JWKS both get it.
+#[test]
+fn rsa_signatures_have_one_encoding() {
+    use openssl::rsa::Padding;
+    const SHA256_INFO: [u8; 19] = [
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+    let fx = fixture(Alg::RS256);
+    let private = PKey::private_key_from_der(fx.private_der.as_deref().expect("der"))
+        .expect("private key")
+        .rsa()
+        .expect("RSA");
+    let sign_block = |block: &[u8]| {
+        let mut out = vec![0u8; private.size() as usize];
+        let len = private
+            .private_encrypt(block, &mut out, Padding::PKCS1)
+            .expect("sign");
+        out.truncate(len);
+        out
+    };
+    let message = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyLTEifQ";
+    let digest = openssl::sha::sha256(message);
+    let encoded = |info: &[u8], digest: &[u8], extra: &[u8]| [info, digest, extra].concat();
+
+    let keys = KeySet::build(&[Alg::RS256], &fx.material).expect("keys");
+    let [entry] = keys.entries.as_slice() else {
+        panic!("one entry")
+    };
+    assert!(matches!(entry.check, KeyCheck::Rsa(_)), "a PEM RSA key");
+    let josekit = josekit::jws::RS256
+        .verifier_from_pem(fx.material.public_key_pem.as_deref().expect("pem"))
+        .expect("josekit verifier");
+    let judge = |signature: &[u8]| {
+        let ours = entry.check.verify(message, signature);
+        let theirs = josekit.verify(message, signature).is_ok();
+        assert_eq!(ours, theirs, "ours and josekit's disagree");
+        ours
+    };
+
+    let good = sign_block(&encoded(&SHA256_INFO, &digest, &[]));
+    assert!(judge(&good), "the one encoding");
+
+    let mut sha1_info = vec![
+        0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+    ];
+    sha1_info.extend_from_slice(&openssl::sha::sha1(message));
+    let mut no_null = vec![
+        0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x04, 0x20,
+    ];
+    no_null.extend_from_slice(&digest);
+    let mut sha384_info = vec![
+        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        0x05, 0x00, 0x04, 0x30,
+    ];
+    sha384_info.extend_from_slice(&openssl::sha::sha384(message));
+    let other_digest = openssl::sha::sha256(b"another message");
+    for (what, block) in [
+        ("SHA-1's DigestInfo", sha1_info),
+        ("no NULL parameters", no_null),
+        ("SHA-384's DigestInfo", sha384_info),
+        ("a byte after", encoded(&SHA256_INFO, &digest, &[0])),
+        ("another digest", encoded(&SHA256_INFO, &other_digest, &[])),
+        ("the bare digest", digest.to_vec()),
+    ] {
+        assert!(!judge(&sign_block(&block)), "{what}");
+    }
+    assert!(!judge(&[&[0u8][..], &good].concat()), "a byte longer");
+    assert!(!judge(&good[1..]), "a byte shorter");
+    assert!(!judge(&[]), "empty");
+    for bit in (0..good.len() * 8).step_by(7) {
+        let mut flipped = good.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        assert!(!judge(&flipped), "bit {bit} flipped");
+    }
+
+    let jwk = fixture_rsa_jwk();
+    let jwks = jwks_doc(&[(Some("r"), jwk, None, None)]);
+    let keys =
+        KeySet::from_jwks(&[Alg::RS256, Alg::RS512, Alg::PS256], jwks.as_bytes()).expect("jwks");
+    let kinds: Vec<(Alg, bool)> = keys
+        .entries
+        .iter()
+        .map(|entry| (entry.alg, matches!(entry.check, KeyCheck::Rsa(_))))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(Alg::RS256, true), (Alg::RS512, true), (Alg::PS256, false)],
+        "RS* from a JWK take the RSA check, PS* stays josekit's"
+    );
+}
