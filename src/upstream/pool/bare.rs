@@ -44,7 +44,7 @@ pub(super) mod pace;
 
 /// Header fields a response head may have (hyper's limit too).
 const MAX_HEADERS: usize = 100;
-/// Bytes read from the socket at a time.
+/// Room made in the read buffer before each read (a read may fill more of it when it has more).
 const READ_CHUNK: usize = 8 << 10;
 /// A chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 1 << 10;

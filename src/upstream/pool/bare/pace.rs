@@ -96,8 +96,8 @@ impl Pace {
                     exchanges = WINDOW,
                     "preempted at every other upstream request written: holding request heads to the end of the scheduler's turn"
                 );
+                // `since` is read again only once the held windows are over.
                 self.batched = BATCHED_WINDOWS;
-                self.since = None;
                 return false;
             }
         }
