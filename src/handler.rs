@@ -15,11 +15,10 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use tracing::{error, info, warn};
 
 use crate::auth::{Admission, Authenticator};
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::Config;
 use crate::error::{Error, Source};
 use crate::forward_auth::{self, Ingress};
@@ -181,7 +180,7 @@ where
 pub async fn handle(
     app: Arc<App>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     door: Door,
 ) -> Response<Body> {
     // The moment's time is when the connection woke for this request; the end is read from
@@ -240,7 +239,7 @@ fn log_failure(err: &Error, request_id: &HeaderValue) {
 async fn proxy<'a>(
     app: &'a App,
     conn: &Arc<ConnInfo>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     request_id: &HeaderValue,
     trace: &mut Trace<'a>,
 ) -> Result<Response<Body>, Error> {
@@ -324,7 +323,7 @@ async fn proxy<'a>(
 async fn forward_auth<'a>(
     app: &'a App,
     conn: &ConnInfo,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     request_id: &HeaderValue,
     trace: &mut Trace<'a>,
 ) -> Response<Body> {
@@ -383,7 +382,7 @@ async fn decide<'a>(
 }
 
 /// Request filter: refuse what cannot be proxied before looking at anything else.
-fn filter(config: &Config, request: &Request<Incoming>) -> Result<(), Error> {
+fn filter(config: &Config, request: &Request<RequestBody>) -> Result<(), Error> {
     filter_method(request.method())?;
     // One pass over the names: the size, and whether the body's framing needs a look (two
     // lookups by name saved on the usual request that declares no body).

@@ -17,15 +17,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, RequestBody};
 use crate::config::Server;
 use crate::handler::{self, Door};
 use crate::live::Live;
 use crate::{telemetry, ConnInfo};
 
 mod activity;
+mod lane;
 
 use activity::{Activity, Ended, Expired, Limits, Supervised, Tracked, Watched};
+use lane::Lane;
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone, Debug)]
@@ -201,7 +203,8 @@ async fn serve_connection<S>(
     let peer = conn.peer;
     let requests = activity.clone();
     let answers = conn.clone();
-    let service = service_fn(move |request| {
+    // One request's answer, for hyper's service and the lane alike.
+    let answer = move |request: http::Request<RequestBody>| {
         // Each request keeps the configuration it started with, whatever reloads meanwhile.
         let app = live.app();
         let in_flight = requests.begin();
@@ -212,12 +215,13 @@ async fn serve_connection<S>(
             handling,
             in_flight: Some(in_flight),
         }
-    });
+    };
     let io = Watched::new(stream, activity.clone());
     let ended = if http2 {
         activity.set_http2();
         // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
         // would otherwise make room for it.
+        let service = hyper_service(answer);
         let mut connection = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
         supervise(
             Supervised::new(&mut connection, activity, limits, false),
@@ -229,16 +233,7 @@ async fn serve_connection<S>(
             Ended::Done | Ended::Parked => None,
         })
     } else {
-        serve_http1(
-            &conn,
-            &builders.http1,
-            io,
-            service,
-            activity,
-            limits,
-            shutdown,
-        )
-        .await
+        serve_http1(&conn, builders, io, answer, activity, limits, shutdown).await
     };
     // A tunnel still waiting for this connection (its `101` never went out whole) is told it
     // will not come: the waiting end lives in the `ConnInfo` the tunnel itself holds.
@@ -250,36 +245,58 @@ async fn serve_connection<S>(
     }
 }
 
-/// Serves an HTTP/1.1 connection. hyper holds about 20 KiB per connection (its read and
-/// write buffers, parser and dispatcher), idle or not; a connection idle between requests for
-/// [`activity::PARK_AFTER`] is taken back from hyper (between two requests, every response
-/// flushed), and only its socket is kept until the client sends again, as nginx keeps only a
-/// socket for an idle keep-alive connection. Then a new hyper connection serves it, reading
-/// first whatever the old one had read ahead (a pipelined request's first bytes).
+/// Serves an HTTP/1.1 connection: first by the lane ([`lane`]), which answers the plain
+/// requests (no body, nothing that changes the connection) itself; at the first request it
+/// does not take, hyper serves the connection from that request's first byte on.
+///
+/// hyper holds about 20 KiB per connection (its read and write buffers, parser and
+/// dispatcher), idle or not; a connection idle between requests for [`activity::PARK_AFTER`]
+/// is taken back (from hyper or the lane, between two requests, every response flushed), and
+/// only its socket is kept until the client sends again, as nginx keeps only a socket for an
+/// idle keep-alive connection. Then the lane serves it anew, reading first whatever was read
+/// ahead (a pipelined request's first bytes).
 ///
 /// hyper's own upgrade support needs a connection that cannot be taken back; so a `101` is
 /// seen through here too: the connection, done once the `101` is sent, is handed to the
 /// request that answered it ([`ConnInfo::on_upgrade`]).
-async fn serve_http1<S, Svc>(
+async fn serve_http1<S, F, A>(
     conn: &ConnInfo,
-    http1: &http1::Builder,
+    builders: &Builders,
     mut io: Watched<S>,
-    mut service: Svc,
+    answer: F,
     activity: Arc<Activity>,
     limits: Limits,
     mut shutdown: Shutdown,
 ) -> hyper::Result<Option<Expired>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = Tracked<Body>> + Unpin,
-    Svc::Future: Unpin,
+    F: Fn(http::Request<RequestBody>) -> A + Clone + Unpin + Send + 'static,
+    A: Future<Output = Result<http::Response<Tracked<Body>>, Infallible>> + Unpin + Send + 'static,
 {
+    let mut by_lane = true;
     loop {
-        // Boxed, and gone with this block: a parked connection's task holds nothing of hyper
-        // (its state, read buffer included, is freed here, not at the end of the turn).
-        let ended = {
+        let ended = if by_lane {
+            let mut lane = Lane::new(io, answer.clone(), builders.max_head);
+            let ended = supervise(
+                Supervised::new(&mut lane, activity.clone(), limits, true),
+                &mut shutdown,
+            )
+            .await?;
+            let (back, unread, outcome) = lane.into_parts();
+            io = back;
+            io.replay(&unread);
+            if ended == Ended::Done && outcome == lane::Outcome::HandOver {
+                by_lane = false;
+                continue;
+            }
+            ended
+        } else {
+            // Boxed, and gone with this block: a parked connection's task holds nothing of
+            // hyper (its state, read buffer included, is freed here, not at the end of the turn).
             let mut connection = Box::new(Http1 {
-                connection: http1.serve_connection(TokioIo::new(io), service),
+                connection: builders
+                    .http1
+                    .serve_connection(TokioIo::new(io), hyper_service(answer.clone())),
                 activity: activity.clone(),
             });
             let ended = supervise(
@@ -290,7 +307,6 @@ where
             let parts = connection.connection.into_parts();
             io = parts.io.into_inner();
             io.replay(&parts.read_buf);
-            service = parts.service;
             ended
         };
         match ended {
@@ -313,9 +329,28 @@ where
                 if let Err(why) = parked {
                     return Ok(why);
                 }
+                by_lane = true;
             }
         }
     }
+}
+
+/// hyper's service over a request's `answer`.
+fn hyper_service<F, A>(
+    answer: F,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Tracked<Body>>,
+    Error = Infallible,
+    Future = A,
+> + Unpin
+where
+    F: Fn(http::Request<RequestBody>) -> A + Unpin,
+    A: Future<Output = Result<http::Response<Tracked<Body>>, Infallible>>,
+{
+    service_fn(move |request: http::Request<hyper::body::Incoming>| {
+        answer(request.map(RequestBody::Hyper))
+    })
 }
 
 /// An HTTP/1.1 connection, served without shutting its socket down when done. Done means
@@ -463,6 +498,9 @@ async fn supervise<C: activity::Serving>(
 /// first, which makes hyper regrow its read buffer to 16 KiB on every connection.
 struct Builders {
     http1: http1::Builder,
+    /// The longest request head the lane reads before handing the connection to hyper,
+    /// which refuses it (`431`) as it always has.
+    max_head: usize,
     http2: http2::Builder<TokioExecutor>,
 }
 
@@ -487,7 +525,11 @@ fn connection_builders(settings: &Server, door: Door) -> Builders {
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         .keep_alive_interval(Duration::from_secs(30));
-    Builders { http1, http2 }
+    Builders {
+        http1,
+        max_head: max_buf,
+        http2,
+    }
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).

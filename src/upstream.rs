@@ -13,7 +13,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -21,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 
 use crate::auth::Permit;
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::headers::{is_identity_header, HOP_BY_HOP, HOP_BY_HOP_COUNT};
@@ -381,7 +380,7 @@ pub struct Exchange {
 pub fn outgoing(
     config: &Config,
     permit: Permit,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     path_and_query: &str,
     fwd: &Forwarding<'_>,
 ) -> Result<Outgoing, Error> {

@@ -14,7 +14,6 @@ use http::header::{
 };
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::Value;
 use tracing::{info, warn};
 
@@ -22,7 +21,7 @@ use super::backend::{self, Tokens};
 use super::cookies;
 use super::csrf::Origin;
 use super::Authenticator;
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::error::Error;
 use crate::response::{self, redirect};
 
@@ -234,7 +233,7 @@ impl Authenticator {
     /// `Origin` must name, unless it is in `session.allowed_origins`).
     pub async fn login(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
         client_ip: IpAddr,
         site: Option<&Origin>,
     ) -> Result<Response<Body>, Error> {
@@ -439,7 +438,7 @@ impl Authenticator {
     /// `logout.path`, GET or POST: expire both cookies, tell the backend, redirect.
     pub async fn logout(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
         site: Option<&Origin>,
         client_ip: IpAddr,
     ) -> Result<Response<Body>, Error> {

@@ -13,6 +13,7 @@ mod guard;
 mod hardening;
 mod hosts;
 mod ingress;
+mod lane;
 mod lifecycle;
 mod pool;
 mod session;

@@ -13,13 +13,13 @@ use hyper::body::Incoming;
 
 use super::bare::BareBody;
 use super::{Lease, Usage, OPEN};
-use crate::body::BoxError;
+use crate::body::{BoxError, RequestBody};
 use crate::ConnInfo;
 
 /// The body of a request going upstream: the client's, capped at `server.max_body`, or none
 /// (a request sent again).
 pub struct UpstreamBody {
-    inner: Option<Limited<Incoming>>,
+    inner: Option<Limited<RequestBody>>,
     /// The downstream connection, which counts every frame passed on as progress.
     conn: Option<Arc<ConnInfo>>,
     /// The HTTP/1.1 connection it goes out on, told once it has been handed over whole.
@@ -28,7 +28,7 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// `body`, coming from a request on `conn`.
-    pub fn new(body: Limited<Incoming>, conn: &Arc<ConnInfo>) -> UpstreamBody {
+    pub fn new(body: Limited<RequestBody>, conn: &Arc<ConnInfo>) -> UpstreamBody {
         let conn = (!body.is_end_stream()).then(|| conn.clone());
         UpstreamBody {
             inner: Some(body),
