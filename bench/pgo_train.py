@@ -104,7 +104,7 @@ def unsigned(token):
     return f"{head}.{payload}."
 
 
-def user(number, port, until, totals, lock):
+def user(number, port, until, totals, lock, done):
     client = Client(port, "127.0.0.1")
     api = {"Accept": "application/json"}
     page = {"Accept": "text/html,application/xhtml+xml"}
@@ -147,8 +147,13 @@ def user(number, port, until, totals, lock):
         if round_ % 4 == 1:
             client.sign_in(origin="http://evil.example")  # 403
             client.sign_in(password="wrong")
-    # Signing out last: the eight clients are one demo user, and signing out ends that user's
-    # sessions for the others too.
+    # Signing out last, once every client is done: the eight clients are one demo user, and
+    # signing out ends that user's sessions for the others too (a client still in its round on
+    # a loaded machine would then train on refusals).
+    try:
+        done.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        pass
     client.request("POST", "/logout", headers={"Origin": client.origin})
     client.request("GET", "/api/items", headers=api)  # 401 again
     with lock:
@@ -170,7 +175,8 @@ def train(binary, seconds, workers):
     try:
         wait_port(port, demo, "pgo_train: the demo")
         until = time.time() + seconds
-        threads = [threading.Thread(target=user, args=(n, port, until, totals, lock))
+        done = threading.Barrier(THREADS)
+        threads = [threading.Thread(target=user, args=(n, port, until, totals, lock, done))
                    for n in range(THREADS)]
         for t in threads:
             t.start()
