@@ -9,7 +9,7 @@ cd "$(dirname "$0")"
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(path cookies jwt jwt_mutated claims login_body return_path origin host)
+[ "${#targets[@]}" -gt 0 ] || targets=(path cookies jwt jwt_mutated claims login_body return_path origin host request_head)
 export RUSTC_BOOTSTRAP=1
 mkdir -p logs
 for target in "${targets[@]}"; do

@@ -27,6 +27,7 @@ mod activity;
 mod lane;
 
 use activity::{Activity, Ended, Expired, Limits, Supervised, Tracked, Watched};
+pub use lane::take_plain_head;
 use lane::Lane;
 
 /// A shutdown signal every accept loop can wait on.

@@ -282,6 +282,19 @@ enum Head {
     NotOurs,
 }
 
+/// The lane's reading of the first request in `read` (for the fuzz target): the request and
+/// whether the client asked to close, taken out of `read`; `None` when the lane does not take
+/// it, or not yet, with `read` left as it was.
+pub fn take_plain_head(
+    read: &mut BytesMut,
+    max_head: usize,
+) -> Option<(Request<RequestBody>, bool)> {
+    match take_head(read, max_head) {
+        Head::Request { request, close } => Some((request, close)),
+        Head::Partial | Head::NotOurs => None,
+    }
+}
+
 /// Where a head's parts are in the buffer.
 #[derive(Clone, Copy, Default)]
 struct Span {
