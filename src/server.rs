@@ -222,7 +222,7 @@ async fn serve_connection<S>(
         activity.set_http2();
         // Boxed: an HTTP/2 connection's state is larger, and every HTTP/1.1 connection's task
         // would otherwise make room for it.
-        let service = hyper_service(answer);
+        let service = hyper_service(answer, activity.clone());
         let mut connection = Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
         supervise(
             Supervised::new(&mut connection, activity, limits, false),
@@ -295,9 +295,10 @@ where
             // Boxed, and gone with this block: a parked connection's task holds nothing of
             // hyper (its state, read buffer included, is freed here, not at the end of the turn).
             let mut connection = Box::new(Http1 {
-                connection: builders
-                    .http1
-                    .serve_connection(TokioIo::new(io), hyper_service(answer.clone())),
+                connection: builders.http1.serve_connection(
+                    TokioIo::new(io),
+                    hyper_service(answer.clone(), activity.clone()),
+                ),
                 activity: activity.clone(),
             });
             let ended = supervise(
@@ -323,6 +324,12 @@ where
                 let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
                 return Ok(None);
             }
+            Ended::Parked if activity.abandoned() => {
+                // A body left part-way after the parking began: what follows may be the rest
+                // of it, never a request.
+                let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
+                return Ok(None);
+            }
             Ended::Parked => {
                 telemetry::connection_parked(true);
                 let parked = park(&mut io, &activity, limits, &mut shutdown).await;
@@ -336,9 +343,11 @@ where
     }
 }
 
-/// hyper's service over a request's `answer`.
+/// hyper's service over a request's `answer`; a request's body is watched to its end by
+/// the connection's `activity` (a connection is parked only when none is left part-way).
 fn hyper_service<F, A>(
     answer: F,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<Tracked<Body>>,
@@ -350,7 +359,11 @@ where
     A: Future<Output = Result<http::Response<Tracked<Body>>, Infallible>>,
 {
     service_fn(move |request: http::Request<hyper::body::Incoming>| {
-        answer(request.map(RequestBody::Hyper))
+        let watch = (!http_body::Body::is_end_stream(request.body())).then(|| {
+            activity.body_opened();
+            activity.clone() as Arc<dyn body::BodyWatch>
+        });
+        answer(request.map(|incoming| RequestBody::Hyper(incoming, watch)))
     })
 }
 

@@ -56,6 +56,12 @@ pub struct Activity {
     unflushed: AtomicBool,
     /// When the connection last became idle (`clock::millis`): opened, or a response ended.
     idle_since: AtomicU64,
+    /// Request bodies hyper is reading, not yet at their end.
+    bodies_open: AtomicU32,
+    /// A request body was dropped or failed before its end since the last request began:
+    /// hyper may have stopped reading it part-way, so the connection's next bytes may be the
+    /// rest of it, and it is not parked (a new request head means hyper is past that body).
+    abandoned: AtomicBool,
     /// When the first byte of a request head arrived while idle, or `NONE`.
     head_started: AtomicU64,
     /// Set when a deadline may have moved earlier (a head started, HTTP/2 detected), for the
@@ -107,6 +113,8 @@ impl Activity {
             upgraded: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             idle_since: AtomicU64::new(clock::millis(now)),
+            bodies_open: AtomicU32::new(0),
+            abandoned: AtomicBool::new(false),
             head_started: AtomicU64::new(NONE),
             changed: AtomicBool::new(false),
             first_wait,
@@ -124,11 +132,23 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.served.store(true, Ordering::Relaxed);
+        self.abandoned.store(false, Ordering::Relaxed);
         self.head_started.store(NONE, Ordering::Relaxed);
         InFlight {
             activity: self.clone(),
             responding: false,
         }
+    }
+
+    /// A request body hyper reads has begun: it counts until its end is told
+    /// ([`BodyWatch::body_ended`]).
+    pub fn body_opened(&self) {
+        self.bodies_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a request body was left before its end since the last request began.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     /// Whether a request was answered `101 Switching Protocols`.
@@ -160,9 +180,14 @@ impl Activity {
             && clock::instant(self.idle_since.load(Ordering::Relaxed)) + PARK_AFTER <= now
     }
 
-    /// No request under way, no head begun, every response flushed.
+    /// No request under way, no head begun, every response flushed, and every request body
+    /// read to its end (a body still being read, or one left part-way, may have bytes to come
+    /// that are no request).
     fn quiet(&self) -> bool {
-        self.between_requests() && !self.unflushed.load(Ordering::Relaxed)
+        self.between_requests()
+            && !self.unflushed.load(Ordering::Relaxed)
+            && self.bodies_open.load(Ordering::Relaxed) == 0
+            && !self.abandoned()
     }
 
     /// Whether everything written to the socket has been flushed.
@@ -418,6 +443,15 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
 
 /// One request in flight on a connection; dropped with its response body (or with the
 /// request's future, if the client goes away first).
+impl crate::body::BodyWatch for Activity {
+    fn body_ended(&self, whole: bool) {
+        if !whole {
+            self.abandoned.store(true, Ordering::Relaxed);
+        }
+        self.bodies_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct InFlight {
     activity: Arc<Activity>,
     /// Its response head has been handed to hyper.
@@ -522,13 +556,16 @@ impl<S> Watched<S> {
 
     /// Reads `bytes` again, before anything else the socket brings. They are copied: what
     /// hyper gives back is a view of its whole read buffer, which would stay allocated.
+    /// Puts `bytes` back to be read again, *before* whatever is still to be replayed: every
+    /// caller gives back bytes it read from here earlier than those (a reader that stopped
+    /// part-way through a longer replay hands back the part it took).
     pub fn replay(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        let mut joined = BytesMut::with_capacity(self.replay.len() + bytes.len());
-        joined.extend_from_slice(&self.replay);
+        let mut joined = BytesMut::with_capacity(bytes.len() + self.replay.len());
         joined.extend_from_slice(bytes);
+        joined.extend_from_slice(&self.replay);
         self.replay = joined.freeze();
     }
 }
@@ -682,6 +719,31 @@ mod tests {
         // A head begun: hyper holds part of it, and the header timeout runs instead.
         activity.bytes_arrived();
         assert!(!activity.parkable(idle + Duration::from_secs(5)));
+    }
+
+    /// A request body still being read, or one left before its end, keeps the connection
+    /// from being parked: the bytes that follow may be the rest of that body, which parking
+    /// would read as a new request. A new request (hyper past the body) parks again.
+    #[test]
+    fn a_body_not_read_to_its_end_keeps_the_connection_from_parking() {
+        use crate::body::BodyWatch;
+        let activity = activity(Instant::now(), LIMITS.header_read);
+        let later = || Instant::now() + PARK_AFTER + Duration::from_secs(1);
+        drop(activity.begin());
+        assert!(activity.parkable(later()));
+        activity.body_opened();
+        assert!(!activity.parkable(later()), "a body still being read");
+        activity.body_ended(true);
+        assert!(activity.parkable(later()), "read to its end");
+        activity.body_opened();
+        activity.body_ended(false);
+        assert!(!activity.parkable(later()), "left part-way");
+        assert!(activity.abandoned());
+        drop(activity.begin());
+        assert!(
+            activity.parkable(later()),
+            "a new request: hyper is past that body"
+        );
     }
 
     #[test]

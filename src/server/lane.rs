@@ -140,17 +140,17 @@ where
 
     /// While a request is answered: `Pending`, unless the client has closed the connection
     /// (or it failed), which ends it, the request's future and body dropped, as hyper does
-    /// without half-close support. What a client sends meanwhile (the next request) is kept,
-    /// up to the head limit; a read finds nothing to do, and makes no system call, until
-    /// the socket has something to read.
+    /// without half-close support. A read finds nothing to do, and makes no system call,
+    /// until the socket has something to read. Once the client has sent more (the next
+    /// request), nothing more is read until that is taken, as under hyper: pipelined
+    /// requests followed by a close are answered up to the close, and read-ahead stays
+    /// bounded.
     fn pending_unless_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while self.read.len() < self.max_head {
+        if self.read.is_empty() {
             self.read.reserve(READ_CHUNK);
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
-            match read {
-                Poll::Pending => break,
-                Poll::Ready(Ok(0) | Err(_)) => return self.end(Outcome::Close),
-                Poll::Ready(Ok(_)) => {}
+            if let Poll::Ready(Ok(0) | Err(_)) = read {
+                return self.end(Outcome::Close);
             }
         }
         Poll::Pending
@@ -336,13 +336,16 @@ fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
     if method == Method::CONNECT {
         return Head::NotOurs;
     }
-    let mut close = false;
+    let (mut close, mut declared_empty) = (false, false);
     for (field, span) in parsed.headers.iter().zip(spans.iter_mut()) {
         let (name, value) = (field.name, field.value);
         if name.eq_ignore_ascii_case("content-length") {
-            if value != b"0" {
+            // One `Content-Length: 0`: hyper folds repeated ones into one, and an upstream
+            // may refuse a repeated one; those are hyper's.
+            if value != b"0" || declared_empty {
                 return Head::NotOurs;
             }
+            declared_empty = true;
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -376,8 +379,8 @@ fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
         Some((uri, map))
     })();
     let Some((uri, map)) = built else {
-        // Nothing httparse accepted is refused by the `http` types today; if that changes,
-        // hyper gets the head back and answers it as it always has.
+        // A target httparse takes and `http` refuses (bytes that are not UTF-8): hyper gets
+        // the head back, whole, and answers it as it always has.
         let mut whole = BytesMut::with_capacity(head.len() + read.len());
         whole.extend_from_slice(&head);
         whole.extend_from_slice(read);
@@ -410,15 +413,17 @@ fn encode_head(
     let mut discard =
         head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     if status.is_informational() {
-        // Only a `101` ends a request with a 1xx, and upgrades are hyper's.
+        // Only a `101` ends a request with a 1xx, and upgrades are hyper's: an answer gone
+        // wrong, and the connection ends after it.
         discard = true;
+        *close = true;
         status = StatusCode::BAD_GATEWAY;
         headers.clear();
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     // One pass over the names the framing depends on; a removal only where one is due.
     let mut length = Length::Absent;
-    let (mut chunked, mut dated, mut connection) = (false, false, false);
+    let (mut chunked, mut dated) = (false, false);
     for (name, value) in &headers {
         if name == header::CONTENT_LENGTH {
             length = length.and(value);
@@ -427,7 +432,6 @@ fn encode_head(
         } else if name == header::DATE {
             dated = true;
         } else if name == header::CONNECTION {
-            connection = true;
             *close |= has_option(value.as_bytes(), b"close");
         }
     }
@@ -461,7 +465,8 @@ fn encode_head(
         );
         Framing::Chunked
     };
-    if *close && !connection {
+    if *close {
+        // The connection's own options are this hop's alone: they say it closes.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
@@ -572,17 +577,17 @@ fn poll_body<S: AsyncWrite + Unpin>(
                 });
             }
             Poll::Pending => {
-                // What is gathered goes out while the body waits for more.
-                if !out.is_empty() {
-                    match poll_write_out(io, out, cx) {
-                        Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
-                        Poll::Ready(Ok(())) => {
-                            if let Poll::Ready(Err(_)) = Pin::new(&mut *io).poll_flush(cx) {
-                                return Poll::Ready(Err(()));
-                            }
+                // What is gathered goes out while the body waits for more, and is flushed
+                // (TLS may hold written bytes until then; a plain socket's flush is free),
+                // however long the body's next frame takes.
+                match poll_write_out(io, out, cx) {
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Ready(Ok(())) => {
+                        if let Poll::Ready(Err(_)) = Pin::new(&mut *io).poll_flush(cx) {
+                            return Poll::Ready(Err(()));
                         }
-                        Poll::Pending => {}
                     }
+                    Poll::Pending => {}
                 }
                 return Poll::Pending;
             }

@@ -1,4 +1,5 @@
 use std::future::{ready, Ready};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,7 @@ fn anything_but_a_plain_request_goes_to_hyper_untouched() {
         b"POST /x HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET /x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
         b"GET /x HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
         b"GET /x HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
         b"GET /x HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n",
         b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -488,4 +490,159 @@ fn mutated_heads_are_taken_whole_or_left_as_they_are() {
         taken > 100,
         "the seeds' harmless variants are taken ({taken})"
     );
+}
+
+/// A head longer than one read, with more fields than the lane takes, waiting in the
+/// socket's replay (hyper had read it ahead, then the connection was parked): the lane reads
+/// part of it, hands over, and hyper reads the whole head in order.
+#[tokio::test]
+async fn a_head_handed_over_part_way_through_a_replay_stays_in_order() {
+    let fields: String = (0..70).map(|i| format!("X-{i}: v\r\n")).collect();
+    let head = format!(
+        "GET /b HTTP/1.1\r\nHost: a\r\n{fields}X-Pad: {}\r\n\r\n",
+        "a".repeat(2 * READ_CHUNK)
+    );
+    assert!(head.len() > 2 * READ_CHUNK);
+    let (_client, server) = tokio::io::duplex(64 << 10);
+    let mut io = Watched::new(server, activity());
+    io.replay(head.as_bytes());
+    let mut lane = Lane::new(io, echo, 16 << 10);
+    std::future::poll_fn(|cx| lane.poll_serve(cx))
+        .await
+        .expect("served");
+    let (mut io, unread, outcome) = lane.into_parts();
+    assert_eq!(outcome, Outcome::HandOver);
+    assert!(unread.len() < head.len(), "the lane stopped part-way");
+    io.replay(&unread);
+    let mut again = vec![0u8; head.len()];
+    io.read_exact(&mut again).await.expect("replayed");
+    assert_eq!(again, head.as_bytes());
+}
+
+/// An answer that is not ready at its first poll.
+struct Later(Option<Response<Tracked<Body>>>, bool);
+
+impl Future for Later {
+    type Output = Result<Response<Tracked<Body>>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.1 {
+            self.1 = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(self.0.take().expect("polled once ready")))
+    }
+}
+
+/// Pipelined requests and then the client's end of sending: the lane reads no further while
+/// a request it has read waits to be taken, so the close is seen only after that request, as
+/// under hyper: the first is answered (hyper, without half-close support, stops at the close
+/// it sees once the buffered bytes are taken).
+#[tokio::test]
+async fn pipelined_requests_before_a_half_close_are_answered_up_to_the_close() {
+    let (mut client, server) = tokio::io::duplex(64 << 10);
+    client
+        .write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    client.shutdown().await.expect("half-close");
+    let answer = |request: Request<RequestBody>| {
+        let text = request.uri().to_string();
+        Later(Some(Response::new(tracked(body::full(text)))), false)
+    };
+    let (outcome, _) = serve(server, answer).await;
+    assert_eq!(outcome, Outcome::Close);
+    let text = read_all(&mut client).await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\r\n\r\n/a"), "{text}");
+}
+
+pin_project_lite::pin_project! {
+    /// A socket that holds what is written until flushed, and whose first flush has to wait
+    /// (as TLS may hold a record until the socket takes it).
+    struct Holding {
+        #[pin]
+        inner: DuplexStream,
+        held: Vec<u8>,
+        flushes: u32,
+    }
+}
+
+impl AsyncRead for Holding {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Holding {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        *this.flushes += 1;
+        if *this.flushes == 1 {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        while !this.held.is_empty() {
+            let n = ready!(this.inner.as_mut().poll_write(cx, this.held))?;
+            this.held.drain(..n);
+        }
+        this.inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// A streamed answer whose next frame is long in coming: what was written is flushed anyway,
+/// also when the socket's first flush had to wait.
+#[tokio::test]
+async fn a_frame_written_is_flushed_while_the_next_is_awaited() {
+    let (mut client, server) = tokio::io::duplex(64 << 10);
+    client
+        .write_all(b"GET /events HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let io = Holding {
+        inner: server,
+        held: Vec::new(),
+        flushes: 0,
+    };
+    let answer = |_| {
+        let first = futures_util::stream::iter([Ok::<_, body::BoxError>(http_body::Frame::data(
+            Bytes::from_static(b"event one"),
+        ))]);
+        let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+        let body = StreamBody::new(stream).boxed_unsync();
+        ready(Ok(Response::new(tracked(body))))
+    };
+    let mut lane = Lane::new(Watched::new(io, activity()), answer, MAX_HEAD);
+    let serving = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| lane.poll_serve(cx)).await;
+    });
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !String::from_utf8_lossy(&seen).contains("event one") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout_at(deadline, client.read(&mut chunk))
+            .await
+            .expect("the first event reached the client")
+            .expect("read");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    serving.abort();
 }

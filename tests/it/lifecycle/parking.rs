@@ -189,3 +189,39 @@ async fn waiting_and_parked_connections_cost_nothing_while_they_wait() {
     );
     drop((preconnects, served));
 }
+
+/// A connection parks only once every request body on it has been read to its end: the
+/// bytes after a body left part-way could be the rest of it, and parking would read them as a
+/// request. A body read whole parks as usual; one refused unread (a sign-in required, `401`
+/// before the body is looked at) keeps the connection unparked until a new request shows
+/// hyper is past it.
+#[tokio::test]
+async fn a_connection_parks_only_once_its_request_bodies_are_read_to_the_end() {
+    let up = upstream().run().await;
+    let key = TestKey::new("HS256");
+    let routes = format!("[[routes]]\npath = \"/private/:path*\"\nauth = \"required\"\nupstream = \"app\"\n\n{ROUTES}");
+    let instance = Instance::start(&proxy::config(&up.url(), &key.jwt_toml(), &routes)).await;
+    let post = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\nContent-Length: 5\r\n\r\nhello")
+    };
+    let mut conn = raw::connect(instance.addr()).await;
+    conn.write(post("/form").as_bytes()).await.expect("write");
+    assert_eq!(read_response(&mut conn).await, 200);
+    parked_becomes(&instance, 1.0).await;
+
+    let mut refused = raw::connect(instance.addr()).await;
+    refused
+        .write(post("/private/form").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_response(&mut refused).await, 401);
+    tokio::time::sleep(PARKED).await;
+    assert_eq!(
+        instance.metric("portcullis_parked_connections").await,
+        Some(1.0),
+        "parked with a body left unread"
+    );
+    assert_eq!(get(&mut refused, "/next").await, 200);
+    parked_becomes(&instance, 2.0).await;
+    assert_eq!(up.requests(), 2, "the refused request went nowhere");
+}
