@@ -1,6 +1,8 @@
 //! Header names the proxy treats specially, as plain predicates on names: hop-by-hop ones,
 //! the ones it decides for the upstream itself, and identity claims only it may assert. Below
 //! configuration (which refuses claim headers by these rules), forwarding and forward auth.
+//! And how header fields are written in an HTTP/1.1 head, for both of the proxy's own writers
+//! (the server's lane and the pool's exchange).
 
 use http::header::{self, HeaderName};
 
@@ -69,4 +71,16 @@ pub fn is_identity_header(name: &str, configured: &[HeaderName]) -> bool {
         "x-request-id",
     ];
     PREFIXES.iter().any(|p| starts(p)) || NAMES.iter().any(|n| equals(n)) || configured()
+}
+
+/// Writes `headers` as HTTP/1.1 field lines (`name: value\r\n`, names as `http` keeps them,
+/// lowercase) into `out`. Names and values are valid by construction of their types: no line
+/// can be split or added.
+pub fn put_fields(out: &mut impl bytes::BufMut, headers: &http::HeaderMap) {
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
 }

@@ -481,12 +481,7 @@ fn encode_head(
         date::put(out);
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::headers::put_fields(out, &headers);
     out.extend_from_slice(b"\r\n");
     framing
 }

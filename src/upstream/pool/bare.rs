@@ -187,12 +187,7 @@ pub(super) fn head_of(request: &Request<UpstreamBody>) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    crate::headers::put_fields(&mut head, headers);
     head.extend_from_slice(b"\r\n");
     head
 }
