@@ -1,8 +1,8 @@
 //! Header names the proxy treats specially, as plain predicates on names: hop-by-hop ones,
 //! the ones it decides for the upstream itself, and identity claims only it may assert. Below
 //! configuration (which refuses claim headers by these rules), forwarding and forward auth.
-//! And how header fields are written in an HTTP/1.1 head, for both of the proxy's own writers
-//! (the server's lane and the pool's exchange).
+//! And, for both of the proxy's own HTTP/1.1 readers and writers (the server's lane and the
+//! pool's exchange), how field lines are written and how two kinds of value are read.
 
 use http::header::{self, HeaderName};
 
@@ -83,4 +83,21 @@ pub fn put_fields(out: &mut impl bytes::BufMut, headers: &http::HeaderMap) {
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
+}
+
+/// Whether a comma-separated field value (`Connection`) lists `token`, case-insensitively.
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A decimal number of ASCII digits only (no sign, no space), as `Content-Length` is.
+pub fn decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, digit| {
+        n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }

@@ -286,7 +286,7 @@ where
             let (back, unread, outcome) = lane.into_parts();
             io = back;
             io.replay(&unread);
-            if ended == Ended::Done && outcome == lane::Outcome::HandOver {
+            if ended == Ended::Done && outcome == Some(lane::Outcome::HandOver) {
                 by_lane = false;
                 continue;
             }
@@ -313,7 +313,18 @@ where
         };
         match ended {
             Ended::Expired(why) => return Ok(Some(why)),
-            Ended::Done => {
+            Ended::Parked if !activity.abandoned() => {
+                telemetry::connection_parked(true);
+                let parked = park(&mut io, &activity, limits, &mut shutdown).await;
+                telemetry::connection_parked(false);
+                if let Err(why) = parked {
+                    return Ok(why);
+                }
+                by_lane = true;
+            }
+            // Done, or parked with a body left part-way after the parking began (what follows
+            // may be the rest of it, never a request): closed.
+            Ended::Done | Ended::Parked => {
                 if activity.upgraded() {
                     if let Some(handover) = conn.take_upgrade() {
                         let _ = handover.send(Box::new(io));
@@ -323,21 +334,6 @@ where
                 // As hyper would have: the last response flushed ([`Http1`]), our side closed.
                 let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
                 return Ok(None);
-            }
-            Ended::Parked if activity.abandoned() => {
-                // A body left part-way after the parking began: what follows may be the rest
-                // of it, never a request.
-                let _ = tokio::time::timeout(limits.header_read, io.shutdown()).await;
-                return Ok(None);
-            }
-            Ended::Parked => {
-                telemetry::connection_parked(true);
-                let parked = park(&mut io, &activity, limits, &mut shutdown).await;
-                telemetry::connection_parked(false);
-                if let Err(why) = parked {
-                    return Ok(why);
-                }
-                by_lane = true;
             }
         }
     }
@@ -359,10 +355,8 @@ where
     A: Future<Output = Result<http::Response<Tracked<Body>>, Infallible>>,
 {
     service_fn(move |request: http::Request<hyper::body::Incoming>| {
-        let watch = (!http_body::Body::is_end_stream(request.body())).then(|| {
-            activity.body_opened();
-            activity.clone() as Arc<dyn body::BodyWatch>
-        });
+        let watch =
+            (!http_body::Body::is_end_stream(request.body())).then(|| activity.watch_body());
         answer(request.map(|incoming| RequestBody::Hyper(incoming, watch)))
     })
 }

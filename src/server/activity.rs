@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::body::BodyWatch;
 use crate::{clock, ConnInfo};
 
 /// The limits a connection is held to (from `[server]`).
@@ -140,10 +141,11 @@ impl Activity {
         }
     }
 
-    /// A request body hyper reads has begun: it counts until its end is told
-    /// ([`BodyWatch::body_ended`]).
-    pub fn body_opened(&self) {
+    /// A request body hyper reads has begun: the watch to give it, which counts it until
+    /// its end is told ([`BodyWatch::body_ended`]).
+    pub fn watch_body(self: &Arc<Self>) -> Arc<dyn BodyWatch> {
         self.bodies_open.fetch_add(1, Ordering::Relaxed);
+        self.clone()
     }
 
     /// Whether a request body was left before its end since the last request began.
@@ -441,9 +443,7 @@ impl<C: Serving> std::future::Future for Supervised<'_, C> {
     }
 }
 
-/// One request in flight on a connection; dropped with its response body (or with the
-/// request's future, if the client goes away first).
-impl crate::body::BodyWatch for Activity {
+impl BodyWatch for Activity {
     fn body_ended(&self, whole: bool) {
         if !whole {
             self.abandoned.store(true, Ordering::Relaxed);
@@ -452,6 +452,8 @@ impl crate::body::BodyWatch for Activity {
     }
 }
 
+/// One request in flight on a connection; dropped with its response body (or with the
+/// request's future, if the client goes away first).
 pub struct InFlight {
     activity: Arc<Activity>,
     /// Its response head has been handed to hyper.
@@ -554,11 +556,11 @@ impl<S> Watched<S> {
         !self.replay.is_empty()
     }
 
-    /// Reads `bytes` again, before anything else the socket brings. They are copied: what
-    /// hyper gives back is a view of its whole read buffer, which would stay allocated.
-    /// Puts `bytes` back to be read again, *before* whatever is still to be replayed: every
-    /// caller gives back bytes it read from here earlier than those (a reader that stopped
-    /// part-way through a longer replay hands back the part it took).
+    /// Reads `bytes` again, before anything else the socket brings and before whatever is
+    /// still to be replayed: every caller gives back bytes it read from here earlier than
+    /// those (a reader that stopped part-way through a longer replay hands back the part it
+    /// took). They are copied: what hyper gives back is a view of its whole read buffer, which
+    /// would stay allocated.
     pub fn replay(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
@@ -726,17 +728,15 @@ mod tests {
     /// would read as a new request. A new request (hyper past the body) parks again.
     #[test]
     fn a_body_not_read_to_its_end_keeps_the_connection_from_parking() {
-        use crate::body::BodyWatch;
         let activity = activity(Instant::now(), LIMITS.header_read);
         let later = || Instant::now() + PARK_AFTER + Duration::from_secs(1);
         drop(activity.begin());
         assert!(activity.parkable(later()));
-        activity.body_opened();
+        let watch = activity.watch_body();
         assert!(!activity.parkable(later()), "a body still being read");
-        activity.body_ended(true);
+        watch.body_ended(true);
         assert!(activity.parkable(later()), "read to its end");
-        activity.body_opened();
-        activity.body_ended(false);
+        activity.watch_body().body_ended(false);
         assert!(!activity.parkable(later()), "left part-way");
         assert!(activity.abandoned());
         drop(activity.begin());

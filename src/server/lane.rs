@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{Serving, Tracked, Watched};
 use crate::body::{Body, RequestBody};
+use crate::headers::{decimal, lists};
 
 /// The room made before each read of a request head: most heads fit (a browser's is 0.5-2
 /// KiB); a longer one grows the buffer up to the head limit.
@@ -52,8 +53,6 @@ const WRITE_BATCH: usize = 64 << 10;
 /// Why a lane stopped serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Still serving (or parked between requests by the supervisor).
-    Open,
     /// The connection is over: the client closed it or asked to, a write failed, a response
     /// body broke its framing, or the server shuts down.
     Close,
@@ -73,14 +72,14 @@ pub struct Lane<S, F, A> {
     state: State<A>,
     max_head: usize,
     graceful: bool,
-    outcome: Outcome,
 }
 
 enum State<A> {
     Reading,
     Answering {
         answer: A,
-        head: bool,
+        /// The request is a `HEAD`.
+        is_head: bool,
         close: bool,
     },
     Writing {
@@ -91,7 +90,7 @@ enum State<A> {
     Flushing {
         close: bool,
     },
-    Done,
+    Done(Outcome),
 }
 
 /// How a response's body goes on the wire.
@@ -122,20 +121,28 @@ where
             state: State::Reading,
             max_head,
             graceful: false,
-            outcome: Outcome::Open,
         }
     }
 
     /// The socket, what was read from it and not taken (to replay to whoever serves it
-    /// next), and why the lane stopped.
-    pub fn into_parts(self) -> (Watched<S>, BytesMut, Outcome) {
-        (self.io, self.read, self.outcome)
+    /// next), and why the lane stopped (`None`: it was stopped, parked or past a limit).
+    pub fn into_parts(self) -> (Watched<S>, BytesMut, Option<Outcome>) {
+        let outcome = match self.state {
+            State::Done(outcome) => Some(outcome),
+            _ => None,
+        };
+        (self.io, self.read, outcome)
     }
 
     fn end(&mut self, outcome: Outcome) -> Poll<()> {
-        self.outcome = outcome;
-        self.state = State::Done;
+        self.state = State::Done(outcome);
         Poll::Ready(())
+    }
+
+    /// Reads what the socket has into `read`'s spare room (not zeroed first).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.read.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
     }
 
     /// While a request is answered: `Pending`, unless the client has closed the connection
@@ -147,9 +154,7 @@ where
     /// bounded.
     fn pending_unless_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.read.is_empty() {
-            self.read.reserve(READ_CHUNK);
-            let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
-            if let Poll::Ready(Ok(0) | Err(_)) = read {
+            if let Poll::Ready(Ok(0) | Err(_)) = self.poll_fill(cx) {
                 return self.end(Outcome::Close);
             }
         }
@@ -163,11 +168,11 @@ where
                     if !self.read.is_empty() {
                         match take_head(&mut self.read, self.max_head) {
                             Head::Request { request, close } => {
-                                let head = request.method() == Method::HEAD;
+                                let is_head = request.method() == Method::HEAD;
                                 let close = close || self.graceful;
                                 self.state = State::Answering {
                                     answer: (self.answer)(request),
-                                    head,
+                                    is_head,
                                     close,
                                 };
                                 continue;
@@ -179,25 +184,23 @@ where
                     if self.graceful {
                         return self.end(Outcome::Close);
                     }
-                    self.read.reserve(READ_CHUNK);
-                    let read =
-                        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read);
-                    match ready!(read) {
+                    match ready!(self.poll_fill(cx)) {
                         Ok(0) | Err(_) => return self.end(Outcome::Close),
                         Ok(_) => {}
                     }
                 }
                 State::Answering {
                     answer,
-                    head,
+                    is_head,
                     close,
                 } => {
                     let Poll::Ready(Ok(response)) = Pin::new(answer).poll(cx) else {
                         return self.pending_unless_gone(cx);
                     };
-                    let (head, mut close) = (*head, *close || self.graceful);
+                    // `graceful` sets `close` in this state: no need to look at it again.
+                    let (is_head, mut close) = (*is_head, *close);
                     let (parts, body) = response.into_parts();
-                    let framing = encode_head(&mut self.out, parts, &body, head, &mut close);
+                    let framing = encode_head(&mut self.out, parts, &body, is_head, &mut close);
                     self.state = State::Writing {
                         body,
                         framing,
@@ -237,7 +240,7 @@ where
                     }
                     self.state = State::Reading;
                 }
-                State::Done => return Poll::Ready(()),
+                State::Done(_) => return Poll::Ready(()),
             }
         }
     }
@@ -261,7 +264,7 @@ where
             State::Answering { close, .. }
             | State::Writing { close, .. }
             | State::Flushing { close } => *close = true,
-            State::Reading | State::Done => {}
+            State::Reading | State::Done(_) => {}
         }
     }
 }
@@ -352,13 +355,10 @@ fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
         {
             return Head::NotOurs;
         } else if name.eq_ignore_ascii_case("connection") {
-            for option in value.split(|&b| b == b',') {
-                let option = option.trim_ascii();
-                if option.eq_ignore_ascii_case(b"upgrade") {
-                    return Head::NotOurs;
-                }
-                close |= option.eq_ignore_ascii_case(b"close");
+            if lists(value, b"upgrade") {
+                return Head::NotOurs;
             }
+            close |= lists(value, b"close");
         }
         *span = (Span::of(read, name.as_bytes()), Span::of(read, value));
     }
@@ -396,13 +396,13 @@ fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
 }
 
 /// Writes the status line and headers of `parts` into `out` and decides the body's framing
-/// (`head`: the request was a `HEAD`). `close` says whether the connection ends after this
+/// (`is_head`: the request was a `HEAD`). `close` says whether the connection ends after this
 /// answer; a response that asks for that sets it, and when set, the head says so.
 fn encode_head(
     out: &mut BytesMut,
     parts: http::response::Parts,
     body: &Tracked<Body>,
-    head: bool,
+    is_head: bool,
     close: &mut bool,
 ) -> Framing {
     let http::response::Parts {
@@ -411,7 +411,7 @@ fn encode_head(
         ..
     } = parts;
     let mut discard =
-        head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     if status.is_informational() {
         // Only a `101` ends a request with a 1xx, and upgrades are hyper's: an answer gone
         // wrong, and the connection ends after it.
@@ -432,7 +432,7 @@ fn encode_head(
         } else if name == header::DATE {
             dated = true;
         } else if name == header::CONNECTION {
-            *close |= has_option(value.as_bytes(), b"close");
+            *close |= lists(value.as_bytes(), b"close");
         }
     }
     if chunked {
@@ -447,7 +447,7 @@ fn encode_head(
         }
     };
     let framing = if discard {
-        if head && declared.is_none() {
+        if is_head && declared.is_none() {
             if let Some(length) = body.size_hint().exact().filter(|&n| n > 0) {
                 set_length(&mut headers, length);
             }
@@ -497,11 +497,7 @@ enum Length {
 
 impl Length {
     fn and(self, value: &HeaderValue) -> Length {
-        let bytes = value.as_bytes();
-        let parsed = (!bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit))
-            .then(|| std::str::from_utf8(bytes).ok()?.parse::<u64>().ok())
-            .flatten();
-        match (self, parsed) {
+        match (self, decimal(value.as_bytes())) {
             (Length::Absent, Some(length)) => Length::Declared(length),
             (Length::Declared(before), Some(length)) if before == length => self,
             _ => Length::Invalid,
@@ -511,13 +507,6 @@ impl Length {
 
 fn set_length(headers: &mut HeaderMap, length: u64) {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-}
-
-/// Whether a comma-separated header value lists `option` (case-insensitively).
-fn has_option(value: &[u8], option: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|part| part.trim_ascii().eq_ignore_ascii_case(option))
 }
 
 /// Moves the body into `out` frame by frame as `framing` says, writing whenever the batch is
@@ -606,10 +595,11 @@ fn poll_write_out<S: AsyncWrite + Unpin>(
     Poll::Ready(Ok(()))
 }
 
-/// The `Date` of a response, formatted once a second per thread.
+/// The `Date` of a response, formatted once a second per thread, at the second of the
+/// connection's wake-up (`clock::unix_seconds`: no clock read of its own).
 mod date {
     use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, UNIX_EPOCH};
 
     use bytes::BytesMut;
 
@@ -618,14 +608,11 @@ mod date {
     }
 
     pub fn put(out: &mut BytesMut) {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
+        let second = crate::clock::unix_seconds();
         NOW.with_borrow_mut(|(at, text)| {
             if *at != second {
                 *at = second;
-                *text = httpdate::fmt_http_date(now);
+                *text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
             }
             out.extend_from_slice(text.as_bytes());
         });

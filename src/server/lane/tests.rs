@@ -305,7 +305,7 @@ where
         .await
         .expect("served");
     let (_, unread, outcome) = lane.into_parts();
-    (outcome, unread)
+    (outcome.expect("the lane stopped of itself"), unread)
 }
 
 async fn read_all(client: &mut DuplexStream) -> String {
@@ -511,6 +511,7 @@ async fn a_head_handed_over_part_way_through_a_replay_stays_in_order() {
         .await
         .expect("served");
     let (mut io, unread, outcome) = lane.into_parts();
+    let outcome = outcome.expect("the lane stopped of itself");
     assert_eq!(outcome, Outcome::HandOver);
     assert!(unread.len() < head.len(), "the lane stopped part-way");
     io.replay(&unread);

@@ -39,6 +39,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::limit::Spare;
 use super::{Inner, UpstreamBody};
 use crate::clock;
+use crate::headers::{decimal, lists};
 
 pub(super) mod pace;
 
@@ -375,10 +376,7 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, BareError> {
                 length = Some(n);
             }
         } else if name == header::CONNECTION {
-            close |= field
-                .value
-                .split(|b| *b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= lists(field.value, b"close");
         }
         headers.append(name, value);
     }
@@ -406,16 +404,6 @@ fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, BareError> {
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     Ok(Parsed::Head(len, response, framing, !close))
-}
-
-/// A decimal number of ASCII digits only (no sign, no space), as `Content-Length` is.
-fn decimal(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    text.iter().try_fold(0u64, |n, digit| {
-        n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    })
 }
 
 /// What decoding the buffered bytes came to.
