@@ -27,8 +27,8 @@ mod activity;
 mod lane;
 
 use activity::{Activity, Ended, Expired, Limits, Supervised, Tracked, Watched};
-pub use lane::take_plain_head;
 use lane::Lane;
+pub use lane::{take_plain_head, Recall};
 
 /// A shutdown signal every accept loop can wait on.
 #[derive(Clone, Debug)]

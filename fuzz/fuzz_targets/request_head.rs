@@ -1,4 +1,5 @@
-//! The lane's reading of a request head (`server::take_plain_head`) on arbitrary bytes.
+//! The lane's reading of request heads (`server::take_plain_head`) on arbitrary bytes, one
+//! after another as on one connection.
 //! Oracles: nothing panics; bytes the lane does not take are left exactly as they came (hyper
 //! reads them next); a request it takes is a plain one (HTTP/1.1, origin form, not
 //! `CONNECT`, no body declared but `Content-Length: 0`, no `Transfer-Encoding`, `Upgrade` or
@@ -8,18 +9,30 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use portcullis::server::take_plain_head;
+use portcullis::body::RequestBody;
+use portcullis::server::{take_plain_head, Recall};
 
 const MAX_HEAD: usize = 1024;
 
 fuzz_target!(|data: &[u8]| {
+    // Heads one after another (pipelined), read with one connection's memory of long values
+    // (`Recall`): each taken one must be what httparse reads, remembered values or not.
+    let mut recall = Recall::default();
     let mut read = BytesMut::from(data);
-    let Some((request, _close)) = take_plain_head(&mut read, MAX_HEAD) else {
-        assert_eq!(&read[..], data, "bytes not taken are left as they came");
-        return;
-    };
-    assert!(data.ends_with(&read));
-    let consumed = &data[..data.len() - read.len()];
+    loop {
+        let before = read.clone();
+        let Some((request, _close)) = take_plain_head(&mut read, MAX_HEAD, &mut recall) else {
+            assert_eq!(read, before, "bytes not taken are left as they came");
+            return;
+        };
+        check(&before, &read, &request);
+    }
+});
+
+/// `request` was taken from `before`, leaving `after`.
+fn check(before: &[u8], after: &[u8], request: &http::Request<RequestBody>) {
+    assert!(before.ends_with(after));
+    let consumed = &before[..before.len() - after.len()];
     assert!(consumed.len() <= MAX_HEAD);
     assert_eq!(request.version(), http::Version::HTTP_11);
     assert_ne!(request.method(), http::Method::CONNECT);
@@ -63,4 +76,4 @@ fuzz_target!(|data: &[u8]| {
         .map(|(name, value)| (name.as_str(), *value))
         .collect();
     assert_eq!(taken, expected);
-});
+}

@@ -49,6 +49,12 @@ const MAX_HEADERS: usize = 64;
 /// Response bytes gathered before they are written; a body frame that is ready is added to
 /// the head or the frames before it, so a small answer is one write.
 const WRITE_BATCH: usize = 64 << 10;
+/// Header values of at least this many bytes are remembered from one request to the next
+/// ([`Recall`]); a shorter one costs less to check than to look up.
+const RECALL_MIN: usize = 32;
+/// At most this many values are remembered: a browser's long ones (`Cookie`, `User-Agent`,
+/// `Accept`, `Accept-Language`, `sec-ch-ua`, `Referer`) and a few more.
+const RECALL_MAX: usize = 8;
 
 /// Why a lane stopped serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,7 @@ pub struct Lane<S, F, A> {
     state: State<A>,
     max_head: usize,
     graceful: bool,
+    recall: Recall,
 }
 
 enum State<A> {
@@ -121,6 +128,7 @@ where
             state: State::Reading,
             max_head,
             graceful: false,
+            recall: Recall::default(),
         }
     }
 
@@ -166,7 +174,7 @@ where
             match &mut self.state {
                 State::Reading => {
                     if !self.read.is_empty() {
-                        match take_head(&mut self.read, self.max_head) {
+                        match take_head(&mut self.read, self.max_head, &mut self.recall) {
                             Head::Request { request, close } => {
                                 let is_head = request.method() == Method::HEAD;
                                 let close = close || self.graceful;
@@ -291,10 +299,43 @@ enum Head {
 pub fn take_plain_head(
     read: &mut BytesMut,
     max_head: usize,
+    recall: &mut Recall,
 ) -> Option<(Request<RequestBody>, bool)> {
-    match take_head(read, max_head) {
+    match take_head(read, max_head, recall) {
         Head::Request { request, close } => Some((request, close)),
         Head::Partial | Head::NotOurs => None,
+    }
+}
+
+/// The long header values of a connection's last request, each checked once. A client sends
+/// the same `Cookie`, `User-Agent` and `Accept` lines on every request of a connection, and
+/// `HeaderValue` checks a value byte by byte: for a session cookie of a few hundred bytes that
+/// costs more than the rest of the head's reading. A value equal, byte for byte, to one
+/// remembered is that value again (a reference count, no check); one not remembered is
+/// checked and copied out of the head, so that remembering it keeps no read buffer alive.
+/// Per connection, never shared: nothing of one client's head is compared with another's.
+/// Gone when the connection parks, with the rest of the lane.
+#[derive(Default)]
+pub struct Recall {
+    values: Vec<HeaderValue>,
+}
+
+impl Recall {
+    /// `bytes` as a header value: the one remembered if there is one, else checked (`None`:
+    /// not a valid value) and copied.
+    fn value(&self, bytes: &[u8]) -> Option<HeaderValue> {
+        match self.values.iter().find(|known| known.as_bytes() == bytes) {
+            Some(known) => Some(known.clone()),
+            None => HeaderValue::from_bytes(bytes).ok(),
+        }
+    }
+
+    /// Remembers the long values of `headers` (the request just read), in place of the last
+    /// request's.
+    fn keep(&mut self, headers: &HeaderMap) {
+        self.values.clear();
+        let long = headers.values().filter(|value| value.len() >= RECALL_MIN);
+        self.values.extend(long.take(RECALL_MAX).cloned());
     }
 }
 
@@ -318,7 +359,7 @@ impl Span {
 /// Takes the first request out of `read` if it is a plain one: HTTP/1.1, origin form, not
 /// `CONNECT`, no body (no `Content-Length` but `0`, no `Transfer-Encoding`), no `Upgrade`,
 /// no `Expect`, at most [`MAX_HEADERS`] headers in at most `max_head` bytes.
-fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
+fn take_head(read: &mut BytesMut, max_head: usize, recall: &mut Recall) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
@@ -373,9 +414,14 @@ fn take_head(read: &mut BytesMut, max_head: usize) -> Head {
         let mut map = HeaderMap::with_capacity(count + 8);
         for (name, value) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.start..value.end)).ok()?;
+            let value = if value.end - value.start >= RECALL_MIN {
+                recall.value(&head[value.start..value.end])?
+            } else {
+                HeaderValue::from_maybe_shared(head.slice(value.start..value.end)).ok()?
+            };
             map.append(name, value);
         }
+        recall.keep(&map);
         Some((uri, map))
     })();
     let Some((uri, map)) = built else {

@@ -38,7 +38,7 @@ fn streaming(chunks: &[&'static str]) -> Body {
 
 fn take(bytes: &[u8]) -> (Head, BytesMut) {
     let mut read = BytesMut::from(bytes);
-    let head = take_head(&mut read, MAX_HEAD);
+    let head = take_head(&mut read, MAX_HEAD, &mut Recall::default());
     (head, read)
 }
 
@@ -81,6 +81,65 @@ fn a_plain_request_is_taken_as_hyper_would_build_it() {
         b"GET /next HTTP/1.1\r\n",
         "a pipelined request stays"
     );
+}
+
+/// Long values repeated from one request to the next are the values remembered (one
+/// allocation shared, not a new copy); changed ones are read anew, and a value that is not
+/// valid is never taken from memory: the request goes to hyper, as without one.
+#[test]
+fn long_values_of_the_last_request_are_remembered_byte_for_byte() {
+    let cookie = format!("session={}", "t".repeat(300));
+    let agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)";
+    let mut recall = Recall::default();
+    let mut read = |head: String| {
+        let mut read = BytesMut::from(head.as_bytes());
+        match take_head(&mut read, MAX_HEAD, &mut recall) {
+            Head::Request { request, .. } => Some(request),
+            _ => None,
+        }
+    };
+    let first = read(format!(
+        "GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: {agent}\r\nCookie: {cookie}\r\n\r\n"
+    ))
+    .expect("taken");
+    let second = read(format!(
+        "GET /b HTTP/1.1\r\nCookie: {cookie}\r\nUser-Agent: {agent}\r\nHost: a\r\n\r\n"
+    ))
+    .expect("taken");
+    let value = |request: &Request<RequestBody>, name| request.headers()[name].clone();
+    for name in ["cookie", "user-agent"] {
+        assert_eq!(value(&first, name), value(&second, name));
+        assert_eq!(
+            value(&first, name).as_bytes().as_ptr(),
+            value(&second, name).as_bytes().as_ptr(),
+            "{name}: the remembered value itself"
+        );
+    }
+    // One byte changed: a new value, with the new bytes.
+    let changed = format!("{}u", &cookie[..cookie.len() - 1]);
+    let third = read(format!(
+        "GET /c HTTP/1.1\r\nCookie: {changed}\r\nUser-Agent: {agent}\r\n\r\n"
+    ))
+    .expect("taken");
+    assert_eq!(third.headers()["cookie"], changed.as_str());
+    assert_eq!(
+        value(&third, "user-agent").as_bytes().as_ptr(),
+        value(&second, "user-agent").as_bytes().as_ptr()
+    );
+    // A value as long, not valid: not taken, remembered or not.
+    let bad = format!("{}\x7f", &changed[..changed.len() - 1]);
+    assert!(read(format!("GET /d HTTP/1.1\r\nCookie: {bad}\r\n\r\n")).is_none());
+    // What is remembered is the last request's, at most RECALL_MAX values, none short.
+    let many: String = (0..12)
+        .map(|i| format!("X-{i}: {}\r\n", "v".repeat(RECALL_MIN + i)))
+        .collect();
+    read(format!("GET /e HTTP/1.1\r\nHost: a\r\n{many}\r\n")).expect("taken");
+    assert_eq!(recall.values.len(), RECALL_MAX);
+    assert!(recall.values.iter().all(|v| v.len() >= RECALL_MIN));
+    assert!(recall
+        .values
+        .iter()
+        .all(|v| v.as_bytes() != cookie.as_bytes()));
 }
 
 #[test]
