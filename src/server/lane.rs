@@ -30,7 +30,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as HttpBody;
@@ -321,9 +321,14 @@ pub struct Recall {
 }
 
 impl Recall {
-    /// `bytes` as a header value: the one remembered if there is one, else checked (`None`:
-    /// not a valid value) and copied.
-    fn value(&self, bytes: &[u8]) -> Option<HeaderValue> {
+    /// The value at `span` of `head` (`None`: not a valid value). A short one is checked and
+    /// shares the head; a long one is the one remembered if there is one, else checked and
+    /// copied.
+    fn value(&self, head: &Bytes, span: Span) -> Option<HeaderValue> {
+        let bytes = &head[span.start..span.end];
+        if bytes.len() < RECALL_MIN {
+            return HeaderValue::from_maybe_shared(head.slice(span.start..span.end)).ok();
+        }
         match self.values.iter().find(|known| known.as_bytes() == bytes) {
             Some(known) => Some(known.clone()),
             None => HeaderValue::from_bytes(bytes).ok(),
@@ -414,12 +419,7 @@ fn take_head(read: &mut BytesMut, max_head: usize, recall: &mut Recall) -> Head 
         let mut map = HeaderMap::with_capacity(count + 8);
         for (name, value) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
-            let value = if value.end - value.start >= RECALL_MIN {
-                recall.value(&head[value.start..value.end])?
-            } else {
-                HeaderValue::from_maybe_shared(head.slice(value.start..value.end)).ok()?
-            };
-            map.append(name, value);
+            map.append(name, recall.value(&head, *value)?);
         }
         recall.keep(&map);
         Some((uri, map))
